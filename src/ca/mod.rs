@@ -1,0 +1,183 @@
+//! The factory CA: checking CSRs, the leaf certificate profile, and the
+//! signer that holds the CA key.
+//!
+//! Owns: what a device certificate looks like and what a CSR must prove.
+//! The signing key sits behind [`CaSigner`] so that HSM and TPM backends can
+//! replace the key file without touching the profile. Does no database or
+//! jig I/O: the workflow records what this module issues.
+
+mod csr;
+mod file;
+mod proof;
+
+use std::sync::Mutex;
+
+use rcgen::{
+    CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, KeyUsagePurpose,
+    SerialNumber, SubjectPublicKeyInfo,
+};
+use time::OffsetDateTime;
+
+pub use csr::{CheckedCsr, CsrError, check_csr};
+pub use file::FileCa;
+pub use proof::{fingerprint, verify_key_proof};
+
+use crate::ids::Serial;
+
+/// A CA signing failure, or a CA that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum CaError {
+    #[error("the factory CA could not sign: {0}")]
+    Signing(String),
+    #[error(
+        "the CA key file {path} is readable by group or others (mode {mode:o}): run `chmod 600 {path}`"
+    )]
+    KeyTooOpen { path: String, mode: u32 },
+    #[error("cannot read {path}: {reason}")]
+    Unreadable { path: String, reason: String },
+    #[error(
+        "{path} already exists: the factory CA is not overwritten; use --force to replace it (every certificate it issued will stop verifying)"
+    )]
+    Exists { path: String },
+    #[error("the CA certificate {cert} does not belong to the key {key}")]
+    Mismatch { cert: String, key: String },
+}
+
+/// Something that signs with the factory CA key.
+pub trait CaSigner: Send + Sync {
+    /// The CA certificate, DER; boards receive it as the end of their chain.
+    fn certificate_der(&self) -> &[u8];
+    fn certificate_pem(&self) -> &str;
+    /// Signs a certificate with these parameters for this subject key.
+    fn sign(
+        &self,
+        params: &CertificateParams,
+        subject: &SubjectPublicKeyInfo,
+    ) -> Result<Vec<u8>, CaError>;
+    /// Where the key lives, for start-up messages and `station ca show`.
+    fn describe(&self) -> String;
+}
+
+/// A leaf certificate as issued.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leaf {
+    pub serial: Serial,
+    pub der: Vec<u8>,
+    pub pem: String,
+    pub fingerprint: String,
+    pub not_before: OffsetDateTime,
+    pub not_after: OffsetDateTime,
+}
+
+/// The device certificate profile: subject CN = GUID, 128-bit random serial,
+/// KeyUsage digitalSignature (critical), ExtendedKeyUsage clientAuth,
+/// BasicConstraints CA:FALSE, subject and authority key identifiers.
+pub fn leaf_params(
+    csr: &CheckedCsr,
+    now: OffsetDateTime,
+    validity_days: u32,
+) -> (CertificateParams, Serial) {
+    let mut serial = [0u8; 16];
+    // SystemRandom fails only without any OS randomness; a zero serial would
+    // then be refused by the ledger's uniqueness on the second board.
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut serial);
+    let mut p = CertificateParams::default();
+    p.distinguished_name = DistinguishedName::new();
+    p.distinguished_name
+        .push(DnType::CommonName, csr.guid.to_string());
+    p.not_before = now;
+    p.not_after = now + time::Duration::days(i64::from(validity_days));
+    p.serial_number = Some(SerialNumber::from_slice(&serial));
+    p.is_ca = IsCa::ExplicitNoCa;
+    p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    p.use_authority_key_identifier_extension = true;
+    (p, serial_string(&serial))
+}
+
+/// The serial as lower-case hex of its integer value, as `openssl x509
+/// -serial` prints it (without leading zero bytes).
+pub fn serial_string(bytes: &[u8]) -> Serial {
+    let hex = hex::encode(bytes);
+    let trimmed = hex.trim_start_matches("00");
+    Serial(if trimmed.is_empty() {
+        "00".into()
+    } else {
+        trimmed.into()
+    })
+}
+
+/// Issues a leaf for a checked CSR.
+pub fn issue_leaf(
+    ca: &dyn CaSigner,
+    csr: &CheckedCsr,
+    now: OffsetDateTime,
+    validity_days: u32,
+) -> Result<Leaf, CaError> {
+    let (params, serial) = leaf_params(csr, now, validity_days);
+    let spki = SubjectPublicKeyInfo::from_der(&csr.spki_der)
+        .map_err(|e| CaError::Signing(e.to_string()))?;
+    let der = ca.sign(&params, &spki)?;
+    Ok(Leaf {
+        serial,
+        pem: pem_encode("CERTIFICATE", &der),
+        fingerprint: fingerprint(&der),
+        not_before: params.not_before,
+        not_after: params.not_after,
+        der,
+    })
+}
+
+pub fn pem_encode(label: &str, der: &[u8]) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut s = format!("-----BEGIN {label}-----\n");
+    for chunk in b64.as_bytes().chunks(64) {
+        s.push_str(&String::from_utf8_lossy(chunk));
+        s.push('\n');
+    }
+    s.push_str(&format!("-----END {label}-----\n"));
+    s
+}
+
+/// A CA signer for tests that fails the next `n` signatures with a given
+/// message, then signs with the signer it wraps.
+pub struct ScriptedCa<S> {
+    inner: S,
+    failures: Mutex<Vec<String>>,
+}
+
+impl<S: CaSigner> ScriptedCa<S> {
+    pub fn new(inner: S, failures: Vec<String>) -> Self {
+        ScriptedCa {
+            inner,
+            failures: Mutex::new(failures),
+        }
+    }
+}
+
+impl<S: CaSigner> CaSigner for ScriptedCa<S> {
+    fn certificate_der(&self) -> &[u8] {
+        self.inner.certificate_der()
+    }
+    fn certificate_pem(&self) -> &str {
+        self.inner.certificate_pem()
+    }
+    fn sign(
+        &self,
+        params: &CertificateParams,
+        subject: &SubjectPublicKeyInfo,
+    ) -> Result<Vec<u8>, CaError> {
+        let next = self.failures.lock().ok().and_then(|mut f| f.pop());
+        match next {
+            Some(msg) => Err(CaError::Signing(msg)),
+            None => self.inner.sign(params, subject),
+        }
+    }
+    fn describe(&self) -> String {
+        format!("scripted fake around {}", self.inner.describe())
+    }
+}
+
+#[cfg(test)]
+mod tests;

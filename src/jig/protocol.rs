@@ -1,0 +1,378 @@
+//! Jig protocol v1 messages: the typed requests the station sends, the
+//! answers it expects and the events a jig raises, mapped to and from
+//! [`Frame`]s. Both the station's link and the board simulator use this
+//! module, so the two sides cannot drift apart.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+
+use super::frame::{Frame, Kind};
+use crate::ids::{Guid, Mac, parse_short_text};
+
+/// The protocol version this station speaks.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Length of the station nonce a board signs to prove it holds its key.
+pub const NONCE_LEN: usize = 32;
+
+/// Prefix of the message a board signs for SIGN, so that a board key never
+/// signs bytes chosen wholly by someone else (a TLS transcript, say).
+pub const KEY_PROOF_CONTEXT: &[u8] = b"JIGv1 key-proof\0";
+
+/// The exact bytes a board signs for `SIGN nonce=…`.
+pub fn key_proof_message(nonce: &[u8; NONCE_LEN]) -> Vec<u8> {
+    let mut m = KEY_PROOF_CONTEXT.to_vec();
+    m.extend_from_slice(nonce);
+    m
+}
+
+/// What a board says about itself (`IDENT`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BoardIdentity {
+    pub guid: Guid,
+    pub hw_revision: String,
+    pub fw_version: String,
+    pub mac: Mac,
+}
+
+/// A request from station to board.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    Hello { station: String },
+    Status,
+    Ident,
+    KeyGen { cn: Guid },
+    Store { chain: Vec<Vec<u8>> },
+    ReadCert,
+    Sign { nonce: [u8; NONCE_LEN] },
+    Finish { pass: bool, code: Option<String> },
+}
+
+impl Request {
+    pub fn verb(&self) -> &'static str {
+        match self {
+            Request::Hello { .. } => "HELLO",
+            Request::Status => "STATUS",
+            Request::Ident => "IDENT",
+            Request::KeyGen { .. } => "KEYGEN",
+            Request::Store { .. } => "STORE",
+            Request::ReadCert => "READCERT",
+            Request::Sign { .. } => "SIGN",
+            Request::Finish { .. } => "FINISH",
+        }
+    }
+
+    /// Requests that may legitimately take long on the board (key
+    /// generation, flash writes) get the slow timeout.
+    pub fn is_slow(&self) -> bool {
+        matches!(self, Request::KeyGen { .. } | Request::Store { .. })
+    }
+
+    pub fn to_frame(&self, id: u16) -> Frame {
+        let f = Frame::new(Kind::Request, id, self.verb());
+        match self {
+            Request::Hello { station } => f
+                .arg("v", PROTOCOL_VERSION.to_string())
+                .arg("station", station.clone()),
+            Request::Status | Request::Ident | Request::ReadCert => f,
+            Request::KeyGen { cn } => f.arg("alg", "p256").arg("cn", cn.to_string()),
+            Request::Store { chain } => f.arg("chain", encode_chain(chain)),
+            Request::Sign { nonce } => f.arg("nonce", B64.encode(nonce)),
+            Request::Finish { pass, code } => {
+                let f = f.arg("result", if *pass { "pass" } else { "fail" });
+                match code {
+                    Some(c) => f.arg("code", c.clone()),
+                    None => f,
+                }
+            }
+        }
+    }
+
+    /// Board side: reads a request frame.
+    pub fn from_frame(f: &Frame) -> Result<Request, AnswerError> {
+        Ok(match f.verb.as_str() {
+            "HELLO" => Request::Hello {
+                station: f.get("station").unwrap_or("").to_string(),
+            },
+            "STATUS" => Request::Status,
+            "IDENT" => Request::Ident,
+            "KEYGEN" => Request::KeyGen {
+                cn: need(f, "cn")?.parse().map_err(|e| bad(f, "cn", e))?,
+            },
+            "STORE" => Request::Store {
+                chain: decode_chain(need(f, "chain")?).map_err(|e| bad(f, "chain", e))?,
+            },
+            "READCERT" => Request::ReadCert,
+            "SIGN" => {
+                let n = B64
+                    .decode(need(f, "nonce")?)
+                    .map_err(|e| bad(f, "nonce", e))?;
+                Request::Sign {
+                    nonce: n
+                        .try_into()
+                        .map_err(|_| bad(f, "nonce", "it is not 32 bytes"))?,
+                }
+            }
+            "FINISH" => Request::Finish {
+                pass: need(f, "result")? == "pass",
+                code: f.get("code").map(str::to_string),
+            },
+            _ => return Err(AnswerError::new(&f.verb, "an unknown verb")),
+        })
+    }
+}
+
+/// A jig event: unsolicited, describing the jig's state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JigEvent {
+    Inserted,
+    Removed,
+    TestPassed,
+    TestFailed { code: String, message: String },
+}
+
+impl JigEvent {
+    pub fn to_frame(&self, seq: u16) -> Frame {
+        match self {
+            JigEvent::Inserted => Frame::new(Kind::Event, seq, "INSERTED"),
+            JigEvent::Removed => Frame::new(Kind::Event, seq, "REMOVED"),
+            JigEvent::TestPassed => Frame::new(Kind::Event, seq, "TEST").arg("result", "pass"),
+            JigEvent::TestFailed { code, message } => Frame::new(Kind::Event, seq, "TEST")
+                .arg("result", "fail")
+                .arg("code", code.clone())
+                .arg("msg", message.clone()),
+        }
+    }
+
+    pub fn from_frame(f: &Frame) -> Result<JigEvent, AnswerError> {
+        Ok(match f.verb.as_str() {
+            "INSERTED" => JigEvent::Inserted,
+            "REMOVED" => JigEvent::Removed,
+            "TEST" => match need(f, "result")? {
+                "pass" => JigEvent::TestPassed,
+                _ => JigEvent::TestFailed {
+                    code: f.get("code").unwrap_or("unspecified").to_string(),
+                    message: f.get("msg").unwrap_or("").to_string(),
+                },
+            },
+            _ => return Err(AnswerError::new(&f.verb, "an unknown event")),
+        })
+    }
+}
+
+/// The jig's view of its slot (`STATUS`), used to resynchronise after a
+/// lost event or a station restart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JigStatus {
+    pub present: bool,
+    /// `none`, `running`, `pass` or `fail`.
+    pub test: TestState,
+    /// The result the station last sent with FINISH for this board, if any.
+    pub done: Option<bool>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TestState {
+    None,
+    Running,
+    Passed,
+    Failed { code: String, message: String },
+}
+
+impl JigStatus {
+    pub fn to_args(&self, f: Frame) -> Frame {
+        let f = f.arg("present", if self.present { "1" } else { "0" });
+        let f = match &self.test {
+            TestState::None => f.arg("test", "none"),
+            TestState::Running => f.arg("test", "running"),
+            TestState::Passed => f.arg("test", "pass"),
+            TestState::Failed { code, message } => f
+                .arg("test", "fail")
+                .arg("code", code.clone())
+                .arg("msg", message.clone()),
+        };
+        f.arg(
+            "done",
+            match self.done {
+                None => "none",
+                Some(true) => "pass",
+                Some(false) => "fail",
+            },
+        )
+    }
+
+    pub fn from_answer(f: &Frame) -> Result<JigStatus, AnswerError> {
+        let test = match need(f, "test")? {
+            "none" => TestState::None,
+            "running" => TestState::Running,
+            "pass" => TestState::Passed,
+            "fail" => TestState::Failed {
+                code: f.get("code").unwrap_or("unspecified").to_string(),
+                message: f.get("msg").unwrap_or("").to_string(),
+            },
+            _ => return Err(bad(f, "test", "not none, running, pass or fail")),
+        };
+        Ok(JigStatus {
+            present: need(f, "present")? == "1",
+            test,
+            done: match f.get("done") {
+                Some("pass") => Some(true),
+                Some("fail") => Some(false),
+                _ => None,
+            },
+        })
+    }
+}
+
+/// An answer that is well framed but whose content is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the board's answer to {verb} is not usable: {reason}")]
+pub struct AnswerError {
+    pub verb: String,
+    pub reason: String,
+}
+
+impl AnswerError {
+    pub fn new(verb: &str, reason: impl Into<String>) -> Self {
+        AnswerError {
+            verb: verb.to_string(),
+            reason: reason.into(),
+        }
+    }
+}
+
+fn need<'a>(f: &'a Frame, key: &str) -> Result<&'a str, AnswerError> {
+    f.get(key)
+        .ok_or_else(|| AnswerError::new(&f.verb, format!("it has no {key}=")))
+}
+
+fn bad(f: &Frame, key: &str, e: impl std::fmt::Display) -> AnswerError {
+    AnswerError::new(&f.verb, format!("{key}= is invalid: {e}"))
+}
+
+pub fn encode_chain(chain: &[Vec<u8>]) -> String {
+    chain
+        .iter()
+        .map(|c| B64.encode(c))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+pub fn decode_chain(s: &str) -> Result<Vec<Vec<u8>>, base64::DecodeError> {
+    if s.is_empty() {
+        return Ok(Vec::new());
+    }
+    s.split(',').map(|c| B64.decode(c)).collect()
+}
+
+/// Station side: the identity in an `IDENT` answer.
+pub fn parse_identity(f: &Frame) -> Result<BoardIdentity, AnswerError> {
+    Ok(BoardIdentity {
+        guid: need(f, "guid")?.parse().map_err(|e| bad(f, "guid", e))?,
+        hw_revision: parse_short_text("hardware revision", need(f, "hw")?)
+            .map_err(|e| bad(f, "hw", e))?,
+        fw_version: parse_short_text("firmware version", need(f, "fw")?)
+            .map_err(|e| bad(f, "fw", e))?,
+        mac: need(f, "mac")?.parse().map_err(|e| bad(f, "mac", e))?,
+    })
+}
+
+pub fn identity_args(id: &BoardIdentity, f: Frame) -> Frame {
+    f.arg("guid", id.guid.to_string())
+        .arg("hw", id.hw_revision.clone())
+        .arg("fw", id.fw_version.clone())
+        .arg("mac", id.mac.to_string())
+}
+
+/// Station side: the CSR (DER) in a `KEYGEN` answer.
+pub fn parse_csr(f: &Frame) -> Result<Vec<u8>, AnswerError> {
+    B64.decode(need(f, "csr")?).map_err(|e| bad(f, "csr", e))
+}
+
+/// Station side: the chain in a `READCERT` answer.
+pub fn parse_chain(f: &Frame) -> Result<Vec<Vec<u8>>, AnswerError> {
+    decode_chain(need(f, "chain")?).map_err(|e| bad(f, "chain", e))
+}
+
+/// Station side: the signature in a `SIGN` answer.
+pub fn parse_signature(f: &Frame) -> Result<Vec<u8>, AnswerError> {
+    B64.decode(need(f, "sig")?).map_err(|e| bad(f, "sig", e))
+}
+
+/// Station side: the version the board chose in its `HELLO` answer.
+pub fn parse_hello(f: &Frame) -> Result<u32, AnswerError> {
+    need(f, "v")?.parse().map_err(|e| bad(f, "v", e))
+}
+
+pub fn b64(data: &[u8]) -> String {
+    B64.encode(data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_round_trip_through_frames() {
+        let guid: Guid = "0a1b2c3d-0000-4000-8000-00000000abcd".parse().unwrap();
+        for r in [
+            Request::Hello {
+                station: "st-1".into(),
+            },
+            Request::Status,
+            Request::Ident,
+            Request::KeyGen { cn: guid },
+            Request::Store {
+                chain: vec![vec![1, 2, 3], vec![4; 700]],
+            },
+            Request::ReadCert,
+            Request::Sign { nonce: [9; 32] },
+            Request::Finish {
+                pass: false,
+                code: Some("csr_rejected".into()),
+            },
+        ] {
+            assert_eq!(Request::from_frame(&r.to_frame(5)).unwrap(), r);
+        }
+    }
+
+    #[test]
+    fn events_and_status_round_trip() {
+        for e in [
+            JigEvent::Inserted,
+            JigEvent::Removed,
+            JigEvent::TestPassed,
+            JigEvent::TestFailed {
+                code: "rf".into(),
+                message: "RF power low".into(),
+            },
+        ] {
+            assert_eq!(JigEvent::from_frame(&e.to_frame(1)).unwrap(), e);
+        }
+        let s = JigStatus {
+            present: true,
+            test: TestState::Passed,
+            done: Some(false),
+        };
+        let f = s.to_args(Frame::new(Kind::Response, 1, "OK"));
+        assert_eq!(JigStatus::from_answer(&f).unwrap(), s);
+    }
+
+    #[test]
+    fn identity_errors_name_the_field() {
+        let f = Frame::new(Kind::Response, 1, "OK")
+            .arg("guid", "nope")
+            .arg("hw", "B2")
+            .arg("fw", "1.0")
+            .arg("mac", "02:00:00:00:00:01");
+        let e = parse_identity(&f).unwrap_err().to_string();
+        assert!(e.contains("guid="), "{e}");
+        let f = Frame::new(Kind::Response, 1, "OK");
+        assert!(
+            parse_identity(&f)
+                .unwrap_err()
+                .to_string()
+                .contains("no guid=")
+        );
+    }
+}

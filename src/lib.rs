@@ -1,0 +1,23 @@
+//! The provisioning station: gives every circuit board in a test jig its
+//! cloud identity.
+//!
+//! # Layout
+//! - [`ids`]: GUIDs, MACs, slot ids and serials, parsed once.
+//! - [`jig`]: protocol v1 to the jigs: frames, messages, the link with
+//!   retries, and a scripted fake link.
+//! - [`sim`]: a board simulator on a real pseudo-terminal.
+//! - [`ca`]: CSR intake, the leaf profile, the CA signer.
+//! - [`core`]: the per-board state machine. No I/O.
+//! - [`store`]: SQLite; the only module with SQL.
+//! - [`workflow`]: one task per jig slot driving [`core`], persisting each
+//!   transition before acting on it.
+//! - [`config`]: `station.toml`, parsed into a validated configuration.
+//! - [`web`]: the JSON API and a plain HTML page.
+//! - [`app`]: wiring it all together for `station serve`.
+//!
+//! `ARCHITECTURE.md` states the invariants between these modules.
+
+pub mod ca;
+pub mod ids;
+pub mod jig;
+pub mod sim;

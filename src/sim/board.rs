@@ -1,0 +1,130 @@
+//! One simulated board: its identity, its key and what it has stored.
+
+use rcgen::{
+    CertificateParams, DistinguishedName, DnType, KeyPair, PKCS_ECDSA_P256_SHA256,
+    PKCS_ECDSA_P384_SHA384, PublicKeyData, SignatureAlgorithm, SigningKey,
+};
+
+use super::{Fault, SimOptions};
+use crate::ids::{Guid, Mac};
+use crate::jig::frame::Frame;
+use crate::jig::protocol::{BoardIdentity, NONCE_LEN, identity_args, key_proof_message};
+
+/// What a test may check about a board the simulator ran.
+#[derive(Debug, Clone)]
+pub struct ObservedBoard {
+    pub guid: Guid,
+    /// The board's public key as a SubjectPublicKeyInfo (DER), if it made one.
+    pub public_key_spki: Option<Vec<u8>>,
+    /// The certificate chain the board stored (DER).
+    pub stored: Vec<Vec<u8>>,
+    /// Every nonce the board signed, with its signature.
+    pub signatures: Vec<([u8; NONCE_LEN], Vec<u8>)>,
+}
+
+pub struct Board {
+    identity: BoardIdentity,
+    key: Option<KeyPair>,
+    pub stored: Vec<Vec<u8>>,
+    signatures: Vec<([u8; NONCE_LEN], Vec<u8>)>,
+}
+
+pub fn random_bytes() -> [u8; 16] {
+    let mut b = [0u8; 16];
+    // SystemRandom only fails if the OS has no randomness at all; a zero
+    // GUID would then show up plainly in every test.
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
+    b
+}
+
+impl Board {
+    pub fn new(guid: Guid, opts: &SimOptions) -> Board {
+        let r = random_bytes();
+        Board {
+            identity: BoardIdentity {
+                guid,
+                hw_revision: opts.hw_revision.clone(),
+                fw_version: opts.fw_version.clone(),
+                // Locally administered unicast address.
+                mac: Mac::new([0x02, 0x00, r[0], r[1], r[2], r[3]]),
+            },
+            key: None,
+            stored: Vec::new(),
+            signatures: Vec::new(),
+        }
+    }
+
+    pub fn identify(&self, f: Frame) -> Frame {
+        identity_args(&self.identity, f)
+    }
+
+    /// Makes a new key and a CSR for it; faults make either wrong on purpose.
+    pub fn keygen(&mut self, fault: Option<&Fault>) -> Result<Vec<u8>, String> {
+        let alg: &'static SignatureAlgorithm = if fault == Some(&Fault::NotP256) {
+            &PKCS_ECDSA_P384_SHA384
+        } else {
+            &PKCS_ECDSA_P256_SHA256
+        };
+        let key = KeyPair::generate_for(alg).map_err(|e| e.to_string())?;
+        let cn = if fault == Some(&Fault::WrongGuid) {
+            Guid::from_bytes(random_bytes()).to_string()
+        } else {
+            self.identity.guid.to_string()
+        };
+        let mut params = CertificateParams::default();
+        params.distinguished_name = DistinguishedName::new();
+        params.distinguished_name.push(DnType::CommonName, cn);
+        let csr = if fault == Some(&Fault::WrongKey) {
+            let other = KeyPair::generate_for(alg).map_err(|e| e.to_string())?;
+            params.serialize_request(&Mismatched {
+                public: &key,
+                signer: &other,
+            })
+        } else {
+            params.serialize_request(&key)
+        }
+        .map_err(|e| e.to_string())?;
+        self.key = Some(key);
+        Ok(csr.der().to_vec())
+    }
+
+    pub fn sign(&mut self, nonce: &[u8; NONCE_LEN]) -> Result<Vec<u8>, String> {
+        let key = self.key.as_ref().ok_or("no key has been made")?;
+        let sig = key
+            .sign(&key_proof_message(nonce))
+            .map_err(|e| e.to_string())?;
+        self.signatures.push((*nonce, sig.clone()));
+        Ok(sig)
+    }
+
+    pub fn observed(&self) -> ObservedBoard {
+        ObservedBoard {
+            guid: self.identity.guid.clone(),
+            public_key_spki: self.key.as_ref().map(|k| k.subject_public_key_info()),
+            stored: self.stored.clone(),
+            signatures: self.signatures.clone(),
+        }
+    }
+}
+
+/// Claims one key and signs with another: a CSR whose signature does not
+/// verify against the key it carries.
+struct Mismatched<'a> {
+    public: &'a KeyPair,
+    signer: &'a KeyPair,
+}
+
+impl PublicKeyData for Mismatched<'_> {
+    fn der_bytes(&self) -> &[u8] {
+        self.public.der_bytes()
+    }
+    fn algorithm(&self) -> &'static SignatureAlgorithm {
+        self.public.algorithm()
+    }
+}
+
+impl SigningKey for Mismatched<'_> {
+    fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
+        self.signer.sign(msg)
+    }
+}

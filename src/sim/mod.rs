@@ -1,0 +1,429 @@
+//! The board simulator: the board (and jig) side of protocol v1 over a real
+//! serial line or pseudo-terminal, so the station can be run and tested
+//! without hardware.
+//!
+//! A simulated jig inserts a board, runs its functional test, answers the
+//! station, and in line mode removes the board and inserts a new one (a new
+//! GUID) after a pause. Faults from [`Fault`] make it misbehave on purpose.
+//! Owns nothing the station depends on; the station only sees the line.
+
+mod board;
+mod fault;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::Instant;
+
+pub use board::ObservedBoard;
+pub use fault::Fault;
+
+use crate::ids::Guid;
+use crate::jig::frame::{Decoded, Decoder, Frame, Kind, MAX_FRAME};
+use crate::jig::protocol::{JigEvent, JigStatus, Request, TestState};
+use board::Board;
+
+/// How a simulated board behaves.
+#[derive(Debug, Clone)]
+pub struct SimOptions {
+    /// Time the board takes to make a key pair and CSR.
+    pub keygen_time: Duration,
+    /// Flash write speed for STORE, in bytes per second (0: instant).
+    pub flash_bytes_per_sec: u32,
+    /// Time the jig's functional test takes.
+    pub test_time: Duration,
+    /// Delay before the first board is inserted.
+    pub first_insert_after: Duration,
+    /// `None`: one board is inserted and stays. `Some`: the board is removed
+    /// `dwell` after FINISH and the next one arrives `pause` later.
+    pub line: Option<LineCycle>,
+    pub hw_revision: String,
+    pub fw_version: String,
+    /// The first board's GUID (random when `None`); later boards are random.
+    pub guid: Option<Guid>,
+    pub fault: Option<Fault>,
+    /// How many times the fault strikes; `None` for every time.
+    pub fault_times: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct LineCycle {
+    pub dwell: Duration,
+    pub pause: Duration,
+}
+
+impl Default for SimOptions {
+    fn default() -> Self {
+        SimOptions {
+            keygen_time: Duration::from_millis(50),
+            flash_bytes_per_sec: 0,
+            test_time: Duration::from_millis(50),
+            first_insert_after: Duration::from_millis(20),
+            line: None,
+            hw_revision: "B2".into(),
+            fw_version: "1.4.2".into(),
+            guid: None,
+            fault: None,
+            fault_times: None,
+        }
+    }
+}
+
+/// What the simulator did, for tests to check against the station's records.
+#[derive(Debug, Default)]
+pub struct Observations {
+    pub boards: Vec<ObservedBoard>,
+    /// The board in the jig now, as of its last answer.
+    pub current: Option<ObservedBoard>,
+    /// Requests received (id, verb), including repeats.
+    pub requests: Vec<(u16, String)>,
+}
+
+pub type SharedObservations = Arc<Mutex<Observations>>;
+
+/// Runs a simulated jig with boards on `io` until the line closes.
+pub async fn run<T: AsyncRead + AsyncWrite + Unpin>(
+    io: T,
+    opts: SimOptions,
+    seen: SharedObservations,
+) -> std::io::Result<()> {
+    let mut sim = Sim::new(opts, seen);
+    let (mut rd, mut wr) = tokio::io::split(io);
+    let mut decoder = Decoder::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        let timer = sim.next_timer();
+        let mut out: Vec<u8> = Vec::new();
+        tokio::select! {
+            r = rd.read(&mut buf) => {
+                let n = match r {
+                    Ok(0) => return Ok(()),
+                    Ok(n) => n,
+                    // A pseudo-terminal whose other side nobody holds open
+                    // reads EIO: wait for the station to open it.
+                    Err(e) if e.raw_os_error() == Some(libc::EIO) => {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
+                let mut items = Vec::new();
+                decoder.feed(&buf[..n], &mut items);
+                for item in items {
+                    if let Decoded::Frame(f) = item {
+                        if f.kind == Kind::Request {
+                            sim.serve(&f, &mut wr).await?;
+                        }
+                    }
+                }
+            }
+            _ = tokio::time::sleep_until(timer.unwrap_or_else(far_future)), if timer.is_some() => {
+                sim.on_timer(&mut out);
+            }
+        }
+        if !out.is_empty() && !sim.silent {
+            wr.write_all(&out).await?;
+            wr.flush().await?;
+        }
+    }
+}
+
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(86400)
+}
+
+enum Timer {
+    Insert,
+    TestDone,
+    Remove,
+}
+
+struct Sim {
+    opts: SimOptions,
+    seen: SharedObservations,
+    board: Option<Board>,
+    test: TestState,
+    done: Option<bool>,
+    timer: Option<(Instant, Timer)>,
+    event_seq: u16,
+    /// Last request id and verb answered, and the answer, for repeats.
+    replay: Option<(u16, String, Vec<u8>)>,
+    fault_left: Option<u32>,
+    silent: bool,
+    next_guid: Option<Guid>,
+}
+
+impl Sim {
+    fn new(opts: SimOptions, seen: SharedObservations) -> Sim {
+        let first = Instant::now() + opts.first_insert_after;
+        Sim {
+            fault_left: opts.fault_times,
+            next_guid: opts.guid.clone(),
+            opts,
+            seen,
+            board: None,
+            test: TestState::None,
+            done: None,
+            timer: Some((first, Timer::Insert)),
+            event_seq: 0,
+            replay: None,
+            silent: false,
+        }
+    }
+
+    fn next_timer(&self) -> Option<Instant> {
+        self.timer.as_ref().map(|(t, _)| *t)
+    }
+
+    fn event(&mut self, e: JigEvent, out: &mut Vec<u8>) {
+        self.event_seq = self.event_seq.wrapping_add(1);
+        out.extend(e.to_frame(self.event_seq).encode());
+    }
+
+    fn on_timer(&mut self, out: &mut Vec<u8>) {
+        let Some((_, what)) = self.timer.take() else {
+            return;
+        };
+        match what {
+            Timer::Insert => {
+                let guid = self
+                    .next_guid
+                    .take()
+                    .unwrap_or_else(|| Guid::from_bytes(board::random_bytes()));
+                self.board = Some(Board::new(guid, &self.opts));
+                self.test = TestState::Running;
+                self.done = None;
+                self.replay = None;
+                self.event(JigEvent::Inserted, out);
+                self.timer = Some((Instant::now() + self.opts.test_time, Timer::TestDone));
+            }
+            Timer::TestDone => {
+                let e = if self.opts.fault == Some(Fault::FailTest) {
+                    let (code, message) = ("rf_power_low", "RF output 3 dB below limit at 2.4 GHz");
+                    self.test = TestState::Failed {
+                        code: code.into(),
+                        message: message.into(),
+                    };
+                    JigEvent::TestFailed {
+                        code: code.into(),
+                        message: message.into(),
+                    }
+                } else {
+                    self.test = TestState::Passed;
+                    JigEvent::TestPassed
+                };
+                self.event(e, out);
+                if matches!(self.test, TestState::Failed { .. }) {
+                    self.schedule_removal();
+                }
+            }
+            Timer::Remove => {
+                if let Some(b) = self.board.take() {
+                    if let Ok(mut s) = self.seen.lock() {
+                        s.boards.push(b.observed());
+                        s.current = None;
+                    }
+                }
+                self.test = TestState::None;
+                self.done = None;
+                self.event(JigEvent::Removed, out);
+                if let Some(cycle) = self.opts.line {
+                    self.timer = Some((Instant::now() + cycle.pause, Timer::Insert));
+                }
+            }
+        }
+    }
+
+    fn schedule_removal(&mut self) {
+        if let Some(cycle) = self.opts.line {
+            self.timer = Some((Instant::now() + cycle.dwell, Timer::Remove));
+        }
+    }
+
+    async fn serve<W: AsyncWrite + Unpin>(&mut self, f: &Frame, wr: &mut W) -> std::io::Result<()> {
+        if let Ok(mut s) = self.seen.lock() {
+            s.requests.push((f.id, f.verb.clone()));
+        }
+        if let Some(Fault::Silence { verb }) = &self.opts.fault {
+            if *verb == f.verb && self.board.is_some() {
+                self.silent = true;
+            }
+        }
+        if self.silent {
+            return Ok(());
+        }
+        let answer = match &self.replay {
+            Some((id, verb, bytes)) if *id == f.id && *verb == f.verb => bytes.clone(),
+            _ => {
+                let bytes = self.execute(f, wr).await?.encode();
+                self.replay = Some((f.id, f.verb.clone(), bytes.clone()));
+                if let Ok(mut s) = self.seen.lock() {
+                    s.current = self.board.as_ref().map(Board::observed);
+                }
+                bytes
+            }
+        };
+        let sent = self.damage(&f.verb, answer);
+        wr.write_all(&sent).await?;
+        wr.flush().await
+    }
+
+    /// Applies the configured line fault to an answer to `verb`.
+    fn damage(&mut self, verb: &str, mut bytes: Vec<u8>) -> Vec<u8> {
+        let Some(fault) = self.opts.fault.clone() else {
+            return bytes;
+        };
+        if fault.line_verb() != Some(verb) || self.fault_left == Some(0) {
+            return bytes;
+        }
+        if let Some(n) = self.fault_left.as_mut() {
+            *n -= 1;
+        }
+        match fault {
+            Fault::Corrupt { .. } => {
+                let i = bytes.len() / 2;
+                bytes[i] = if bytes[i] == b'#' { b'$' } else { b'#' };
+                bytes
+            }
+            Fault::BadCrc { .. } => {
+                let n = bytes.len();
+                let crc = &mut bytes[n - 6..n - 2];
+                crc.copy_from_slice(if crc == b"0000" { b"FFFF" } else { b"0000" });
+                bytes
+            }
+            Fault::Drop { .. } => Vec::new(),
+            Fault::Truncated { .. } => bytes[..bytes.len() / 2].to_vec(),
+            Fault::Oversized { .. } => {
+                let mut b = vec![b'<'; MAX_FRAME + 64];
+                b.extend_from_slice(b"\r\n");
+                b
+            }
+            Fault::Garbage { .. } => {
+                let mut b: Vec<u8> = (0..8).flat_map(|_| board::random_bytes()).collect();
+                b.retain(|&c| c != b'\n');
+                b.extend_from_slice(b"\r\n");
+                b
+            }
+            _ => bytes,
+        }
+    }
+
+    async fn execute<W: AsyncWrite + Unpin>(
+        &mut self,
+        f: &Frame,
+        wr: &mut W,
+    ) -> std::io::Result<Frame> {
+        let ok = Frame::new(Kind::Response, f.id, "OK");
+        let err = |code: &str, msg: &str| {
+            Frame::new(Kind::Response, f.id, "ERR")
+                .arg("code", code)
+                .arg("msg", msg)
+        };
+        let req = match Request::from_frame(f) {
+            Ok(r) => r,
+            Err(e) => return Ok(err("bad_request", &e.to_string())),
+        };
+        if let Request::Hello { .. } = req {
+            return Ok(ok.arg("v", crate::jig::protocol::PROTOCOL_VERSION.to_string()));
+        }
+        if let Request::Status = req {
+            let status = JigStatus {
+                present: self.board.is_some(),
+                test: self.test.clone(),
+                done: self.done,
+            };
+            return Ok(status.to_args(ok));
+        }
+        let Some(board) = self.board.as_mut() else {
+            return Ok(err("no_board", "no board in the jig"));
+        };
+        Ok(match req {
+            Request::Ident => board.identify(ok),
+            Request::KeyGen { .. } => {
+                busy(f.id, wr).await?;
+                tokio::time::sleep(self.opts.keygen_time).await;
+                match board.keygen(self.opts.fault.as_ref()) {
+                    Ok(csr) => ok.arg("csr", crate::jig::protocol::b64(&csr)),
+                    Err(e) => err("keygen_failed", &e),
+                }
+            }
+            Request::Store { chain } => {
+                if self.opts.fault == Some(Fault::RefuseStore) {
+                    return Ok(err(
+                        "flash_write_failed",
+                        "certificate sector did not erase",
+                    ));
+                }
+                let bytes: usize = chain.iter().map(Vec::len).sum();
+                if self.opts.flash_bytes_per_sec > 0 {
+                    busy(f.id, wr).await?;
+                    let secs = bytes as f64 / f64::from(self.opts.flash_bytes_per_sec);
+                    tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+                }
+                board.stored = chain;
+                ok
+            }
+            Request::ReadCert => ok.arg("chain", crate::jig::protocol::encode_chain(&board.stored)),
+            Request::Sign { nonce } => match board.sign(&nonce) {
+                Ok(sig) => ok.arg("sig", crate::jig::protocol::b64(&sig)),
+                Err(e) => err("no_key", &e),
+            },
+            Request::Finish { pass, .. } => {
+                self.done = Some(pass);
+                self.schedule_removal();
+                ok
+            }
+            Request::Hello { .. } | Request::Status => ok,
+        })
+    }
+}
+
+async fn busy<W: AsyncWrite + Unpin>(id: u16, wr: &mut W) -> std::io::Result<()> {
+    wr.write_all(&Frame::new(Kind::Response, id, "BUSY").encode())
+        .await?;
+    wr.flush().await
+}
+
+/// A simulated jig on a fresh pseudo-terminal. Dropping it ends the
+/// simulation.
+pub struct PtySim {
+    /// The path the station opens, like `/dev/pts/7`.
+    pub device: String,
+    pub seen: SharedObservations,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl PtySim {
+    /// Opens a pseudo-terminal pair and runs a simulated jig on its master
+    /// side. The slave side stays open in this process so the line does not
+    /// hang up between station connections.
+    pub fn spawn(opts: SimOptions) -> std::io::Result<PtySim> {
+        use tokio_serial::SerialPort;
+        let (master, slave) = tokio_serial::SerialStream::pair().map_err(std::io::Error::other)?;
+        let device = slave
+            .name()
+            .ok_or_else(|| std::io::Error::other("the pseudo-terminal has no name"))?;
+        let seen = SharedObservations::default();
+        let seen2 = seen.clone();
+        let task = tokio::spawn(async move {
+            let _keep_open = slave;
+            run(master, opts, seen2).await
+        });
+        Ok(PtySim { device, seen, task })
+    }
+
+    /// The boards that have been in the jig (removed ones) plus the current one.
+    pub fn boards(&self) -> Vec<ObservedBoard> {
+        self.seen
+            .lock()
+            .map(|s| s.boards.iter().chain(&s.current).cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for PtySim {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
