@@ -11,7 +11,7 @@ use crate::ids::Guid;
 
 /// A CSR that has passed every check: P-256 key, valid self-signature,
 /// subject CN equal to the board's GUID.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckedCsr {
     pub guid: Guid,
     /// The board's SubjectPublicKeyInfo, DER.

@@ -1,0 +1,94 @@
+//! Why a board failed: a stable code for records and reports, and a message
+//! an operator can act on.
+
+use std::fmt;
+
+use super::Step;
+use crate::ids::{Guid, Serial};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// Short and stable (`csr_wrong_guid`, `no_answer`…): reports group by it.
+    pub code: String,
+    /// What happened and what to do, for the operator.
+    pub message: String,
+}
+
+impl Failure {
+    pub fn new(code: &str, message: impl Into<String>) -> Failure {
+        Failure {
+            code: code.to_string(),
+            message: message.into(),
+        }
+    }
+
+    pub fn removed(step: Step) -> Failure {
+        Failure::new(
+            "board_removed",
+            format!(
+                "the board was removed during the {} step: put it back to provision it",
+                step.as_str()
+            ),
+        )
+    }
+
+    pub fn version(v: u32) -> Failure {
+        Failure::new(
+            "protocol_version",
+            format!(
+                "the board speaks jig protocol v{v}, this station v{}: update the board firmware or the station",
+                crate::jig::protocol::PROTOCOL_VERSION
+            ),
+        )
+    }
+
+    pub fn test_failed(code: &str, message: &str) -> Failure {
+        let detail = if message.is_empty() {
+            String::new()
+        } else {
+            format!(" ({message})")
+        };
+        Failure::new(
+            "test_failed",
+            format!(
+                "the jig's functional test failed: {code}{detail}; no certificate is issued: send the board to rework"
+            ),
+        )
+    }
+
+    pub fn already_provisioned(guid: &Guid, serial: &Serial, issued_at: &str) -> Failure {
+        Failure::new(
+            "already_provisioned",
+            format!(
+                "board {guid} is already provisioned (certificate {serial}, issued {issued_at}); no second certificate is issued. A supervisor can allow one with `station board override {guid}`"
+            ),
+        )
+    }
+
+    pub fn readback_mismatch() -> Failure {
+        Failure::new(
+            "readback_mismatch",
+            "the board read back a different certificate than it was sent: its certificate storage may be faulty; set the board aside",
+        )
+    }
+
+    pub fn key_proof() -> Failure {
+        Failure::new(
+            "key_proof_failed",
+            "the board's signature does not match its new certificate: it no longer holds the key it asked a certificate for (was it reset?); set the board aside",
+        )
+    }
+
+    pub fn internal(what: &str) -> Failure {
+        Failure::new(
+            "internal",
+            format!("internal error ({what}): please report this"),
+        )
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} [{}]", self.message, self.code)
+    }
+}

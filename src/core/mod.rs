@@ -1,0 +1,410 @@
+//! The provisioning core: one state machine per jig slot that decides what
+//! happens next to the board in it. No I/O, no clock, no runtime: the slot
+//! driver feeds it [`Event`]s and carries out the [`Command`]s it returns, in
+//! order, persisting each before acting on the next.
+//!
+//! Must not import tokio, axum, rusqlite, serial or TPM code (a test checks
+//! this). Pure checks on what a board sends (CSR, read-back, key proof) are
+//! made here, so a refused CSR can never reach the signer.
+
+mod failure;
+#[cfg(test)]
+mod tests;
+
+pub use failure::Failure;
+
+use crate::ca::{CheckedCsr, check_csr, verify_key_proof};
+use crate::ids::Serial;
+use crate::jig::protocol::{BoardIdentity, NONCE_LEN, PROTOCOL_VERSION, TestState};
+
+/// The steps of provisioning one board, in order. The names are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Step {
+    Hello,
+    Identify,
+    Review,
+    KeyGen,
+    Issue,
+    Store,
+    ReadBack,
+    Prove,
+    Finish,
+}
+
+impl Step {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Step::Hello => "hello",
+            Step::Identify => "identify",
+            Step::Review => "review",
+            Step::KeyGen => "keygen",
+            Step::Issue => "issue",
+            Step::Store => "store",
+            Step::ReadBack => "readback",
+            Step::Prove => "prove",
+            Step::Finish => "finish",
+        }
+    }
+}
+
+/// A certificate the ledger holds for the board in the slot, with the chain
+/// the board is to store (leaf first).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuedCert {
+    pub serial: Serial,
+    pub chain: Vec<Vec<u8>>,
+}
+
+/// What the store knows about a GUID before any key is made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Review {
+    /// Nothing stands in the way; `override_granted` if a supervisor allowed
+    /// a second certificate.
+    Fresh { override_granted: bool },
+    /// The slot's interrupted attempt for this board already holds a
+    /// certificate in the ledger: finish with it.
+    Resume(IssuedCert),
+    /// The GUID holds a valid certificate from this CA already.
+    AlreadyProvisioned { serial: Serial, issued_at: String },
+}
+
+/// Everything the core remembers about the board being provisioned.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BoardCtx {
+    pub identity: Option<BoardIdentity>,
+    pub cert: Option<IssuedCert>,
+    /// A supervisor allowed this GUID a further certificate.
+    pub override_granted: bool,
+    /// Set when the jig's functional test failed: the board is only
+    /// identified, for the record, then failed.
+    pub test_failure: Option<(String, String)>,
+}
+
+/// How a board's visit to the jig ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Provisioned {
+        serial: Serial,
+    },
+    Failed(Failure),
+    /// Found finished when the station started; nothing to do until removal.
+    Unknown,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SlotState {
+    /// No board in the jig.
+    Empty,
+    /// A board is in; the jig's functional test is running.
+    Testing,
+    /// Provisioning, at `step`.
+    Busy { step: Step, board: BoardCtx },
+    /// Finished; the result stays until the board is removed.
+    Done(Outcome),
+}
+
+/// What the driver reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    Inserted,
+    TestPassed,
+    TestFailed {
+        code: String,
+        message: String,
+    },
+    Removed,
+    /// The jig's state as read with STATUS (after start-up or a lost event).
+    /// `interrupted`: the store holds an unfinished attempt for this slot.
+    Synced {
+        present: bool,
+        test: TestState,
+        done: Option<bool>,
+        interrupted: bool,
+    },
+    Done(Output),
+    Failed(Failure),
+}
+
+/// The result of a step the driver carried out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    Hello {
+        version: u32,
+    },
+    Identified(BoardIdentity),
+    Reviewed(Review),
+    Csr(Vec<u8>),
+    Issued(IssuedCert),
+    Stored,
+    ReadBack(Vec<Vec<u8>>),
+    Signed {
+        nonce: [u8; NONCE_LEN],
+        signature: Vec<u8>,
+    },
+    Finished,
+}
+
+/// What the driver must do, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Create the board record, or adopt this slot's interrupted one.
+    OpenBoard,
+    /// Record the identity on the board record.
+    RecordIdentity(BoardIdentity),
+    /// Record the start of `step`, then carry it out and report the result.
+    Run(Action),
+    /// Record the end of the running step.
+    EndStep { step: Step, error: Option<Failure> },
+    /// Record the board as provisioned (ledger entry installed).
+    Complete { serial: Serial },
+    /// Record the board as failed; abandon an issued but unproven
+    /// certificate.
+    Fail(Failure),
+    /// Tell the jig the board failed (best effort: the line may be down).
+    NotifyFailed { code: String },
+}
+
+/// A step to carry out, with what it needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Hello,
+    Identify,
+    Review(BoardIdentity),
+    KeyGen(BoardIdentity),
+    /// Sign, and commit to the ledger before reporting.
+    Issue {
+        csr: CheckedCsr,
+        override_used: bool,
+    },
+    Store(Vec<Vec<u8>>),
+    ReadBack,
+    Prove,
+    Finish,
+}
+
+impl Action {
+    pub fn step(&self) -> Step {
+        match self {
+            Action::Hello => Step::Hello,
+            Action::Identify => Step::Identify,
+            Action::Review(_) => Step::Review,
+            Action::KeyGen(_) => Step::KeyGen,
+            Action::Issue { .. } => Step::Issue,
+            Action::Store(_) => Step::Store,
+            Action::ReadBack => Step::ReadBack,
+            Action::Prove => Step::Prove,
+            Action::Finish => Step::Finish,
+        }
+    }
+}
+
+/// The transition function.
+pub fn step(state: SlotState, event: Event) -> (SlotState, Vec<Command>) {
+    use SlotState::*;
+    match (state, event) {
+        (
+            _,
+            Event::Synced {
+                present,
+                test,
+                done,
+                interrupted,
+            },
+        ) => synced(present, test, done, interrupted),
+        (Busy { step, .. }, Event::Removed) => {
+            let f = Failure::removed(step);
+            (
+                Done(Outcome::Failed(f.clone())),
+                vec![
+                    Command::EndStep {
+                        step,
+                        error: Some(f.clone()),
+                    },
+                    Command::Fail(f),
+                ],
+            )
+        }
+        (_, Event::Removed) => (Empty, vec![]),
+        (Empty | Done(_), Event::Inserted) => (Testing, vec![]),
+        (Empty | Testing, Event::TestPassed) => begin(BoardCtx::default()),
+        (Empty | Testing, Event::TestFailed { code, message }) => begin_test_failed(code, message),
+        (Busy { step, board }, Event::Done(out)) => advance(step, board, out),
+        (Busy { step, .. }, Event::Failed(f)) => fail(step, f),
+        // Anything else is stale (an answer after removal, a repeated event).
+        (s, _) => (s, vec![]),
+    }
+}
+
+fn synced(
+    present: bool,
+    test: TestState,
+    done: Option<bool>,
+    interrupted: bool,
+) -> (SlotState, Vec<Command>) {
+    if !present {
+        return (SlotState::Empty, vec![]);
+    }
+    match test {
+        TestState::Passed if done.is_none() || interrupted => begin(BoardCtx::default()),
+        TestState::Failed { code, message } if done.is_none() => begin_test_failed(code, message),
+        TestState::None | TestState::Running => (SlotState::Testing, vec![]),
+        _ => (SlotState::Done(Outcome::Unknown), vec![]),
+    }
+}
+
+fn begin(board: BoardCtx) -> (SlotState, Vec<Command>) {
+    (
+        SlotState::Busy {
+            step: Step::Hello,
+            board,
+        },
+        vec![Command::OpenBoard, Command::Run(Action::Hello)],
+    )
+}
+
+fn begin_test_failed(code: String, message: String) -> (SlotState, Vec<Command>) {
+    let board = BoardCtx {
+        test_failure: Some((code, message)),
+        ..BoardCtx::default()
+    };
+    (
+        SlotState::Busy {
+            step: Step::Identify,
+            board,
+        },
+        vec![Command::OpenBoard, Command::Run(Action::Identify)],
+    )
+}
+
+fn fail(step: Step, f: Failure) -> (SlotState, Vec<Command>) {
+    let code = f.code.clone();
+    (
+        SlotState::Done(Outcome::Failed(f.clone())),
+        vec![
+            Command::EndStep {
+                step,
+                error: Some(f.clone()),
+            },
+            Command::Fail(f),
+            Command::NotifyFailed { code },
+        ],
+    )
+}
+
+/// Ends `from` and runs `action`.
+fn next(
+    from: Step,
+    board: BoardCtx,
+    mut pre: Vec<Command>,
+    action: Action,
+) -> (SlotState, Vec<Command>) {
+    let mut cmds = vec![Command::EndStep {
+        step: from,
+        error: None,
+    }];
+    cmds.append(&mut pre);
+    let step = action.step();
+    cmds.push(Command::Run(action));
+    (SlotState::Busy { step, board }, cmds)
+}
+
+fn advance(step: Step, mut board: BoardCtx, out: Output) -> (SlotState, Vec<Command>) {
+    match (step, out) {
+        (Step::Hello, Output::Hello { version }) if version == PROTOCOL_VERSION => {
+            next(step, board, vec![], Action::Identify)
+        }
+        (Step::Hello, Output::Hello { version }) => fail(step, Failure::version(version)),
+        (Step::Identify, Output::Identified(id)) => {
+            board.identity = Some(id.clone());
+            let record = vec![Command::RecordIdentity(id.clone())];
+            if let Some((code, message)) = board.test_failure.clone() {
+                let (s, mut cmds) = fail(step, Failure::test_failed(&code, &message));
+                // The step itself worked: record it as such, then the failure.
+                cmds[0] = Command::EndStep { step, error: None };
+                let mut all = record;
+                all.append(&mut cmds);
+                return (s, all);
+            }
+            next(step, board, record, Action::Review(id))
+        }
+        (Step::Identify, _) if board.test_failure.is_some() => {
+            let (code, message) = board.test_failure.clone().unwrap_or_default();
+            fail(step, Failure::test_failed(&code, &message))
+        }
+        (Step::Review, Output::Reviewed(review)) => {
+            let Some(id) = board.identity.clone() else {
+                return fail(step, Failure::internal("review without an identity"));
+            };
+            match review {
+                Review::Fresh { override_granted } => {
+                    board.override_granted = override_granted;
+                    next(step, board, vec![], Action::KeyGen(id))
+                }
+                Review::Resume(cert) => {
+                    let chain = cert.chain.clone();
+                    board.cert = Some(cert);
+                    next(step, board, vec![], Action::Store(chain))
+                }
+                Review::AlreadyProvisioned { serial, issued_at } => fail(
+                    step,
+                    Failure::already_provisioned(&id.guid, &serial, &issued_at),
+                ),
+            }
+        }
+        (Step::KeyGen, Output::Csr(der)) => {
+            let Some(id) = board.identity.clone() else {
+                return fail(step, Failure::internal("CSR without an identity"));
+            };
+            match check_csr(&der, &id.guid) {
+                Ok(csr) => {
+                    let override_used = board.override_granted;
+                    next(step, board, vec![], Action::Issue { csr, override_used })
+                }
+                Err(e) => fail(step, Failure::new(e.code(), e.to_string())),
+            }
+        }
+        (Step::Issue, Output::Issued(cert)) => {
+            let chain = cert.chain.clone();
+            board.cert = Some(cert);
+            next(step, board, vec![], Action::Store(chain))
+        }
+        (Step::Store, Output::Stored) => next(step, board, vec![], Action::ReadBack),
+        (Step::ReadBack, Output::ReadBack(chain)) => {
+            if board.cert.as_ref().map(|c| &c.chain) == Some(&chain) {
+                next(step, board, vec![], Action::Prove)
+            } else {
+                fail(step, Failure::readback_mismatch())
+            }
+        }
+        (Step::Prove, Output::Signed { nonce, signature }) => {
+            let leaf = board.cert.as_ref().and_then(|c| c.chain.first());
+            match leaf {
+                Some(der) if verify_key_proof(der, &nonce, &signature) => {
+                    next(step, board, vec![], Action::Finish)
+                }
+                _ => fail(step, Failure::key_proof()),
+            }
+        }
+        (Step::Finish, Output::Finished) => match board.cert {
+            Some(cert) => (
+                SlotState::Done(Outcome::Provisioned {
+                    serial: cert.serial.clone(),
+                }),
+                vec![
+                    Command::EndStep { step, error: None },
+                    Command::Complete {
+                        serial: cert.serial,
+                    },
+                ],
+            ),
+            None => fail(step, Failure::internal("finished without a certificate")),
+        },
+        (step, out) => fail(
+            step,
+            Failure::internal(&format!(
+                "unexpected result {out:?} at step {}",
+                step.as_str()
+            )),
+        ),
+    }
+}

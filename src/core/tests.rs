@@ -1,0 +1,374 @@
+use super::*;
+use crate::ca::{CaSigner, FileCa, issue_leaf};
+use crate::ids::Guid;
+use crate::jig::protocol::key_proof_message;
+use rcgen::{
+    CertificateParams, DistinguishedName, DnType, KeyPair, PKCS_ECDSA_P256_SHA256, SigningKey,
+};
+
+struct Bench {
+    _dir: tempfile::TempDir,
+    ca: FileCa,
+    key: KeyPair,
+    id: BoardIdentity,
+}
+
+fn bench() -> Bench {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = FileCa::init(
+        &dir.path().join("ca.pem"),
+        &dir.path().join("ca.key"),
+        "T",
+        10,
+        false,
+    )
+    .unwrap();
+    let id = BoardIdentity {
+        guid: "0a1b2c3d-0000-4000-8000-00000000abcd".parse().unwrap(),
+        hw_revision: "B2".into(),
+        fw_version: "1.0".into(),
+        mac: "02:00:00:00:00:01".parse().unwrap(),
+    };
+    Bench {
+        _dir: dir,
+        ca,
+        key: KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap(),
+        id,
+    }
+}
+
+impl Bench {
+    fn csr(&self, cn: &str) -> Vec<u8> {
+        let mut p = CertificateParams::default();
+        p.distinguished_name = DistinguishedName::new();
+        p.distinguished_name.push(DnType::CommonName, cn);
+        p.serialize_request(&self.key).unwrap().der().to_vec()
+    }
+    fn issued(&self, csr: &CheckedCsr) -> IssuedCert {
+        let leaf = issue_leaf(&self.ca, csr, time::OffsetDateTime::now_utc(), 10).unwrap();
+        IssuedCert {
+            serial: leaf.serial,
+            chain: vec![leaf.der, self.ca.certificate_der().to_vec()],
+        }
+    }
+}
+
+fn run_action(cmds: &[Command]) -> Option<&Action> {
+    cmds.iter().find_map(|c| match c {
+        Command::Run(a) => Some(a),
+        _ => None,
+    })
+}
+
+/// Drives a fresh board to the KeyGen step.
+fn to_keygen(b: &Bench) -> SlotState {
+    let (s, c) = step(SlotState::Empty, Event::Inserted);
+    assert!(c.is_empty());
+    let (s, c) = step(s, Event::TestPassed);
+    assert_eq!(c, vec![Command::OpenBoard, Command::Run(Action::Hello)]);
+    let (s, _) = step(s, Event::Done(Output::Hello { version: 1 }));
+    let (s, c) = step(s, Event::Done(Output::Identified(b.id.clone())));
+    assert!(c.contains(&Command::RecordIdentity(b.id.clone())));
+    assert_eq!(run_action(&c), Some(&Action::Review(b.id.clone())));
+    let (s, c) = step(
+        s,
+        Event::Done(Output::Reviewed(Review::Fresh {
+            override_granted: false,
+        })),
+    );
+    assert_eq!(run_action(&c), Some(&Action::KeyGen(b.id.clone())));
+    s
+}
+
+#[test]
+fn a_good_board_goes_all_the_way() {
+    let b = bench();
+    let s = to_keygen(&b);
+    let (s, c) = step(s, Event::Done(Output::Csr(b.csr(b.id.guid.as_str()))));
+    let Some(Action::Issue {
+        csr,
+        override_used: false,
+    }) = run_action(&c)
+    else {
+        panic!("{c:?}")
+    };
+    let cert = b.issued(csr);
+    let (s, c) = step(s, Event::Done(Output::Issued(cert.clone())));
+    assert_eq!(run_action(&c), Some(&Action::Store(cert.chain.clone())));
+    let (s, c) = step(s, Event::Done(Output::Stored));
+    assert_eq!(run_action(&c), Some(&Action::ReadBack));
+    let (s, c) = step(s, Event::Done(Output::ReadBack(cert.chain.clone())));
+    assert_eq!(run_action(&c), Some(&Action::Prove));
+    let nonce = [7u8; 32];
+    let signature = b.key.sign(&key_proof_message(&nonce)).unwrap();
+    let (s, c) = step(s, Event::Done(Output::Signed { nonce, signature }));
+    assert_eq!(run_action(&c), Some(&Action::Finish));
+    let (s, c) = step(s, Event::Done(Output::Finished));
+    assert_eq!(
+        c,
+        vec![
+            Command::EndStep {
+                step: Step::Finish,
+                error: None
+            },
+            Command::Complete {
+                serial: cert.serial.clone()
+            }
+        ]
+    );
+    assert_eq!(
+        s,
+        SlotState::Done(Outcome::Provisioned {
+            serial: cert.serial
+        })
+    );
+    let (s, c) = step(s, Event::Removed);
+    assert_eq!((s, c), (SlotState::Empty, vec![]));
+}
+
+fn failed_code(s: &SlotState) -> &str {
+    match s {
+        SlotState::Done(Outcome::Failed(f)) => &f.code,
+        other => panic!("not failed: {other:?}"),
+    }
+}
+
+#[test]
+fn refused_csrs_never_reach_the_signer() {
+    let b = bench();
+    let other: Guid = "0a1b2c3d-0000-4000-8000-000000000000".parse().unwrap();
+    for (csr, code) in [
+        (b.csr(other.as_str()), "csr_wrong_guid"),
+        (b"junk".to_vec(), "csr_unreadable"),
+    ] {
+        let (s, c) = step(to_keygen(&b), Event::Done(Output::Csr(csr)));
+        assert_eq!(failed_code(&s), code);
+        assert!(
+            !c.iter()
+                .any(|c| matches!(c, Command::Run(Action::Issue { .. }))),
+            "{c:?}"
+        );
+        assert!(c.iter().any(|c| matches!(c, Command::Fail(_))));
+        assert!(c.contains(&Command::NotifyFailed { code: code.into() }));
+    }
+}
+
+#[test]
+fn a_wrong_signature_or_readback_fails_the_board() {
+    let b = bench();
+    let s = to_keygen(&b);
+    let (s, c) = step(s, Event::Done(Output::Csr(b.csr(b.id.guid.as_str()))));
+    let Some(Action::Issue { csr, .. }) = run_action(&c) else {
+        panic!()
+    };
+    let cert = b.issued(csr);
+    let (s, _) = step(s, Event::Done(Output::Issued(cert.clone())));
+    let (at_readback, _) = step(s, Event::Done(Output::Stored));
+
+    let (s, _) = step(
+        at_readback.clone(),
+        Event::Done(Output::ReadBack(vec![cert.chain[1].clone()])),
+    );
+    assert_eq!(failed_code(&s), "readback_mismatch");
+
+    let (s, _) = step(
+        at_readback,
+        Event::Done(Output::ReadBack(cert.chain.clone())),
+    );
+    let other = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+    let nonce = [1u8; 32];
+    let signature = other.sign(&key_proof_message(&nonce)).unwrap();
+    let (s2, _) = step(s.clone(), Event::Done(Output::Signed { nonce, signature }));
+    assert_eq!(failed_code(&s2), "key_proof_failed");
+    // A genuine signature over another nonce does not pass either.
+    let signature = b.key.sign(&key_proof_message(&[2u8; 32])).unwrap();
+    let (s3, _) = step(s, Event::Done(Output::Signed { nonce, signature }));
+    assert_eq!(failed_code(&s3), "key_proof_failed");
+}
+
+#[test]
+fn resume_stores_the_certificate_already_issued() {
+    let b = bench();
+    let (s, _) = step(SlotState::Empty, Event::TestPassed);
+    let (s, _) = step(s, Event::Done(Output::Hello { version: 1 }));
+    let (s, _) = step(s, Event::Done(Output::Identified(b.id.clone())));
+    let csr = check_csr(&b.csr(b.id.guid.as_str()), &b.id.guid).unwrap();
+    let cert = b.issued(&csr);
+    let (_, c) = step(
+        s,
+        Event::Done(Output::Reviewed(Review::Resume(cert.clone()))),
+    );
+    assert_eq!(run_action(&c), Some(&Action::Store(cert.chain)));
+    assert!(
+        !c.iter()
+            .any(|c| matches!(c, Command::Run(Action::KeyGen(_))))
+    );
+}
+
+#[test]
+fn already_provisioned_and_override() {
+    let b = bench();
+    let (s, _) = step(SlotState::Empty, Event::TestPassed);
+    let (s, _) = step(s, Event::Done(Output::Hello { version: 1 }));
+    let (s, _) = step(s, Event::Done(Output::Identified(b.id.clone())));
+    let (f, _) = step(
+        s.clone(),
+        Event::Done(Output::Reviewed(Review::AlreadyProvisioned {
+            serial: crate::ids::Serial("ab".into()),
+            issued_at: "2026-11-01".into(),
+        })),
+    );
+    assert_eq!(failed_code(&f), "already_provisioned");
+    if let SlotState::Done(Outcome::Failed(f)) = f {
+        assert!(
+            f.message.contains("station board override"),
+            "{}",
+            f.message
+        );
+    }
+    let (s, _) = step(
+        s,
+        Event::Done(Output::Reviewed(Review::Fresh {
+            override_granted: true,
+        })),
+    );
+    let (_, c) = step(s, Event::Done(Output::Csr(b.csr(b.id.guid.as_str()))));
+    assert!(matches!(
+        run_action(&c),
+        Some(Action::Issue {
+            override_used: true,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn removal_mid_step_fails_with_the_step_named() {
+    let b = bench();
+    let s = to_keygen(&b);
+    let (s, c) = step(s, Event::Removed);
+    assert_eq!(failed_code(&s), "board_removed");
+    assert!(matches!(
+        &c[0],
+        Command::EndStep {
+            step: Step::KeyGen,
+            error: Some(_)
+        }
+    ));
+    // An answer arriving afterwards changes nothing.
+    let (s2, c) = step(s.clone(), Event::Done(Output::Stored));
+    assert_eq!((s2, c), (s, vec![]));
+}
+
+#[test]
+fn link_failures_and_versions() {
+    let (s, _) = step(SlotState::Testing, Event::TestPassed);
+    let (f, c) = step(
+        s.clone(),
+        Event::Failed(Failure::new("no_answer", "no answer")),
+    );
+    assert_eq!(failed_code(&f), "no_answer");
+    assert!(matches!(
+        &c[0],
+        Command::EndStep {
+            step: Step::Hello,
+            error: Some(_)
+        }
+    ));
+    let (f, _) = step(s, Event::Done(Output::Hello { version: 2 }));
+    assert_eq!(failed_code(&f), "protocol_version");
+}
+
+#[test]
+fn a_failed_functional_test_is_identified_then_failed() {
+    let b = bench();
+    let (s, c) = step(
+        SlotState::Testing,
+        Event::TestFailed {
+            code: "rf_power_low".into(),
+            message: "RF low".into(),
+        },
+    );
+    assert_eq!(c, vec![Command::OpenBoard, Command::Run(Action::Identify)]);
+    let (s2, c) = step(s.clone(), Event::Done(Output::Identified(b.id.clone())));
+    assert_eq!(failed_code(&s2), "test_failed");
+    assert_eq!(c[0], Command::RecordIdentity(b.id.clone()));
+    assert!(!c.iter().any(|c| matches!(c, Command::Run(_))));
+    // Without an identity, still failed for the test.
+    let (s3, _) = step(s, Event::Failed(Failure::new("no_answer", "x")));
+    assert_eq!(failed_code(&s3), "no_answer");
+}
+
+#[test]
+fn sync_after_restart() {
+    let synced = |present, test, done, interrupted| {
+        step(
+            SlotState::Empty,
+            Event::Synced {
+                present,
+                test,
+                done,
+                interrupted,
+            },
+        )
+    };
+    assert_eq!(
+        synced(false, TestState::Passed, None, true).0,
+        SlotState::Empty
+    );
+    assert_eq!(
+        synced(true, TestState::Running, None, false).0,
+        SlotState::Testing
+    );
+    let (s, c) = synced(true, TestState::Passed, None, false);
+    assert!(matches!(
+        s,
+        SlotState::Busy {
+            step: Step::Hello,
+            ..
+        }
+    ));
+    assert_eq!(c[0], Command::OpenBoard);
+    // Finished before the restart and nothing interrupted: wait for removal.
+    assert_eq!(
+        synced(true, TestState::Passed, Some(true), false).0,
+        SlotState::Done(Outcome::Unknown)
+    );
+    // Finished on the jig but the store says unfinished: provision (resume).
+    assert!(matches!(
+        synced(true, TestState::Passed, Some(true), true).0,
+        SlotState::Busy { .. }
+    ));
+}
+
+/// The core must stay free of I/O: no runtime, web, database, serial or
+/// file-system code in its sources.
+#[test]
+fn core_does_no_io() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/core");
+    let forbidden = [
+        "tokio",
+        "axum",
+        "rusqlite",
+        "serialport",
+        "tokio_serial",
+        "std::fs",
+        "std::net",
+        "std::time::SystemTime",
+        "tss_esapi",
+        "reqwest",
+    ];
+    let mut checked = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.file_name().unwrap() == "tests.rs" {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        for word in forbidden {
+            assert!(!text.contains(word), "{} mentions {word}", path.display());
+        }
+        checked += 1;
+    }
+    assert!(checked >= 2);
+}
