@@ -22,3 +22,4 @@ pub mod core;
 pub mod ids;
 pub mod jig;
 pub mod sim;
+pub mod store;

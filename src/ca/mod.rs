@@ -19,7 +19,7 @@ use rcgen::{
 use time::OffsetDateTime;
 
 pub use csr::{CheckedCsr, CsrError, check_csr};
-pub use file::FileCa;
+pub use file::{FileCa, pem_to_der};
 pub use proof::{fingerprint, verify_key_proof};
 
 use crate::ids::Serial;

@@ -1,0 +1,71 @@
+//! Versioned schema migrations, applied in order and recorded in
+//! `PRAGMA user_version`. Never edit a released migration: add one.
+
+pub const MIGRATIONS: &[&str] = &[
+    // 1: boards, their steps, the certificate ledger, overrides.
+    r#"
+CREATE TABLE boards (
+    id            INTEGER PRIMARY KEY,
+    station       TEXT NOT NULL,
+    slot          INTEGER NOT NULL,
+    guid          TEXT,
+    hw_revision   TEXT,
+    fw_version    TEXT,
+    mac           TEXT,
+    operator      TEXT,
+    status        TEXT NOT NULL CHECK (status IN ('in_progress', 'provisioned', 'failed')),
+    step          TEXT NOT NULL,
+    error_code    TEXT,
+    error         TEXT,
+    started_at    TEXT NOT NULL,
+    finished_at   TEXT
+);
+CREATE INDEX boards_guid ON boards (guid);
+CREATE INDEX boards_started ON boards (started_at);
+-- At most one unfinished board per slot: the one a restart resumes.
+CREATE UNIQUE INDEX boards_one_active_per_slot ON boards (slot) WHERE status = 'in_progress';
+
+CREATE TABLE steps (
+    id           INTEGER PRIMARY KEY,
+    board_id     INTEGER NOT NULL REFERENCES boards (id),
+    step         TEXT NOT NULL,
+    started_at   TEXT NOT NULL,
+    ended_at     TEXT,
+    duration_ms  INTEGER,
+    outcome      TEXT CHECK (outcome IN ('ok', 'failed', 'interrupted')),
+    error_code   TEXT,
+    error        TEXT
+);
+CREATE INDEX steps_board ON steps (board_id);
+
+-- The ledger: every certificate the station signed, written before any
+-- byte of it leaves the station.
+CREATE TABLE certificates (
+    serial              TEXT PRIMARY KEY,
+    guid                TEXT NOT NULL,
+    board_id            INTEGER NOT NULL REFERENCES boards (id),
+    fingerprint_sha256  TEXT NOT NULL UNIQUE,
+    pem                 TEXT NOT NULL,
+    not_before          TEXT NOT NULL,
+    not_after           TEXT NOT NULL,
+    station             TEXT NOT NULL,
+    slot                INTEGER NOT NULL,
+    operator            TEXT,
+    issued_at           TEXT NOT NULL,
+    override_used       INTEGER NOT NULL DEFAULT 0,
+    -- issued: signed and recorded; installed: proven on the board;
+    -- abandoned: the board failed before proving it.
+    state               TEXT NOT NULL CHECK (state IN ('issued', 'installed', 'abandoned'))
+);
+CREATE INDEX certificates_guid ON certificates (guid);
+
+-- A supervisor's permission for one more certificate for a GUID; used up
+-- by the issuance it allows.
+CREATE TABLE overrides (
+    guid        TEXT PRIMARY KEY,
+    granted_by  TEXT NOT NULL,
+    reason      TEXT NOT NULL,
+    granted_at  TEXT NOT NULL
+);
+"#,
+];

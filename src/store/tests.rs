@@ -1,0 +1,220 @@
+use super::*;
+use crate::core::IssuedCert;
+
+fn store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(&dir.path().join("station.db")).unwrap();
+    (dir, s)
+}
+
+fn ident(guid: &str) -> BoardIdentity {
+    BoardIdentity {
+        guid: guid.parse().unwrap(),
+        hw_revision: "B2".into(),
+        fw_version: "1.0".into(),
+        mac: "02:00:00:00:00:01".parse().unwrap(),
+    }
+}
+
+const G1: &str = "0a1b2c3d-0000-4000-8000-000000000001";
+const G2: &str = "0a1b2c3d-0000-4000-8000-000000000002";
+
+fn now() -> OffsetDateTime {
+    OffsetDateTime::now_utc()
+}
+
+fn commit(s: &Store, b: BoardId, guid: &str, serial: &str, override_used: bool) {
+    let guid: Guid = guid.parse().unwrap();
+    let serial = Serial(serial.into());
+    let pem = crate::ca::pem_encode("CERTIFICATE", &[1, 2, 3]);
+    s.commit_certificate(
+        b,
+        &NewCertificate {
+            serial: &serial,
+            guid: &guid,
+            fingerprint: &format!("fp-{}", serial.0),
+            pem: &pem,
+            not_before: now(),
+            not_after: now() + time::Duration::days(10),
+            override_used,
+        },
+        now(),
+    )
+    .unwrap();
+}
+
+#[test]
+fn migrations_are_recorded_and_reopening_is_harmless() {
+    let (dir, s) = store();
+    assert_eq!(
+        s.schema_version().unwrap(),
+        migrations::MIGRATIONS.len() as i64
+    );
+    drop(s);
+    let s = Store::open(&dir.path().join("station.db")).unwrap();
+    assert_eq!(
+        s.schema_version().unwrap(),
+        migrations::MIGRATIONS.len() as i64
+    );
+    let mode: String = s
+        .with(|c| c.query_row("PRAGMA journal_mode", [], |r| r.get(0)))
+        .unwrap();
+    assert_eq!(mode, "wal");
+}
+
+#[test]
+fn a_newer_database_is_refused() {
+    let (dir, s) = store();
+    s.with(|c| c.pragma_update(None, "user_version", 99))
+        .unwrap();
+    drop(s);
+    let e = Store::open(&dir.path().join("station.db")).err().unwrap();
+    assert!(e.to_string().contains("upgrade the station"), "{e}");
+}
+
+#[test]
+fn unfinished_records_are_adopted_once_per_slot() {
+    let (_d, s) = store();
+    let a = s.open_board("st", SlotId(1), now()).unwrap();
+    let step = s.begin_step(a, Step::KeyGen, now()).unwrap();
+    assert!(s.has_interrupted(SlotId(1)).unwrap());
+    assert!(!s.has_interrupted(SlotId(2)).unwrap());
+    let again = s.open_board("st", SlotId(1), now()).unwrap();
+    assert_eq!(a, again);
+    let steps = s.steps(a.0).unwrap();
+    assert_eq!(steps[0].outcome.as_deref(), Some("interrupted"));
+    let _ = step;
+    let other = s.open_board("st", SlotId(2), now()).unwrap();
+    assert_ne!(a, other);
+}
+
+#[test]
+fn review_resume_already_and_override() {
+    let (_d, s) = store();
+    let g1: Guid = G1.parse().unwrap();
+    let b = s.open_board("st", SlotId(1), now()).unwrap();
+    let b = s.record_identity(b, &ident(G1), now()).unwrap();
+    assert_eq!(
+        s.review(b, &g1, now()).unwrap(),
+        Review::Fresh {
+            override_granted: false
+        }
+    );
+    commit(&s, b, G1, "aa", false);
+    match s.review(b, &g1, now()).unwrap() {
+        Review::Resume(IssuedCert { serial, chain }) => {
+            assert_eq!(serial.0, "aa");
+            assert_eq!(chain, vec![vec![1, 2, 3]]);
+        }
+        other => panic!("{other:?}"),
+    }
+    s.complete(b, &Serial("aa".into()), now()).unwrap();
+
+    // A later visit of the same GUID: already provisioned.
+    let b2 = s.open_board("st", SlotId(2), now()).unwrap();
+    let b2 = s.record_identity(b2, &ident(G1), now()).unwrap();
+    assert!(matches!(
+        s.review(b2, &g1, now()).unwrap(),
+        Review::AlreadyProvisioned { .. }
+    ));
+    // Expired certificates do not count.
+    let later = now() + time::Duration::days(11);
+    assert_eq!(
+        s.review(b2, &g1, later).unwrap(),
+        Review::Fresh {
+            override_granted: false
+        }
+    );
+    // An override allows one more, and is used up by it.
+    s.grant_override(&g1, "sup", "rework", now()).unwrap();
+    assert_eq!(
+        s.review(b2, &g1, now()).unwrap(),
+        Review::Fresh {
+            override_granted: true
+        }
+    );
+    commit(&s, b2, G1, "bb", true);
+    s.complete(b2, &Serial("bb".into()), now()).unwrap();
+    let b3 = s.open_board("st", SlotId(2), now()).unwrap();
+    assert!(matches!(
+        s.review(b3, &g1, now()).unwrap(),
+        Review::AlreadyProvisioned { .. }
+    ));
+}
+
+#[test]
+fn failing_abandons_an_unproven_certificate() {
+    let (_d, s) = store();
+    let b = s.open_board("st", SlotId(1), now()).unwrap();
+    let b = s.record_identity(b, &ident(G1), now()).unwrap();
+    commit(&s, b, G1, "aa", false);
+    s.fail(b, &Failure::new("readback_mismatch", "x"), now())
+        .unwrap();
+    let certs = s.certificates(&G1.parse().unwrap()).unwrap();
+    assert_eq!(certs[0].state, "abandoned");
+    let row = s.board(&G1.parse().unwrap()).unwrap().unwrap();
+    assert_eq!(row.status, "failed");
+    assert_eq!(row.certificate_serial.as_deref(), Some("aa"));
+    assert!(!s.has_interrupted(SlotId(1)).unwrap());
+}
+
+#[test]
+fn a_swapped_board_gets_its_own_record() {
+    let (_d, s) = store();
+    let b = s.open_board("st", SlotId(1), now()).unwrap();
+    let b = s.record_identity(b, &ident(G1), now()).unwrap();
+    // Station restarts; another board is in the jig.
+    let adopted = s.open_board("st", SlotId(1), now()).unwrap();
+    assert_eq!(adopted, b);
+    let b2 = s.record_identity(adopted, &ident(G2), now()).unwrap();
+    assert_ne!(b2, b);
+    assert_eq!(
+        s.board(&G1.parse().unwrap())
+            .unwrap()
+            .unwrap()
+            .error_code
+            .as_deref(),
+        Some("interrupted")
+    );
+    assert_eq!(
+        s.board(&G2.parse().unwrap()).unwrap().unwrap().status,
+        "in_progress"
+    );
+}
+
+#[test]
+fn a_serial_cannot_enter_the_ledger_twice() {
+    let (_d, s) = store();
+    let b = s.open_board("st", SlotId(1), now()).unwrap();
+    commit(&s, b, G1, "aa", false);
+    let guid: Guid = G1.parse().unwrap();
+    let serial = Serial("aa".into());
+    let e = s.commit_certificate(
+        b,
+        &NewCertificate {
+            serial: &serial,
+            guid: &guid,
+            fingerprint: "other",
+            pem: "x",
+            not_before: now(),
+            not_after: now(),
+            override_used: false,
+        },
+        now(),
+    );
+    assert!(e.is_err());
+}
+
+#[test]
+fn step_timings_are_kept() {
+    let (_d, s) = store();
+    let b = s.open_board("st", SlotId(1), now()).unwrap();
+    let t0 = now();
+    let id = s.begin_step(b, Step::Store, t0).unwrap();
+    s.end_step(id, t0 + time::Duration::milliseconds(250), None)
+        .unwrap();
+    let steps = s.steps(b.0).unwrap();
+    assert_eq!(steps[0].duration_ms, Some(250));
+    assert_eq!(steps[0].outcome.as_deref(), Some("ok"));
+    assert_eq!(s.boards(10).unwrap()[0].step, "store");
+}
