@@ -18,6 +18,7 @@
 //! `ARCHITECTURE.md` states the invariants between these modules.
 
 pub mod ca;
+pub mod config;
 pub mod core;
 pub mod ids;
 pub mod jig;

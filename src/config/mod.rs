@@ -1,0 +1,459 @@
+//! `station.toml`: read once into a raw form (serde, unknown keys refused),
+//! then turned into a validated [`Config`] whose errors name the file, the
+//! key and the reason. Nothing else in the station reads the file.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::ids::SlotId;
+use crate::jig::LinkTiming;
+use crate::sim::{Fault, LineCycle, SimOptions};
+
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {key}: {reason}")]
+pub struct ConfigError {
+    pub file: String,
+    pub key: String,
+    pub reason: String,
+}
+
+// ---- raw form, as written in the file ----
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    station: RawStation,
+    ca: RawCa,
+    #[serde(default)]
+    jig: RawJig,
+    #[serde(default)]
+    slot: Vec<RawSlot>,
+    #[serde(default)]
+    demo: RawDemo,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStation {
+    id: String,
+    line: String,
+    data_dir: String,
+    listen: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCa {
+    key: String,
+    certificate_file: String,
+    key_file: String,
+    leaf_validity_days: u32,
+    #[serde(default = "default_cn")]
+    common_name: String,
+    #[serde(default = "default_ca_days")]
+    ca_validity_days: u32,
+}
+
+fn default_cn() -> String {
+    "Factory Device CA".into()
+}
+fn default_ca_days() -> u32 {
+    9125
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawJig {
+    baud: u32,
+    timeout_ms: u64,
+    slow_timeout_ms: u64,
+    attempts: u32,
+    poll_ms: u64,
+    reconnect_ms: u64,
+}
+
+impl Default for RawJig {
+    fn default() -> Self {
+        RawJig {
+            baud: 115_200,
+            timeout_ms: 2000,
+            slow_timeout_ms: 15_000,
+            attempts: 3,
+            poll_ms: 1000,
+            reconnect_ms: 2000,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSlot {
+    id: u16,
+    #[serde(default = "default_link")]
+    link: String,
+    device: Option<String>,
+    baud: Option<u32>,
+    #[serde(default = "default_keygen")]
+    keygen: String,
+    fault: Option<String>,
+    fault_times: Option<u32>,
+}
+
+fn default_link() -> String {
+    "serial".into()
+}
+fn default_keygen() -> String {
+    "board".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawDemo {
+    keygen_ms: u64,
+    flash_bytes_per_sec: u32,
+    test_ms: u64,
+    dwell_ms: u64,
+    pause_ms: u64,
+}
+
+impl Default for RawDemo {
+    fn default() -> Self {
+        RawDemo {
+            keygen_ms: 400,
+            flash_bytes_per_sec: 20_000,
+            test_ms: 800,
+            dwell_ms: 1500,
+            pause_ms: 1500,
+        }
+    }
+}
+
+// ---- validated form ----
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it came from, for messages.
+    pub file: PathBuf,
+    pub station_id: String,
+    pub line: String,
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub ca: CaConfig,
+    pub timing: LinkTiming,
+    pub poll: Duration,
+    pub reconnect: Duration,
+    pub slots: Vec<SlotConfig>,
+    pub demo: SimOptions,
+}
+
+#[derive(Debug, Clone)]
+pub struct CaConfig {
+    pub certificate_file: PathBuf,
+    pub key_file: PathBuf,
+    pub leaf_validity_days: u32,
+    pub common_name: String,
+    pub ca_validity_days: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct SlotConfig {
+    pub id: SlotId,
+    pub link: SlotLink,
+    pub keygen: Keygen,
+}
+
+#[derive(Debug, Clone)]
+pub enum SlotLink {
+    Serial {
+        device: String,
+        baud: u32,
+    },
+    /// A simulated board on a pseudo-terminal inside the station.
+    Simulated(Box<SimOptions>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keygen {
+    Board,
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: file.clone(),
+            key: "(file)".into(),
+            reason: format!("cannot read it: {e}"),
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses configuration text; relative `data_dir` is taken from the
+    /// folder of `path`.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError {
+            file: file.clone(),
+            key: e
+                .span()
+                .map(|s| {
+                    format!(
+                        "line {}",
+                        text[..s.start.min(text.len())].lines().count().max(1)
+                    )
+                })
+                .unwrap_or_else(|| "(file)".into()),
+            reason: e.message().to_string(),
+        })?;
+        let err = |key: &str, reason: String| ConfigError {
+            file: file.clone(),
+            key: key.to_string(),
+            reason,
+        };
+
+        let s = &raw.station;
+        if s.id.is_empty()
+            || s.id.len() > 64
+            || !s
+                .id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        {
+            return Err(err(
+                "station.id",
+                format!(
+                    "{:?} must be 1 to 64 letters, digits, '.', '_' or '-'",
+                    s.id
+                ),
+            ));
+        }
+        if s.line.trim().is_empty() {
+            return Err(err("station.line", "must not be empty".into()));
+        }
+        let listen: SocketAddr = s.listen.parse().map_err(|_| {
+            err(
+                "station.listen",
+                format!("{:?} is not an address like 127.0.0.1:8080", s.listen),
+            )
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let data_dir = base.join(&s.data_dir);
+
+        let c = &raw.ca;
+        if c.key != "file" {
+            return Err(err(
+                "ca.key",
+                format!(
+                    "{:?} is not a CA key backend this station has; use \"file\"",
+                    c.key
+                ),
+            ));
+        }
+        if !(1..=36_500).contains(&c.leaf_validity_days) {
+            return Err(err(
+                "ca.leaf_validity_days",
+                format!("{} must be between 1 and 36500", c.leaf_validity_days),
+            ));
+        }
+        if !(1..=36_500).contains(&c.ca_validity_days) {
+            return Err(err(
+                "ca.ca_validity_days",
+                format!("{} must be between 1 and 36500", c.ca_validity_days),
+            ));
+        }
+        let ca = CaConfig {
+            certificate_file: PathBuf::from(&c.certificate_file),
+            key_file: PathBuf::from(&c.key_file),
+            leaf_validity_days: c.leaf_validity_days,
+            common_name: c.common_name.clone(),
+            ca_validity_days: c.ca_validity_days,
+        };
+
+        let j = &raw.jig;
+        for (k, v) in [
+            ("jig.timeout_ms", j.timeout_ms),
+            ("jig.slow_timeout_ms", j.slow_timeout_ms),
+            ("jig.poll_ms", j.poll_ms),
+            ("jig.reconnect_ms", j.reconnect_ms),
+        ] {
+            if !(10..=600_000).contains(&v) {
+                return Err(err(
+                    k,
+                    format!("{v} must be between 10 and 600000 milliseconds"),
+                ));
+            }
+        }
+        if !(1..=10).contains(&j.attempts) {
+            return Err(err(
+                "jig.attempts",
+                format!("{} must be between 1 and 10", j.attempts),
+            ));
+        }
+        check_baud("jig.baud", j.baud).map_err(|r| err("jig.baud", r))?;
+        let timing = LinkTiming {
+            timeout: Duration::from_millis(j.timeout_ms),
+            slow_timeout: Duration::from_millis(j.slow_timeout_ms),
+            attempts: j.attempts,
+            ..LinkTiming::default()
+        };
+
+        let d = &raw.demo;
+        let demo = SimOptions {
+            keygen_time: Duration::from_millis(d.keygen_ms),
+            flash_bytes_per_sec: d.flash_bytes_per_sec,
+            test_time: Duration::from_millis(d.test_ms),
+            first_insert_after: Duration::from_millis(d.pause_ms),
+            line: Some(LineCycle {
+                dwell: Duration::from_millis(d.dwell_ms),
+                pause: Duration::from_millis(d.pause_ms),
+            }),
+            ..SimOptions::default()
+        };
+
+        let mut slots = Vec::new();
+        let mut ids = HashSet::new();
+        let mut devices = HashSet::new();
+        for (i, rs) in raw.slot.iter().enumerate() {
+            let key = |k: &str| format!("slot[{i}].{k}");
+            if rs.id == 0 || !ids.insert(rs.id) {
+                return Err(err(
+                    &key("id"),
+                    format!(
+                        "{} must be a number from 1 up, used by one slot only",
+                        rs.id
+                    ),
+                ));
+            }
+            let keygen = match rs.keygen.as_str() {
+                "board" => Keygen::Board,
+                "tpm" | "station" => {
+                    return Err(err(
+                        &key("keygen"),
+                        format!(
+                            "{:?} is not available in this station yet; use \"board\"",
+                            rs.keygen
+                        ),
+                    ));
+                }
+                other => {
+                    return Err(err(
+                        &key("keygen"),
+                        format!("{other:?} is not one of \"board\", \"tpm\", \"station\""),
+                    ));
+                }
+            };
+            let link = match rs.link.as_str() {
+                "serial" => {
+                    let device = rs.device.clone().filter(|d| !d.is_empty()).ok_or_else(|| {
+                        err(
+                            &key("device"),
+                            "a serial slot needs a device, like \"/dev/ttyUSB0\"".into(),
+                        )
+                    })?;
+                    if !devices.insert(device.clone()) {
+                        return Err(err(
+                            &key("device"),
+                            format!("{device} is used by another slot"),
+                        ));
+                    }
+                    if rs.fault.is_some() || rs.fault_times.is_some() {
+                        return Err(err(
+                            &key("fault"),
+                            "faults are for simulated slots only".into(),
+                        ));
+                    }
+                    let baud = rs.baud.unwrap_or(j.baud);
+                    check_baud(&key("baud"), baud).map_err(|r| err(&key("baud"), r))?;
+                    SlotLink::Serial { device, baud }
+                }
+                "simulated" => {
+                    if rs.device.is_some() {
+                        return Err(err(
+                            &key("device"),
+                            "a simulated slot makes its own pseudo-terminal; remove device".into(),
+                        ));
+                    }
+                    let fault = match &rs.fault {
+                        Some(f) => Some(f.parse::<Fault>().map_err(|r| err(&key("fault"), r))?),
+                        None => None,
+                    };
+                    SlotLink::Simulated(Box::new(SimOptions {
+                        fault,
+                        fault_times: rs.fault_times,
+                        ..demo.clone()
+                    }))
+                }
+                other => {
+                    return Err(err(
+                        &key("link"),
+                        format!("{other:?} is not \"serial\" or \"simulated\""),
+                    ));
+                }
+            };
+            slots.push(SlotConfig {
+                id: SlotId(rs.id),
+                link,
+                keygen,
+            });
+        }
+
+        Ok(Config {
+            file: path.to_path_buf(),
+            station_id: s.id.clone(),
+            line: s.line.clone(),
+            data_dir,
+            listen,
+            ca,
+            timing,
+            poll: Duration::from_millis(j.poll_ms),
+            reconnect: Duration::from_millis(j.reconnect_ms),
+            slots,
+            demo,
+        })
+    }
+
+    /// Replaces the configured slots with `n` simulated boards (`--demo N`).
+    pub fn use_demo_slots(&mut self, n: u16) {
+        self.slots = (1..=n)
+            .map(|i| SlotConfig {
+                id: SlotId(i),
+                link: SlotLink::Simulated(Box::new(self.demo.clone())),
+                keygen: Keygen::Board,
+            })
+            .collect();
+    }
+
+    /// The CA certificate path (relative paths are inside the data folder).
+    pub fn ca_certificate_path(&self) -> PathBuf {
+        self.data_dir.join(&self.ca.certificate_file)
+    }
+
+    pub fn ca_key_path(&self) -> PathBuf {
+        self.data_dir.join(&self.ca.key_file)
+    }
+
+    pub fn database_path(&self) -> PathBuf {
+        self.data_dir.join("station.db")
+    }
+}
+
+fn check_baud(_key: &str, baud: u32) -> Result<(), String> {
+    const RATES: [u32; 12] = [
+        1200, 2400, 4800, 9600, 19_200, 38_400, 57_600, 115_200, 230_400, 460_800, 921_600,
+        1_000_000,
+    ];
+    if RATES.contains(&baud) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{baud} is not a standard baud rate (such as 9600 or 115200)"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests;
