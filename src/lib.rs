@@ -17,10 +17,15 @@
 //!
 //! `ARCHITECTURE.md` states the invariants between these modules.
 
+pub mod app;
 pub mod ca;
+pub mod cli;
 pub mod config;
 pub mod core;
+pub mod failpoint;
 pub mod ids;
 pub mod jig;
 pub mod sim;
 pub mod store;
+pub mod web;
+pub mod workflow;

@@ -1,1 +1,84 @@
-fn main() {}
+//! The `station` binary: parses the command line, sets up logging and runs
+//! the chosen command.
+
+use clap::Parser;
+use station::cli::{BoardCommand, CaCommand, Cli, Command};
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve {
+            config,
+            listen,
+            demo,
+        } => serve(config, listen, demo).await,
+        Command::Ca {
+            command: CaCommand::Init { config, force },
+        } => station::cli::ca_init(&config, force).await,
+        Command::Ca {
+            command: CaCommand::Show { config },
+        } => station::cli::ca_show(&config),
+        Command::Simulate(a) => station::cli::simulate(&a).await,
+        Command::Check { config } => {
+            return if station::cli::check(&config).await {
+                std::process::ExitCode::SUCCESS
+            } else {
+                std::process::ExitCode::FAILURE
+            };
+        }
+        Command::Board {
+            command:
+                BoardCommand::Override {
+                    guid,
+                    reason,
+                    by,
+                    config,
+                },
+        } => station::cli::board_override(&guid, &reason, &by, &config).await,
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("station: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(
+    config: station::cli::ConfigArgs,
+    listen: Option<std::net::SocketAddr>,
+    demo: Option<u16>,
+) -> anyhow::Result<()> {
+    let mut cfg = config.load()?;
+    if let Some(l) = listen {
+        cfg.listen = l;
+    }
+    if let Some(n) = demo {
+        if n == 0 || n > 64 {
+            anyhow::bail!("--demo {n}: choose 1 to 64 simulated boards");
+        }
+        cfg.use_demo_slots(n);
+    }
+    let mut app = station::app::start(&cfg, demo.is_some()).await?;
+    println!(
+        "station {} listening on http://{}",
+        cfg.station_id, app.addr
+    );
+    let result = tokio::select! {
+        r = tokio::signal::ctrl_c() => r.map_err(anyhow::Error::from),
+        r = app.wait() => r,
+    };
+    tracing::info!("stopping");
+    app.stop();
+    result
+}

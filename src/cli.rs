@@ -1,0 +1,333 @@
+//! The `station` command line: argument parsing and the small commands
+//! (`ca`, `check`, `simulate`, `board`). `serve` hands over to [`crate::app`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+
+use crate::ca::{CaSigner, FileCa, fingerprint};
+use crate::config::{Config, SlotLink};
+use crate::ids::Guid;
+use crate::jig::link::open_serial;
+use crate::jig::protocol::{JigStatus, Request, TestState};
+use crate::jig::{JigLink, LinkTiming};
+use crate::sim::{Fault, LineCycle, SimOptions};
+use crate::store::Store;
+
+#[derive(Parser)]
+#[command(
+    name = "station",
+    version,
+    about = "Factory provisioning station: gives every board in a test jig its cloud identity"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Clone)]
+pub struct ConfigArgs {
+    /// The configuration file.
+    #[arg(long, default_value = "station.toml")]
+    pub config: PathBuf,
+    /// Use this data folder instead of the configured one.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+}
+
+impl ConfigArgs {
+    pub fn load(&self) -> anyhow::Result<Config> {
+        let mut cfg = Config::load(&self.config)?;
+        if let Some(d) = &self.data_dir {
+            cfg.data_dir = d.clone();
+        }
+        Ok(cfg)
+    }
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the station: the jig slots, the web page and the JSON API.
+    Serve {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Listen on this address instead of the configured one.
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// Replace the configured slots with N simulated boards on
+        /// pseudo-terminals, each simulating a line (creates a CA if none).
+        #[arg(long, value_name = "N")]
+        demo: Option<u16>,
+    },
+    /// Manage the factory CA.
+    Ca {
+        #[command(subcommand)]
+        command: CaCommand,
+    },
+    /// Run one simulated board (and its jig) on a serial device, for use
+    /// with a station in another process (for example over a socat pair).
+    Simulate(SimulateArgs),
+    /// Check the configuration and pre-flight the CA, the store and the jigs.
+    Check {
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Supervisor actions on a board's record.
+    Board {
+        #[command(subcommand)]
+        command: BoardCommand,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum CaCommand {
+    /// Make a new P-256 factory root CA (key file mode 0600).
+    Init {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Replace an existing CA (its certificates stop verifying).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Print the factory CA certificate and where its key is.
+    Show {
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum BoardCommand {
+    /// Allow one more certificate for a GUID that already holds one.
+    Override {
+        /// The board's GUID.
+        guid: String,
+        /// Why (kept with the permission).
+        #[arg(long)]
+        reason: String,
+        /// Who allows it.
+        #[arg(long)]
+        by: String,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+}
+
+#[derive(Args)]
+pub struct SimulateArgs {
+    /// The serial device the board is on.
+    #[arg(long)]
+    pub device: String,
+    #[arg(long, default_value_t = 115_200)]
+    pub baud: u32,
+    /// Make the board misbehave: corrupt, drop, silence, bad_crc, truncated,
+    /// oversized, garbage (each optionally @VERB), wrong_guid, wrong_key,
+    /// not_p256, refuse_store, fail_test.
+    #[arg(long)]
+    pub fault: Option<String>,
+    /// How many times the fault strikes (default: every time).
+    #[arg(long)]
+    pub fault_times: Option<u32>,
+    /// The first board's GUID (default: random).
+    #[arg(long)]
+    pub guid: Option<String>,
+    /// Simulate a line: remove each finished board and insert a new one.
+    #[arg(long)]
+    pub line: bool,
+    #[arg(long, default_value_t = 400)]
+    pub keygen_ms: u64,
+    #[arg(long, default_value_t = 800)]
+    pub test_ms: u64,
+    #[arg(long, default_value_t = 1500)]
+    pub dwell_ms: u64,
+    #[arg(long, default_value_t = 1500)]
+    pub pause_ms: u64,
+}
+
+pub async fn ca_init(args: &ConfigArgs, force: bool) -> anyhow::Result<()> {
+    let cfg = args.load()?;
+    let ca = FileCa::init(
+        &cfg.ca_certificate_path(),
+        &cfg.ca_key_path(),
+        &cfg.ca.common_name,
+        cfg.ca.ca_validity_days,
+        force,
+    )?;
+    println!("created the factory CA {:?}", cfg.ca.common_name);
+    println!("certificate: {}", cfg.ca_certificate_path().display());
+    println!(
+        "key:         {} (mode 0600; keep it secret and backed up)",
+        cfg.ca_key_path().display()
+    );
+    println!("SHA-256:     {}", fingerprint(ca.certificate_der()));
+    Ok(())
+}
+
+pub fn ca_show(args: &ConfigArgs) -> anyhow::Result<()> {
+    let cfg = args.load()?;
+    let ca = crate::app::load_ca(&cfg, false)?;
+    print!("{}", describe_ca(&ca)?);
+    print!("{}", ca.certificate_pem());
+    Ok(())
+}
+
+fn describe_ca(ca: &dyn CaSigner) -> anyhow::Result<String> {
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    let (_, cert) =
+        X509Certificate::from_der(ca.certificate_der()).context("reading the CA certificate")?;
+    Ok(format!(
+        "subject:     {}\nserial:      {}\nvalid from:  {}\nvalid until: {}\nSHA-256:     {}\nkey:         {}\n",
+        cert.subject(),
+        crate::ca::serial_string(cert.raw_serial()),
+        cert.validity().not_before,
+        cert.validity().not_after,
+        fingerprint(ca.certificate_der()),
+        ca.describe()
+    ))
+}
+
+pub async fn board_override(
+    guid: &str,
+    reason: &str,
+    by: &str,
+    args: &ConfigArgs,
+) -> anyhow::Result<()> {
+    let guid: Guid = guid.parse()?;
+    if reason.trim().is_empty() || by.trim().is_empty() {
+        anyhow::bail!("--reason and --by must say why and who");
+    }
+    let cfg = args.load()?;
+    let store = Store::open(&cfg.database_path())?;
+    store.grant_override(&guid, by, reason, time::OffsetDateTime::now_utc())?;
+    println!("board {guid} may receive one more certificate; the next provisioning uses this up");
+    Ok(())
+}
+
+pub async fn simulate(a: &SimulateArgs) -> anyhow::Result<()> {
+    use tokio_serial::SerialPortBuilderExt;
+    let fault = a
+        .fault
+        .as_deref()
+        .map(str::parse::<Fault>)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--fault: {e}"))?;
+    let guid = a.guid.as_deref().map(str::parse::<Guid>).transpose()?;
+    let opts = SimOptions {
+        keygen_time: Duration::from_millis(a.keygen_ms),
+        test_time: Duration::from_millis(a.test_ms),
+        first_insert_after: Duration::from_millis(200),
+        line: a.line.then_some(LineCycle {
+            dwell: Duration::from_millis(a.dwell_ms),
+            pause: Duration::from_millis(a.pause_ms),
+        }),
+        guid,
+        fault,
+        fault_times: a.fault_times,
+        ..SimOptions::default()
+    };
+    let port = tokio_serial::new(&a.device, a.baud)
+        .open_native_async()
+        .with_context(|| format!("opening {}", a.device))?;
+    eprintln!(
+        "simulating a jig with a board on {}{}",
+        a.device,
+        a.fault
+            .as_ref()
+            .map(|f| format!(" (fault: {f})"))
+            .unwrap_or_default()
+    );
+    crate::sim::run(port, opts, Default::default()).await?;
+    Ok(())
+}
+
+/// `station check`: every line says ok or what is wrong; the result is
+/// false if anything is wrong.
+pub async fn check(args: &ConfigArgs) -> bool {
+    let cfg = match args.load() {
+        Ok(c) => {
+            println!("ok       configuration {}", args.config.display());
+            c
+        }
+        Err(e) => {
+            println!("PROBLEM  configuration: {e}");
+            return false;
+        }
+    };
+    let mut good = true;
+    let mut report = |ok: bool, what: String| {
+        println!("{}  {what}", if ok { "ok     " } else { "PROBLEM" });
+        good &= ok;
+    };
+    match crate::app::load_ca(&cfg, false) {
+        Ok(ca) => {
+            let expiry = describe_ca(&ca).ok().and_then(|d| {
+                d.lines()
+                    .nth(3)
+                    .map(|l| l.trim_start_matches("valid until:").trim().to_string())
+            });
+            report(
+                true,
+                format!(
+                    "factory CA ({}), valid until {}",
+                    ca.describe(),
+                    expiry.unwrap_or_default()
+                ),
+            );
+        }
+        Err(e) => report(false, format!("factory CA: {e:#}")),
+    }
+    if cfg.data_dir.exists() {
+        match Store::open(&cfg.database_path()) {
+            Ok(s) => report(
+                true,
+                format!(
+                    "database {} (schema {})",
+                    cfg.database_path().display(),
+                    s.schema_version().unwrap_or(0)
+                ),
+            ),
+            Err(e) => report(false, format!("database: {e}")),
+        }
+    } else {
+        report(
+            false,
+            format!(
+                "data folder {} does not exist: `station ca init` or `station serve` creates it",
+                cfg.data_dir.display()
+            ),
+        );
+    }
+    let timing = LinkTiming {
+        attempts: 1,
+        ..cfg.timing
+    };
+    for s in &cfg.slots {
+        match &s.link {
+            SlotLink::Simulated(_) => report(
+                true,
+                format!("slot {}: simulated board (no hardware)", s.id),
+            ),
+            SlotLink::Serial { device, baud } => match preflight(device, *baud, timing).await {
+                Ok(what) => report(true, format!("slot {} on {device}: {what}", s.id)),
+                Err(e) => report(false, format!("slot {} on {device}: {e}", s.id)),
+            },
+        }
+    }
+    good
+}
+
+async fn preflight(device: &str, baud: u32, timing: LinkTiming) -> anyhow::Result<String> {
+    let mut link = open_serial(device, baud, timing, 1)?;
+    let a = link.call(&Request::Status).await?;
+    let st = JigStatus::from_answer(&a)?;
+    Ok(match (st.present, st.test) {
+        (false, _) => "jig answers; no board in it".to_string(),
+        (true, TestState::Failed { code, .. }) => {
+            format!("jig answers; the board in it failed its test ({code})")
+        }
+        (true, _) => "jig answers; a board is in it".to_string(),
+    })
+}

@@ -1,0 +1,18 @@
+//! Crash points for tests. `STATION_FAILPOINT=name` makes the process abort
+//! (no unwinding, no clean-up: like a power cut) when it reaches the point
+//! `name`. Unset in production, it costs one cached environment read.
+//!
+//! Points: `after_ledger_commit` (a certificate is in the ledger, no byte of
+//! it has gone to the board).
+
+use std::sync::OnceLock;
+
+static ARMED: OnceLock<Option<String>> = OnceLock::new();
+
+pub fn hit(name: &str) {
+    let armed = ARMED.get_or_init(|| std::env::var("STATION_FAILPOINT").ok());
+    if armed.as_deref() == Some(name) {
+        eprintln!("failpoint {name}: aborting as asked by STATION_FAILPOINT");
+        std::process::abort();
+    }
+}

@@ -1,0 +1,94 @@
+//! JSON handlers for `/api/v1`.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::header;
+use axum::response::IntoResponse;
+use serde::{Deserialize, Serialize};
+
+use super::{ApiError, AppState, query};
+use crate::ids::Guid;
+use crate::store::{BoardRow, StepRow};
+use crate::workflow::SlotView;
+
+pub async fn health(State(s): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let schema = query(&s.store, |st| st.schema_version()).await?;
+    Ok(Json(serde_json::json!({
+        "status": "ok",
+        "station": &*s.station_id,
+        "line": &*s.line,
+        "version": env!("CARGO_PKG_VERSION"),
+        "schema": schema,
+    })))
+}
+
+pub async fn slots(State(s): State<AppState>) -> Json<Vec<SlotView>> {
+    Json(s.slots.all())
+}
+
+#[derive(Deserialize)]
+pub struct BoardsQuery {
+    /// Newest first, at most this many (default 100, at most 1000).
+    limit: Option<u32>,
+}
+
+pub async fn boards(
+    State(s): State<AppState>,
+    Query(q): Query<BoardsQuery>,
+) -> Result<Json<Vec<BoardRow>>, ApiError> {
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::BadRequest(format!(
+            "limit {limit} must be between 1 and 1000"
+        )));
+    }
+    Ok(Json(query(&s.store, move |st| st.boards(limit)).await?))
+}
+
+#[derive(Serialize)]
+pub struct BoardDetail {
+    #[serde(flatten)]
+    board: BoardRow,
+    certificate_pem: Option<String>,
+    certificate_fingerprint_sha256: Option<String>,
+    steps: Vec<StepRow>,
+}
+
+pub async fn board(
+    State(s): State<AppState>,
+    Path(guid): Path<String>,
+) -> Result<Json<BoardDetail>, ApiError> {
+    let guid: Guid = guid
+        .parse()
+        .map_err(|e: crate::ids::IdError| ApiError::BadRequest(e.to_string()))?;
+    let g = guid.clone();
+    let Some(board) = query(&s.store, move |st| st.board(&g)).await? else {
+        return Err(ApiError::NotFound(format!(
+            "no board {guid} on this station"
+        )));
+    };
+    let id = board.id;
+    let (steps, cert) = query(&s.store, move |st| {
+        Ok((st.steps(id)?, st.certificate_of_board(id)?))
+    })
+    .await?;
+    Ok(Json(BoardDetail {
+        board,
+        certificate_pem: cert.as_ref().map(|c| c.pem.clone()),
+        certificate_fingerprint_sha256: cert.map(|c| c.fingerprint_sha256),
+        steps,
+    }))
+}
+
+pub async fn ca(State(s): State<AppState>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/x-pem-file")],
+        s.ca_pem.to_string(),
+    )
+}
+
+pub async fn not_found() -> ApiError {
+    ApiError::NotFound(
+        "no such page or API path; the API is under /api/v1 (see docs/api.md)".into(),
+    )
+}

@@ -1,0 +1,75 @@
+//! The HTTP side: the JSON API under `/api/v1` (see `docs/api.md`) and a
+//! plain HTML page of slots and boards. Handlers stay thin: they parse the
+//! request, ask the store or the slot board, and shape the answer.
+
+mod api;
+mod page;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+use crate::store::{Store, StoreError};
+use crate::workflow::SlotBoard;
+
+/// What every handler may use.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub slots: SlotBoard,
+    pub ca_pem: Arc<str>,
+    pub station_id: Arc<str>,
+    pub line: Arc<str>,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(page::index))
+        .route("/api/v1/health", get(api::health))
+        .route("/api/v1/slots", get(api::slots))
+        .route("/api/v1/boards", get(api::boards))
+        .route("/api/v1/boards/{guid}", get(api::board))
+        .route("/api/v1/ca", get(api::ca))
+        .fallback(api::not_found)
+        .with_state(state)
+}
+
+/// An API error: logged in full, answered with a safe JSON message.
+#[derive(Debug)]
+pub enum ApiError {
+    BadRequest(String),
+    NotFound(String),
+    Store(StoreError),
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, msg) = match self {
+            ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, m),
+            ApiError::NotFound(m) => (StatusCode::NOT_FOUND, m),
+            ApiError::Store(e) => {
+                tracing::error!("API request failed: {e}");
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the station database is not available; see the station log".to_string(),
+                )
+            }
+        };
+        (status, axum::Json(serde_json::json!({ "error": msg }))).into_response()
+    }
+}
+
+/// Runs a store query on the blocking pool.
+pub async fn query<T: Send + 'static>(
+    store: &Store,
+    f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || f(&store))
+        .await
+        .map_err(|e| ApiError::Store(StoreError::Poisoned(e.to_string())))?
+        .map_err(ApiError::Store)
+}

@@ -1,0 +1,32 @@
+//! The plain HTML page: slots and recent boards. The operator UI proper is
+//! a later piece of work; this page only shows what the API shows.
+
+use askama::Template;
+use axum::extract::State;
+use axum::response::Html;
+
+use super::{ApiError, AppState, query};
+use crate::store::BoardRow;
+use crate::workflow::SlotView;
+
+#[derive(Template)]
+#[template(path = "index.html")]
+struct Index {
+    station: String,
+    line: String,
+    slots: Vec<SlotView>,
+    boards: Vec<BoardRow>,
+}
+
+pub async fn index(State(s): State<AppState>) -> Result<Html<String>, ApiError> {
+    let boards = query(&s.store, |st| st.boards(50)).await?;
+    let page = Index {
+        station: s.station_id.to_string(),
+        line: s.line.to_string(),
+        slots: s.slots.all(),
+        boards,
+    };
+    page.render()
+        .map(Html)
+        .map_err(|e| ApiError::BadRequest(format!("page could not be drawn: {e}")))
+}

@@ -1,0 +1,444 @@
+//! The slot driver: connect, resynchronise, wait for events, run the core.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use time::OffsetDateTime;
+use tracing::Instrument;
+
+use super::view::{SlotBoard, show_state};
+use crate::ca::{CaSigner, CheckedCsr, issue_leaf};
+use crate::core::{self, Action, Command, Event, Failure, IssuedCert, Output, Review, SlotState};
+use crate::ids::SlotId;
+use crate::jig::protocol::{self, AnswerError, JigStatus, NONCE_LEN, Request};
+use crate::jig::{JigEvent, JigLink, LinkError};
+use crate::store::{BoardId, NewCertificate, Store, StoreError};
+
+/// Opens (or reopens) the slot's jig link.
+pub type LinkOpener = Box<dyn FnMut() -> Result<Box<dyn JigLink>, LinkError> + Send>;
+
+/// What a slot needs to know besides its link.
+#[derive(Clone)]
+pub struct SlotSettings {
+    pub station_id: String,
+    pub slot: SlotId,
+    pub leaf_validity_days: u32,
+    /// STATUS poll interval while idle.
+    pub poll: Duration,
+    /// Wait before reopening a failed link.
+    pub reconnect: Duration,
+}
+
+pub struct SlotDriver {
+    pub settings: SlotSettings,
+    pub store: Store,
+    pub ca: Arc<dyn CaSigner>,
+    pub view: SlotBoard,
+}
+
+/// Runs a blocking store call on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(StoreError::Poisoned(e.to_string())))
+}
+
+fn store_failure(e: &StoreError) -> Failure {
+    Failure::new(
+        "store_failed",
+        format!("{e}; the board was not given anything unrecorded"),
+    )
+}
+
+fn link_failure(e: &LinkError) -> Failure {
+    Failure::new(e.code(), e.to_string())
+}
+
+fn answer_failure(e: &AnswerError) -> Failure {
+    Failure::new(
+        "bad_answer",
+        format!("{e}: the board firmware may be faulty"),
+    )
+}
+
+fn random_nonce() -> [u8; NONCE_LEN] {
+    let mut n = [0u8; NONCE_LEN];
+    // SystemRandom fails only with no OS randomness at all; an all-zero
+    // nonce still has to be signed by the board's key to pass.
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut n);
+    n
+}
+
+/// The state of one board visit, as the driver tracks it beside the core.
+struct Visit {
+    board: Option<BoardId>,
+    open_step: Option<i64>,
+    guid: Option<String>,
+}
+
+impl SlotDriver {
+    /// Runs the slot until the task is aborted: the link is reopened after
+    /// it fails.
+    pub async fn run(self, mut open: LinkOpener) {
+        let slot = self.settings.slot;
+        let span = tracing::info_span!("slot", slot = slot.0);
+        async move {
+            let mut logged_down = None::<String>;
+            loop {
+                match open() {
+                    Ok(mut link) => {
+                        logged_down = None;
+                        let device = link.device().to_string();
+                        tracing::info!(device, "jig connected");
+                        self.view.update(slot, |v| {
+                            v.link = "connected";
+                            v.link_error = None;
+                        });
+                        let e = self.drive(link.as_mut()).await;
+                        tracing::warn!(device, "jig link lost: {e}");
+                        self.view.update(slot, |v| {
+                            v.link = "disconnected";
+                            v.link_error = Some(e.to_string());
+                        });
+                    }
+                    Err(e) => {
+                        let msg = e.to_string();
+                        if logged_down.as_deref() != Some(msg.as_str()) {
+                            tracing::warn!(
+                                "cannot open the jig: {msg}; retrying every {:?}",
+                                self.settings.reconnect
+                            );
+                            logged_down = Some(msg.clone());
+                        }
+                        self.view.update(slot, |v| {
+                            v.link = "disconnected";
+                            v.link_error = Some(msg);
+                        });
+                    }
+                }
+                tokio::time::sleep(self.settings.reconnect).await;
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Drives the slot over one link until the link fails.
+    async fn drive(&self, link: &mut dyn JigLink) -> LinkError {
+        let mut state = SlotState::Empty;
+        let mut visit = Visit {
+            board: None,
+            open_step: None,
+            guid: None,
+        };
+        let mut event = match self.sync(link).await {
+            Ok(e) => e,
+            Err(e) => return e,
+        };
+        loop {
+            state = self.feed(link, state, event, &mut visit).await;
+            event = loop {
+                match link.next_event(self.settings.poll).await {
+                    Ok(Some(e)) => break jig_event(e),
+                    Ok(None) => match self.sync(link).await {
+                        Ok(e) => break e,
+                        Err(e) => return e,
+                    },
+                    Err(e) => return e,
+                }
+            };
+        }
+    }
+
+    /// Asks the jig for its STATUS (after connecting, or when idle).
+    async fn sync(&self, link: &mut dyn JigLink) -> Result<Event, LinkError> {
+        let answer = link.call(&Request::Status).await?;
+        let status = JigStatus::from_answer(&answer).map_err(|e| LinkError::Refused {
+            verb: "STATUS",
+            code: "bad_answer".into(),
+            message: e.to_string(),
+        })?;
+        let slot = self.settings.slot;
+        let store = self.store.clone();
+        let interrupted = blocking(move || store.has_interrupted(slot))
+            .await
+            .unwrap_or(false);
+        Ok(Event::Synced {
+            present: status.present,
+            test: status.test,
+            done: status.done,
+            interrupted,
+        })
+    }
+
+    /// Feeds one event through the core, carrying out the commands and the
+    /// events they produce, until the core waits for the jig again.
+    async fn feed(
+        &self,
+        link: &mut dyn JigLink,
+        mut state: SlotState,
+        first: Event,
+        visit: &mut Visit,
+    ) -> SlotState {
+        let slot = self.settings.slot;
+        let mut pending = VecDeque::from([first]);
+        while let Some(event) = pending.pop_front() {
+            let before = std::mem::discriminant(&state);
+            let (next, commands) = core::step(state, event);
+            state = next;
+            if matches!(state, SlotState::Empty) {
+                visit.guid = None;
+            }
+            if std::mem::discriminant(&state) != before || !commands.is_empty() {
+                let guid = visit.guid.clone();
+                self.view
+                    .update(slot, |v| show_state(v, &state, guid.as_deref()));
+            }
+            for cmd in commands {
+                if let Some(e) = self.execute(link, cmd, visit).await {
+                    pending.push_back(e);
+                }
+            }
+        }
+        let guid = visit.guid.clone();
+        self.view
+            .update(slot, |v| show_state(v, &state, guid.as_deref()));
+        state
+    }
+
+    /// Carries out one command; a step returns the event it produced.
+    async fn execute(
+        &self,
+        link: &mut dyn JigLink,
+        cmd: Command,
+        visit: &mut Visit,
+    ) -> Option<Event> {
+        let now = OffsetDateTime::now_utc();
+        let store = self.store.clone();
+        let s = &self.settings;
+        match cmd {
+            Command::OpenBoard => {
+                let (station, slot) = (s.station_id.clone(), s.slot);
+                match blocking(move || store.open_board(&station, slot, now)).await {
+                    Ok(b) => visit.board = Some(b),
+                    Err(e) => return Some(Event::Failed(store_failure(&e))),
+                }
+            }
+            Command::RecordIdentity(id) => {
+                visit.guid = Some(id.guid.to_string());
+                let board = visit.board?;
+                match blocking(move || store.record_identity(board, &id, now)).await {
+                    Ok(b) => visit.board = Some(b),
+                    Err(e) => return Some(Event::Failed(store_failure(&e))),
+                }
+            }
+            Command::Run(action) => {
+                // A board pulled while the last step ran: say so first.
+                if let Ok(Some(JigEvent::Removed)) = link.next_event(Duration::ZERO).await {
+                    return Some(Event::Removed);
+                }
+                let board = visit.board?;
+                let step = action.step();
+                let st = store.clone();
+                match blocking(move || st.begin_step(board, step, now)).await {
+                    Ok(id) => visit.open_step = Some(id),
+                    Err(e) => return Some(Event::Failed(store_failure(&e))),
+                }
+                let started = std::time::Instant::now();
+                let event = self
+                    .perform(link, action, board)
+                    .instrument(tracing::info_span!(
+                        "step",
+                        step = step.as_str(),
+                        board.guid = visit.guid.as_deref().unwrap_or("")
+                    ))
+                    .await;
+                tracing::debug!(
+                    step = step.as_str(),
+                    duration_ms = started.elapsed().as_millis() as u64,
+                    "step done"
+                );
+                return Some(event);
+            }
+            Command::EndStep { error, .. } => {
+                if let Some(id) = visit.open_step.take() {
+                    if let Err(e) = blocking(move || store.end_step(id, now, error.as_ref())).await
+                    {
+                        tracing::error!("could not record the end of a step: {e}");
+                    }
+                }
+            }
+            Command::Complete { serial } => {
+                let board = visit.board?;
+                let sn = serial.clone();
+                match blocking(move || store.complete(board, &sn, now)).await {
+                    Ok(()) => {
+                        tracing::info!(board.guid = visit.guid.as_deref().unwrap_or(""), serial = %serial, "board provisioned")
+                    }
+                    Err(e) => tracing::error!("board provisioned but not recorded as such: {e}"),
+                }
+            }
+            Command::Fail(f) => {
+                tracing::error!(board.guid = visit.guid.as_deref().unwrap_or(""), code = %f.code, "board failed: {}", f.message);
+                if let Some(board) = visit.board {
+                    if let Err(e) = blocking(move || store.fail(board, &f, now)).await {
+                        tracing::error!("could not record the failure: {e}");
+                    }
+                }
+            }
+            Command::NotifyFailed { code } => {
+                // A dead line will not carry the verdict either.
+                if code != "no_answer" && code != "serial_failed" {
+                    let req = Request::Finish {
+                        pass: false,
+                        code: Some(code),
+                    };
+                    if let Err(e) = link.call(&req).await {
+                        tracing::warn!("could not tell the jig the board failed: {e}");
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// Carries out a step and reports its result.
+    async fn perform(&self, link: &mut dyn JigLink, action: Action, board: BoardId) -> Event {
+        match self.try_perform(link, action, board).await {
+            Ok(out) => Event::Done(out),
+            Err(f) => Event::Failed(f),
+        }
+    }
+
+    async fn try_perform(
+        &self,
+        link: &mut dyn JigLink,
+        action: Action,
+        board: BoardId,
+    ) -> Result<Output, Failure> {
+        let call = |f: Result<crate::jig::frame::Frame, LinkError>| f.map_err(|e| link_failure(&e));
+        match action {
+            Action::Hello => {
+                let req = Request::Hello {
+                    station: self.settings.station_id.clone(),
+                };
+                let a = call(link.call(&req).await)?;
+                Ok(Output::Hello {
+                    version: protocol::parse_hello(&a).map_err(|e| answer_failure(&e))?,
+                })
+            }
+            Action::Identify => {
+                let a = call(link.call(&Request::Ident).await)?;
+                Ok(Output::Identified(
+                    protocol::parse_identity(&a).map_err(|e| answer_failure(&e))?,
+                ))
+            }
+            Action::Review(id) => {
+                let store = self.store.clone();
+                let now = OffsetDateTime::now_utc();
+                let review = blocking(move || store.review(board, &id.guid, now))
+                    .await
+                    .map_err(|e| store_failure(&e))?;
+                Ok(Output::Reviewed(match review {
+                    Review::Resume(mut cert) => {
+                        cert.chain.push(self.ca.certificate_der().to_vec());
+                        tracing::info!(serial = %cert.serial, "resuming with the certificate already in the ledger");
+                        Review::Resume(cert)
+                    }
+                    other => other,
+                }))
+            }
+            Action::KeyGen(id) => {
+                let a = call(link.call(&Request::KeyGen { cn: id.guid }).await)?;
+                Ok(Output::Csr(
+                    protocol::parse_csr(&a).map_err(|e| answer_failure(&e))?,
+                ))
+            }
+            Action::Issue { csr, override_used } => self.issue(board, csr, override_used).await,
+            Action::Store(chain) => {
+                call(link.call(&Request::Store { chain }).await)?;
+                Ok(Output::Stored)
+            }
+            Action::ReadBack => {
+                let a = call(link.call(&Request::ReadCert).await)?;
+                Ok(Output::ReadBack(
+                    protocol::parse_chain(&a).map_err(|e| answer_failure(&e))?,
+                ))
+            }
+            Action::Prove => {
+                let nonce = random_nonce();
+                let a = call(link.call(&Request::Sign { nonce }).await)?;
+                let signature = protocol::parse_signature(&a).map_err(|e| answer_failure(&e))?;
+                Ok(Output::Signed { nonce, signature })
+            }
+            Action::Finish => {
+                call(
+                    link.call(&Request::Finish {
+                        pass: true,
+                        code: None,
+                    })
+                    .await,
+                )?;
+                Ok(Output::Finished)
+            }
+        }
+    }
+
+    /// Signs the certificate and commits it to the ledger; only then is it
+    /// handed back to be sent to the board.
+    async fn issue(
+        &self,
+        board: BoardId,
+        csr: CheckedCsr,
+        override_used: bool,
+    ) -> Result<Output, Failure> {
+        let ca = self.ca.clone();
+        let store = self.store.clone();
+        let days = self.settings.leaf_validity_days;
+        let result = tokio::task::spawn_blocking(move || {
+            let now = OffsetDateTime::now_utc();
+            let leaf = issue_leaf(ca.as_ref(), &csr, now, days).map_err(|e| {
+                Failure::new(
+                    "ca_failed",
+                    format!("{e}: check the CA configuration with `station check`"),
+                )
+            })?;
+            store
+                .commit_certificate(
+                    board,
+                    &NewCertificate {
+                        serial: &leaf.serial,
+                        guid: &csr.guid,
+                        fingerprint: &leaf.fingerprint,
+                        pem: &leaf.pem,
+                        not_before: leaf.not_before,
+                        not_after: leaf.not_after,
+                        override_used,
+                    },
+                    now,
+                )
+                .map_err(|e| store_failure(&e))?;
+            Ok(leaf)
+        })
+        .await
+        .unwrap_or_else(|e| Err(Failure::internal(&e.to_string())))?;
+        crate::failpoint::hit("after_ledger_commit");
+        tracing::info!(serial = %result.serial, fingerprint = %result.fingerprint, "certificate issued and recorded");
+        Ok(Output::Issued(IssuedCert {
+            serial: result.serial,
+            chain: vec![result.der, self.ca.certificate_der().to_vec()],
+        }))
+    }
+}
+
+fn jig_event(e: JigEvent) -> Event {
+    match e {
+        JigEvent::Inserted => Event::Inserted,
+        JigEvent::Removed => Event::Removed,
+        JigEvent::TestPassed => Event::TestPassed,
+        JigEvent::TestFailed { code, message } => Event::TestFailed { code, message },
+    }
+}

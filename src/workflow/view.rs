@@ -1,0 +1,111 @@
+//! What each slot is doing now, shared between the slot tasks (writers)
+//! and the web API (readers).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+use serde::Serialize;
+
+use crate::core::{Outcome, SlotState};
+use crate::ids::SlotId;
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct SlotView {
+    pub slot: u16,
+    pub device: String,
+    /// True for a simulated board inside the station.
+    pub simulated: bool,
+    /// `connected` or `disconnected`.
+    pub link: &'static str,
+    pub link_error: Option<String>,
+    /// `empty`, `testing`, `provisioning`, `provisioned`, `failed` or `done`.
+    pub state: &'static str,
+    pub step: Option<&'static str>,
+    pub guid: Option<String>,
+    pub certificate_serial: Option<String>,
+    pub error_code: Option<String>,
+    pub error: Option<String>,
+    pub since: String,
+}
+
+/// The slots' views, by slot id.
+#[derive(Clone, Default)]
+pub struct SlotBoard(Arc<RwLock<BTreeMap<u16, SlotView>>>);
+
+impl SlotBoard {
+    pub fn all(&self) -> Vec<SlotView> {
+        self.0
+            .read()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    pub fn update(&self, slot: SlotId, f: impl FnOnce(&mut SlotView)) {
+        if let Ok(mut m) = self.0.write() {
+            if let Some(v) = m.get_mut(&slot.0) {
+                f(v);
+                v.since = crate::store::ts(time::OffsetDateTime::now_utc());
+            }
+        }
+    }
+
+    pub fn add(&self, slot: SlotId, device: &str, simulated: bool) {
+        if let Ok(mut m) = self.0.write() {
+            m.insert(
+                slot.0,
+                SlotView {
+                    slot: slot.0,
+                    device: device.to_string(),
+                    simulated,
+                    link: "disconnected",
+                    link_error: None,
+                    state: "empty",
+                    step: None,
+                    guid: None,
+                    certificate_serial: None,
+                    error_code: None,
+                    error: None,
+                    since: crate::store::ts(time::OffsetDateTime::now_utc()),
+                },
+            );
+        }
+    }
+}
+
+/// Copies the core's state into a view.
+pub fn show_state(v: &mut SlotView, s: &SlotState, guid: Option<&str>) {
+    v.guid = guid.map(str::to_string);
+    v.step = None;
+    match s {
+        SlotState::Empty => {
+            v.state = "empty";
+            v.guid = None;
+            v.certificate_serial = None;
+            v.error = None;
+            v.error_code = None;
+        }
+        SlotState::Testing => {
+            v.state = "testing";
+            v.certificate_serial = None;
+            v.error = None;
+            v.error_code = None;
+        }
+        SlotState::Busy { step, board } => {
+            v.state = "provisioning";
+            v.step = Some(step.as_str());
+            v.certificate_serial = board.cert.as_ref().map(|c| c.serial.0.clone());
+            v.error = None;
+            v.error_code = None;
+        }
+        SlotState::Done(Outcome::Provisioned { serial }) => {
+            v.state = "provisioned";
+            v.certificate_serial = Some(serial.0.clone());
+        }
+        SlotState::Done(Outcome::Failed(f)) => {
+            v.state = "failed";
+            v.error = Some(f.message.clone());
+            v.error_code = Some(f.code.clone());
+        }
+        SlotState::Done(Outcome::Unknown) => v.state = "done",
+    }
+}
