@@ -1,0 +1,250 @@
+//! Test harness: a station in this process on 127.0.0.1:0 with a fresh data
+//! folder, its slots on real pseudo-terminals with simulated boards, and
+//! typed helpers for the API and the ledger.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::Value;
+use station::ca::{CaSigner, FileCa};
+use station::config::Config;
+use station::ids::Guid;
+use station::sim::{PtySim, SimOptions};
+use station::store::{CertificateRow, Store};
+
+/// Station configuration for tests: quick timeouts, serial slots on the
+/// given devices.
+pub fn config_text(devices: &[String], timeout_ms: u64) -> String {
+    let mut s = format!(
+        r#"
+[station]
+id = "test-station"
+line = "test-line"
+data_dir = "data"
+listen = "127.0.0.1:0"
+
+[ca]
+key = "file"
+certificate_file = "ca/ca.pem"
+key_file = "ca/ca.key"
+leaf_validity_days = 365
+
+[jig]
+timeout_ms = {timeout_ms}
+slow_timeout_ms = {slow}
+attempts = 3
+poll_ms = 200
+reconnect_ms = 200
+"#,
+        slow = timeout_ms * 4
+    );
+    for (i, d) in devices.iter().enumerate() {
+        s.push_str(&format!(
+            "\n[[slot]]\nid = {}\nlink = \"serial\"\ndevice = \"{d}\"\n",
+            i + 1
+        ));
+    }
+    s
+}
+
+pub struct TestStation {
+    pub dir: tempfile::TempDir,
+    pub app: station::app::App,
+    pub sims: Vec<PtySim>,
+    pub base: String,
+    pub client: reqwest::Client,
+}
+
+/// Writes the config and a fresh CA in a new folder.
+pub fn prepare(devices: &[String], timeout_ms: u64) -> (tempfile::TempDir, Config) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("station.toml");
+    std::fs::write(&path, config_text(devices, timeout_ms)).unwrap();
+    let cfg = Config::load(&path).unwrap();
+    FileCa::init(
+        &cfg.ca_certificate_path(),
+        &cfg.ca_key_path(),
+        "Test CA",
+        30,
+        false,
+    )
+    .unwrap();
+    (dir, cfg)
+}
+
+impl TestStation {
+    /// A station with one slot per simulated board.
+    pub async fn start(boards: Vec<SimOptions>) -> TestStation {
+        TestStation::start_with_timeout(boards, 300).await
+    }
+
+    pub async fn start_with_timeout(boards: Vec<SimOptions>, timeout_ms: u64) -> TestStation {
+        let sims: Vec<PtySim> = boards
+            .into_iter()
+            .map(|o| PtySim::spawn(o).unwrap())
+            .collect();
+        let devices: Vec<String> = sims.iter().map(|s| s.device.clone()).collect();
+        let (dir, cfg) = prepare(&devices, timeout_ms);
+        let app = station::app::start(&cfg, false).await.unwrap();
+        let base = format!("http://{}", app.addr);
+        TestStation {
+            dir,
+            app,
+            sims,
+            base,
+            client: reqwest::Client::new(),
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.app.store
+    }
+
+    pub fn ca(&self) -> FileCa {
+        let d = self.dir.path().join("data/ca");
+        FileCa::load(&d.join("ca.pem"), &d.join("ca.key")).unwrap()
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let r = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn boards(&self) -> Vec<Value> {
+        let (s, v) = self.get("/api/v1/boards?limit=1000").await;
+        assert_eq!(s, 200);
+        v.as_array().unwrap().clone()
+    }
+
+    /// Waits until `n` board records are finished (provisioned or failed).
+    pub async fn wait_finished(&self, n: usize, within: Duration) -> Vec<Value> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let boards = self.boards().await;
+            let done: Vec<Value> = boards
+                .iter()
+                .filter(|b| b["status"] != "in_progress")
+                .cloned()
+                .collect();
+            if done.len() >= n {
+                return done;
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!(
+                    "only {} of {n} boards finished in {within:?}: {boards:#?}\nslots: {:#?}",
+                    done.len(),
+                    self.get("/api/v1/slots").await.1
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn ledger(&self, guid: &str) -> Vec<CertificateRow> {
+        self.store()
+            .certificates(&guid.parse::<Guid>().unwrap())
+            .unwrap()
+    }
+}
+
+impl Drop for TestStation {
+    fn drop(&mut self) {
+        self.app.stop();
+    }
+}
+
+/// Board options for tests: quick, one board that stays in the jig.
+pub fn quick_board() -> SimOptions {
+    SimOptions {
+        keygen_time: Duration::from_millis(20),
+        test_time: Duration::from_millis(20),
+        first_insert_after: Duration::from_millis(50),
+        ..SimOptions::default()
+    }
+}
+
+pub fn with_fault(fault: &str) -> SimOptions {
+    SimOptions {
+        fault: Some(fault.parse().unwrap()),
+        ..quick_board()
+    }
+}
+
+/// The station binary built for these tests.
+pub fn station_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_station"))
+}
+
+/// A child process killed when dropped.
+pub struct Child(pub std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+/// Checks a certificate against the CA and the device profile; returns its
+/// SubjectPublicKeyInfo (DER).
+pub fn check_leaf(der: &[u8], ca: &dyn CaSigner, guid: &str) -> Vec<u8> {
+    use x509_parser::extensions::ParsedExtension;
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    let (_, cert) = X509Certificate::from_der(der).unwrap();
+    let (_, ca_cert) = X509Certificate::from_der(ca.certificate_der()).unwrap();
+    cert.verify_signature(Some(ca_cert.public_key()))
+        .expect("leaf verifies against the CA");
+    assert_eq!(
+        cert.subject()
+            .iter_common_name()
+            .next()
+            .unwrap()
+            .as_str()
+            .unwrap(),
+        guid
+    );
+    assert_eq!(cert.issuer(), ca_cert.subject());
+    assert_eq!(
+        cert.public_key().algorithm.algorithm.to_id_string(),
+        "1.2.840.10045.2.1"
+    );
+    assert!(cert.raw_serial().len() >= 15);
+    let mut found = 0;
+    for ext in cert.extensions() {
+        match ext.parsed_extension() {
+            ParsedExtension::KeyUsage(ku) => {
+                assert!(ext.critical && ku.digital_signature() && !ku.key_cert_sign());
+                found += 1;
+            }
+            ParsedExtension::ExtendedKeyUsage(eku) => {
+                assert!(eku.client_auth);
+                found += 1;
+            }
+            ParsedExtension::BasicConstraints(bc) => {
+                assert!(!bc.ca);
+                found += 1;
+            }
+            ParsedExtension::SubjectKeyIdentifier(_)
+            | ParsedExtension::AuthorityKeyIdentifier(_) => found += 1,
+            other => panic!("unexpected extension {other:?}"),
+        }
+    }
+    assert_eq!(found, 5, "KU, EKU, BC, SKI, AKI");
+    cert.public_key().raw.to_vec()
+}
+
+pub fn pem_der(pem: &str) -> Vec<u8> {
+    station::ca::pem_to_der(pem).unwrap()
+}
