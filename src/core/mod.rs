@@ -202,6 +202,16 @@ impl Action {
 pub fn step(state: SlotState, event: Event) -> (SlotState, Vec<Command>) {
     use SlotState::*;
     match (state, event) {
+        // The last result stays while the jig still reports it for this
+        // board; `done=none` means another board is in (events were lost).
+        (
+            Done(o),
+            Event::Synced {
+                present: true,
+                done: Some(_),
+                ..
+            },
+        ) => (Done(o), vec![]),
         (
             _,
             Event::Synced {

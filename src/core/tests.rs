@@ -341,6 +341,39 @@ fn sync_after_restart() {
     ));
 }
 
+#[test]
+fn a_poll_keeps_the_last_result_until_the_next_board() {
+    let failed = SlotState::Done(Outcome::Failed(Failure::new("no_answer", "x")));
+    let poll = |done| Event::Synced {
+        present: true,
+        test: TestState::Passed,
+        done,
+        interrupted: false,
+    };
+    let (s, c) = step(failed.clone(), poll(Some(false)));
+    assert_eq!((s, c), (failed.clone(), vec![]));
+    // Another board is in the jig (its events were lost): provision it.
+    let (s, _) = step(failed.clone(), poll(None));
+    assert!(matches!(
+        s,
+        SlotState::Busy {
+            step: Step::Hello,
+            ..
+        }
+    ));
+    // Removed while nobody listened.
+    let (s, _) = step(
+        failed,
+        Event::Synced {
+            present: false,
+            test: TestState::None,
+            done: None,
+            interrupted: false,
+        },
+    );
+    assert_eq!(s, SlotState::Empty);
+}
+
 /// The core must stay free of I/O: no runtime, web, database, serial or
 /// file-system code in its sources.
 #[test]
