@@ -1,0 +1,187 @@
+//! The `station` binary as an operator uses it: the demo, `check`, `ca`.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+fn station(args: &[&str]) -> std::process::Output {
+    Command::new(station_bin()).args(args).output().unwrap()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_provisions_boards_with_the_reference_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let reference = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("station.toml");
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let log = dir.path().join("demo.log");
+    let _child = Child(
+        Command::new(station_bin())
+            .args(["serve", "--demo", "2", "--listen", &listen, "--config"])
+            .arg(&reference)
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let client = reqwest::Client::new();
+    let mut provisioned = 0;
+    for _ in 0..300 {
+        if let Ok(r) = client
+            .get(format!("http://{listen}/api/v1/boards"))
+            .send()
+            .await
+        {
+            let boards: Vec<serde_json::Value> = r.json().await.unwrap();
+            provisioned = boards
+                .iter()
+                .filter(|b| b["status"] == "provisioned")
+                .count();
+            if provisioned >= 3 {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        provisioned >= 3,
+        "only {provisioned} provisioned; log:\n{}",
+        read(&log)
+    );
+    let text = read(&log);
+    assert!(
+        text.contains("SIMULATED"),
+        "a station with simulated boards says so"
+    );
+    assert!(text.contains("creating a new one for the demo"));
+    // The CA made for the demo is owner-only.
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(dir.path().join("data/ca/factory-ca.key"))
+            .unwrap()
+            .permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+}
+
+#[test]
+fn check_names_what_is_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("station.toml");
+    std::fs::write(&cfg, config_text(&["/dev/no-such-jig".to_string()], 200)).unwrap();
+    let out = station(&["check", "--config", cfg.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success());
+    assert!(text.contains("ok       configuration"), "{text}");
+    assert!(
+        text.contains("PROBLEM  factory CA") && text.contains("station ca init"),
+        "{text}"
+    );
+    assert!(
+        text.contains("PROBLEM  slot 1 on /dev/no-such-jig"),
+        "{text}"
+    );
+
+    let out = station(&["ca", "init", "--config", cfg.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = station(&["ca", "init", "--config", cfg.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--force"));
+    let out = station(&["ca", "show", "--config", cfg.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("subject:") && text.contains("-----BEGIN CERTIFICATE-----"),
+        "{text}"
+    );
+
+    // A key readable by others is refused, with the fix.
+    let key = dir.path().join("data/ca/ca.key");
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let out = station(&["check", "--config", cfg.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("chmod 600"));
+
+    // A bad configuration names the file and key.
+    std::fs::write(
+        &cfg,
+        config_text(&[], 200).replace("attempts = 3", "attempts = 99"),
+    )
+    .unwrap();
+    let out = station(&["check", "--config", cfg.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success());
+    assert!(
+        text.contains("station.toml: jig.attempts: 99 must be between 1 and 10"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_preflights_a_live_jig() {
+    let sim = station::sim::PtySim::spawn(quick_board()).unwrap();
+    let (dir, _cfg) = prepare(std::slice::from_ref(&sim.device), 500);
+    let cfg = dir.path().join("station.toml");
+    let out =
+        tokio::task::spawn_blocking(move || station(&["check", "--config", cfg.to_str().unwrap()]))
+            .await
+            .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("jig answers"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulate_runs_a_board_for_another_process() {
+    // A pseudo-terminal pair: the station side here, the board side given
+    // to `station simulate` by path.
+    use tokio_serial::SerialPort;
+    let (jig_end, board_end) = tokio_serial::SerialStream::pair().unwrap();
+    let board_path = board_end.name().unwrap();
+    let mut child = Child(
+        Command::new(station_bin())
+            .args([
+                "simulate",
+                "--device",
+                &board_path,
+                "--guid",
+                "0a1b2c3d-0000-4000-8000-0000000000bb",
+                "--test-ms",
+                "10",
+            ])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut link =
+        station::jig::FramedLink::new(jig_end, "test", station::jig::LinkTiming::default(), 9);
+    use station::jig::JigLink;
+    let mut id = None;
+    for _ in 0..50 {
+        if let Ok(a) = link.call(&station::jig::Request::Ident).await {
+            id = Some(station::jig::protocol::parse_identity(&a).unwrap());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        id.unwrap().guid.as_str(),
+        "0a1b2c3d-0000-4000-8000-0000000000bb"
+    );
+    drop(board_end);
+    let _ = child.0.kill();
+}
