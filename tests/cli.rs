@@ -1,5 +1,7 @@
 //! The `station` binary as an operator uses it: the demo, `check`, `ca`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::process::{Command, Stdio};

@@ -2,6 +2,8 @@
 //! committed to the ledger and before any byte of it reaches the board. The
 //! restarted station finishes that board with the same certificate.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::process::{Command, Stdio};

@@ -3,6 +3,8 @@
 //! that board's record and in the log; the healthy slots are unaffected; no
 //! certificate is recorded for a refused CSR.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::sync::{Arc, Mutex};

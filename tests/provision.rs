@@ -2,6 +2,8 @@
 //! certificate checked against the CA, the profile, the board's own key and
 //! its signature over the station's nonce.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::time::Duration;

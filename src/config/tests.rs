@@ -34,7 +34,8 @@ fn with(edit: impl Fn(String) -> String) -> String {
 
 #[test]
 fn bad_values_name_file_key_and_reason() {
-    let cases: Vec<(Box<dyn Fn(String) -> String>, &str)> = vec![
+    type Edit = Box<dyn Fn(String) -> String>;
+    let cases: Vec<(Edit, &str)> = vec![
         (
             Box::new(|s| s.replace("id = \"station-01\"", "id = \"station 01\"")),
             "station.id",

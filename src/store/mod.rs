@@ -508,8 +508,7 @@ impl Store {
             let mut st = c.prepare(&format!(
                 "SELECT {BOARD_COLUMNS} FROM boards b ORDER BY b.id DESC LIMIT ?1"
             ))?;
-            let rows = st.query_map([limit], board_row)?.collect();
-            rows
+            st.query_map([limit], board_row)?.collect()
         })
     }
 
@@ -530,7 +529,7 @@ impl Store {
             let mut st = c.prepare(
                 "SELECT step, started_at, ended_at, duration_ms, outcome, error_code, error FROM steps WHERE board_id = ?1 ORDER BY id",
             )?;
-            let rows = st
+            st
                 .query_map([board], |r| {
                     Ok(StepRow {
                         step: r.get(0)?,
@@ -542,8 +541,7 @@ impl Store {
                         error: r.get(6)?,
                     })
                 })?
-                .collect();
-            rows
+                .collect()
         })
     }
 
@@ -553,8 +551,7 @@ impl Store {
             let mut st = c.prepare(&format!(
                 "SELECT {CERT_COLUMNS} FROM certificates WHERE guid = ?1 ORDER BY issued_at, rowid"
             ))?;
-            let rows = st.query_map([guid.as_str()], cert_row)?.collect();
-            rows
+            st.query_map([guid.as_str()], cert_row)?.collect()
         })
     }
 
@@ -576,8 +573,7 @@ impl Store {
             let mut st = c.prepare(&format!(
                 "SELECT {CERT_COLUMNS} FROM certificates ORDER BY issued_at, rowid"
             ))?;
-            let rows = st.query_map([], cert_row)?.collect();
-            rows
+            st.query_map([], cert_row)?.collect()
         })
     }
 }

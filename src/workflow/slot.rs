@@ -140,15 +140,13 @@ impl SlotDriver {
         };
         loop {
             state = self.feed(link, state, event, &mut visit).await;
-            event = loop {
-                match link.next_event(self.settings.poll).await {
-                    Ok(Some(e)) => break jig_event(e),
-                    Ok(None) => match self.sync(link).await {
-                        Ok(e) => break e,
-                        Err(e) => return e,
-                    },
+            event = match link.next_event(self.settings.poll).await {
+                Ok(Some(e)) => jig_event(e),
+                Ok(None) => match self.sync(link).await {
+                    Ok(e) => e,
                     Err(e) => return e,
-                }
+                },
+                Err(e) => return e,
             };
         }
     }

@@ -2,6 +2,7 @@
 //! folder, its slots on real pseudo-terminals with simulated boards, and
 //! typed helpers for the API and the ledger.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
