@@ -185,10 +185,11 @@ impl Decoder {
         self.line.len()
     }
 
-    /// Forgets any unfinished line (used before a retry).
+    /// Forgets any unfinished line (used before a retry: a frame cut short
+    /// will not be completed). An oversized line still arriving stays
+    /// discarded up to its line end, so its tail is not taken for a frame.
     pub fn reset(&mut self) {
         self.line.clear();
-        self.discarding = false;
     }
 
     pub fn feed(&mut self, data: &[u8], out: &mut Vec<Decoded>) {
@@ -375,6 +376,22 @@ mod tests {
         assert_eq!(d.pending(), 5);
         d.reset();
         assert_eq!(d.pending(), 0);
+    }
+
+    #[test]
+    fn reset_keeps_discarding_an_oversized_line() {
+        let mut d = Decoder::new();
+        let mut out = Vec::new();
+        d.feed(&vec![b'<'; MAX_FRAME + 10], &mut out);
+        assert_eq!(out, vec![Decoded::Error(FrameError::Oversized)]);
+        d.reset();
+        let good = Frame::new(Kind::Response, 1, "OK");
+        let mut rest = vec![b'<'; 70];
+        rest.extend_from_slice(b"\r\n");
+        rest.extend(good.encode());
+        out.clear();
+        d.feed(&rest, &mut out);
+        assert_eq!(out, vec![Decoded::Frame(good)]);
     }
 
     #[test]
