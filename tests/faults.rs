@@ -179,6 +179,18 @@ async fn each_fault_fails_only_its_own_board_with_its_own_error() {
         assert_eq!(b["status"], "provisioned", "healthy slot {slot}: {b:#}");
     }
 
+    // Idle polls do not start a failed board over: one record per visit,
+    // whether or not the jig took the verdict.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let all = st.boards().await;
+    for slot in 1..=CASES.len() as u64 + 2 {
+        let n = all
+            .iter()
+            .filter(|b| b["slot"].as_u64() == Some(slot))
+            .count();
+        assert_eq!(n, 1, "slot {slot} has {n} records: {all:#?}");
+    }
+
     let text = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
     for case in CASES {
         assert!(

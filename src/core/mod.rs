@@ -202,16 +202,12 @@ impl Action {
 pub fn step(state: SlotState, event: Event) -> (SlotState, Vec<Command>) {
     use SlotState::*;
     match (state, event) {
-        // The last result stays while the jig still reports it for this
-        // board; `done=none` means another board is in (events were lost).
-        (
-            Done(o),
-            Event::Synced {
-                present: true,
-                done: Some(_),
-                ..
-            },
-        ) => (Done(o), vec![]),
+        // The last result stays until the jig reports the board gone (a
+        // REMOVED event, or STATUS present=0). STATUS cannot tell the same
+        // board from another one inserted while both events were lost, and
+        // a board whose FINISH did not get through reports done=none: taking
+        // that for a new board would fail it again at every poll.
+        (Done(o), Event::Synced { present: true, .. }) => (Done(o), vec![]),
         (
             _,
             Event::Synced {

@@ -288,15 +288,14 @@ impl SlotDriver {
                 }
             }
             Command::NotifyFailed { code } => {
-                // A dead line will not carry the verdict either.
-                if code != "no_answer" && code != "serial_failed" {
-                    let req = Request::Finish {
-                        pass: false,
-                        code: Some(code),
-                    };
-                    if let Err(e) = link.call(&req).await {
-                        tracing::warn!("could not tell the jig the board failed: {e}");
-                    }
+                // Best effort: even when the board fell silent the jig may
+                // still answer and show the result.
+                let req = Request::Finish {
+                    pass: false,
+                    code: Some(code),
+                };
+                if let Err(e) = link.call(&req).await {
+                    tracing::warn!("could not tell the jig the board failed: {e}");
                 }
             }
         }
