@@ -100,7 +100,7 @@ const CASES: &[Case] = &[
     Case {
         fault: "garbage@IDENT",
         code: "line_garbled",
-        says: &["IDENT", "damaged"],
+        says: &["IDENT", "no usable answer", "not printable"],
         ledger: None,
     },
     Case {
@@ -241,6 +241,30 @@ async fn transient_garbage_is_retried_and_the_board_acts_once() {
     let der = pem_der(&pem);
     let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
     assert_eq!(Some(cert.public_key().raw.to_vec()), board.public_key_spki);
+}
+
+/// `fault_times` limits board faults too: in line mode the first board
+/// fails its functional test, the next one is provisioned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fault_that_strikes_once_spoils_one_board() {
+    let opts = SimOptions {
+        fault_times: Some(1),
+        line: Some(station::sim::LineCycle {
+            dwell: Duration::from_millis(50),
+            pause: Duration::from_millis(50),
+        }),
+        ..with_fault("fail_test")
+    };
+    let st = TestStation::start(vec![opts]).await;
+    let mut finished = st.wait_finished(2, Duration::from_secs(30)).await;
+    finished.sort_by_key(|b| b["id"].as_i64());
+    assert_eq!(finished[0]["error_code"], "test_failed", "{finished:#?}");
+    assert!(
+        finished[0]["guid"].is_string(),
+        "a board failing its test is still identified"
+    );
+    assert_eq!(finished[1]["status"], "provisioned", "{finished:#?}");
+    assert!(st.ledger(finished[0]["guid"].as_str().unwrap()).is_empty());
 }
 
 /// A jig whose device cannot be opened is reported on its slot and retried;

@@ -52,7 +52,7 @@ pub enum LinkError {
         wait_ms: u64,
     },
     #[error(
-        "the board's answers to {verb} on {device} were damaged in all {attempts} attempts ({problem}): check the cable, its shielding and the baud rate"
+        "no usable answer from the board to {verb} on {device} in {attempts} attempts (last problem: {problem}): check the cable, its shielding and the baud rate"
     )]
     Garbled {
         device: String,
@@ -66,6 +66,14 @@ pub enum LinkError {
         code: String,
         message: String,
     },
+    #[error(
+        "the board kept answering BUSY to {verb} on {device} for {secs} s: it may be hung; power-cycle it and try again"
+    )]
+    StuckBusy {
+        device: String,
+        verb: &'static str,
+        secs: u64,
+    },
     #[error("the serial device {device} failed: {reason}: check that the jig is still connected")]
     Io { device: String, reason: String },
 }
@@ -77,6 +85,7 @@ impl LinkError {
             LinkError::NoAnswer { .. } => "no_answer",
             LinkError::Garbled { .. } => "line_garbled",
             LinkError::Refused { .. } => "board_refused",
+            LinkError::StuckBusy { .. } => "board_busy",
             LinkError::Io { .. } => "serial_failed",
         }
     }
@@ -178,6 +187,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> JigLink for FramedLink<T> {
         };
         let mut problem: Option<String> = None;
         let attempts = self.timing.attempts.max(1);
+        // BUSY extends the wait, but only up to busy_limit for the request
+        // as a whole, over all its attempts.
+        let requested = Instant::now();
         for attempt in 1..=attempts {
             if attempt > 1 {
                 tracing::debug!(device = %self.device, verb, attempt, "resending request");
@@ -190,8 +202,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> JigLink for FramedLink<T> {
                 .await
                 .map_err(|e| self.io_error(e))?;
             self.io.flush().await.map_err(|e| self.io_error(e))?;
-            let started = Instant::now();
-            let mut deadline = started + wait;
+            let mut deadline = Instant::now() + wait;
             loop {
                 let item = match self.read_until(deadline).await? {
                     Some(item) => item,
@@ -216,8 +227,15 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> JigLink for FramedLink<T> {
                                     message: f.get("msg").unwrap_or("").to_string(),
                                 });
                             }
-                            "BUSY" if started.elapsed() < self.timing.busy_limit => {
+                            "BUSY" if requested.elapsed() < self.timing.busy_limit => {
                                 deadline = Instant::now() + self.timing.slow_timeout;
+                            }
+                            "BUSY" => {
+                                return Err(LinkError::StuckBusy {
+                                    device: self.device.clone(),
+                                    verb,
+                                    secs: requested.elapsed().as_secs(),
+                                });
                             }
                             other => {
                                 problem = Some(format!(
@@ -422,6 +440,40 @@ mod tests {
             })
             .await;
         assert!(matches!(e, Err(LinkError::NoAnswer { .. })));
+    }
+
+    #[tokio::test]
+    async fn busy_forever_is_its_own_error() {
+        // A board that answers BUSY every 50 ms and never finishes.
+        let (station, mut board) = tokio::io::duplex(16 * 1024);
+        tokio::spawn(async move {
+            let mut buf = [0u8; 256];
+            let n = board.read(&mut buf).await.unwrap();
+            let mut d = Decoder::new();
+            let mut out = Vec::new();
+            d.feed(&buf[..n], &mut out);
+            let Some(Decoded::Frame(f)) = out.pop() else {
+                return;
+            };
+            loop {
+                let busy = Frame::new(Kind::Response, f.id, "BUSY").encode();
+                if board.write_all(&busy).await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        });
+        let timing = LinkTiming {
+            busy_limit: Duration::from_millis(400),
+            ..quick()
+        };
+        let mut link = FramedLink::new(station, "test-line", timing, 1);
+        let e = link
+            .call(&Request::Store { chain: vec![] })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), "board_busy", "{e}");
+        assert!(e.to_string().contains("power-cycle"), "{e}");
     }
 
     #[tokio::test]

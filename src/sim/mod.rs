@@ -172,6 +172,20 @@ impl Sim {
         }
     }
 
+    /// True if the configured fault strikes now (it is of the kind asked
+    /// about and has strikes left); uses up one strike.
+    fn strike(&mut self, applies: impl Fn(&Fault) -> bool) -> bool {
+        match &self.opts.fault {
+            Some(f) if applies(f) && self.fault_left != Some(0) => {
+                if let Some(n) = self.fault_left.as_mut() {
+                    *n -= 1;
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+
     fn next_timer(&self) -> Option<Instant> {
         self.timer.as_ref().map(|(t, _)| *t)
     }
@@ -199,7 +213,7 @@ impl Sim {
                 self.timer = Some((Instant::now() + self.opts.test_time, Timer::TestDone));
             }
             Timer::TestDone => {
-                let e = if self.opts.fault == Some(Fault::FailTest) {
+                let e = if self.strike(|f| *f == Fault::FailTest) {
                     let (code, message) = ("rf_power_low", "RF output 3 dB below limit at 2.4 GHz");
                     self.test = TestState::Failed {
                         code: code.into(),
@@ -245,10 +259,10 @@ impl Sim {
         if let Ok(mut s) = self.seen.lock() {
             s.requests.push((f.id, f.verb.clone()));
         }
-        if let Some(Fault::Silence { verb }) = &self.opts.fault {
-            if *verb == f.verb && self.board.is_some() {
-                self.silent = true;
-            }
+        if self.board.is_some()
+            && self.strike(|x| matches!(x, Fault::Silence { verb } if *verb == f.verb))
+        {
+            self.silent = true;
         }
         if self.silent {
             return Ok(());
@@ -274,11 +288,8 @@ impl Sim {
         let Some(fault) = self.opts.fault.clone() else {
             return bytes;
         };
-        if fault.line_verb() != Some(verb) || self.fault_left == Some(0) {
+        if matches!(fault, Fault::Silence { .. }) || !self.strike(|f| f.line_verb() == Some(verb)) {
             return bytes;
-        }
-        if let Some(n) = self.fault_left.as_mut() {
-            *n -= 1;
         }
         match fault {
             Fault::Corrupt { .. } => {
@@ -335,6 +346,15 @@ impl Sim {
             };
             return Ok(status.to_args(ok));
         }
+        if self.board.is_none() {
+            return Ok(err("no_board", "no board in the jig"));
+        }
+        // Board faults strike when the request they spoil is acted on.
+        let key_fault = matches!(req, Request::KeyGen { .. })
+            && self.strike(|f| matches!(f, Fault::WrongGuid | Fault::WrongKey | Fault::NotP256));
+        let refuse_store =
+            matches!(req, Request::Store { .. }) && self.strike(|f| *f == Fault::RefuseStore);
+        let fault = self.opts.fault.clone().filter(|_| key_fault);
         let Some(board) = self.board.as_mut() else {
             return Ok(err("no_board", "no board in the jig"));
         };
@@ -343,13 +363,13 @@ impl Sim {
             Request::KeyGen { .. } => {
                 busy(f.id, wr).await?;
                 tokio::time::sleep(self.opts.keygen_time).await;
-                match board.keygen(self.opts.fault.as_ref()) {
+                match board.keygen(fault.as_ref()) {
                     Ok(csr) => ok.arg("csr", crate::jig::protocol::b64(&csr)),
                     Err(e) => err("keygen_failed", &e),
                 }
             }
             Request::Store { chain } => {
-                if self.opts.fault == Some(Fault::RefuseStore) {
+                if refuse_store {
                     return Ok(err(
                         "flash_write_failed",
                         "certificate sector did not erase",

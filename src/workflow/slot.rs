@@ -57,10 +57,15 @@ fn link_failure(e: &LinkError) -> Failure {
     Failure::new(e.code(), e.to_string())
 }
 
-fn answer_failure(e: &AnswerError) -> Failure {
+/// An answer that is well framed but unusable, named by the request it
+/// answers.
+fn answer_failure(request: &str, e: &AnswerError) -> Failure {
     Failure::new(
         "bad_answer",
-        format!("{e}: the board firmware may be faulty"),
+        format!(
+            "the board's answer to {request} is not usable: {}: the board firmware may be faulty",
+            e.reason
+        ),
     )
 }
 
@@ -324,13 +329,13 @@ impl SlotDriver {
                 };
                 let a = call(link.call(&req).await)?;
                 Ok(Output::Hello {
-                    version: protocol::parse_hello(&a).map_err(|e| answer_failure(&e))?,
+                    version: protocol::parse_hello(&a).map_err(|e| answer_failure("HELLO", &e))?,
                 })
             }
             Action::Identify => {
                 let a = call(link.call(&Request::Ident).await)?;
                 Ok(Output::Identified(
-                    protocol::parse_identity(&a).map_err(|e| answer_failure(&e))?,
+                    protocol::parse_identity(&a).map_err(|e| answer_failure("IDENT", &e))?,
                 ))
             }
             Action::Review(id) => {
@@ -351,7 +356,7 @@ impl SlotDriver {
             Action::KeyGen(id) => {
                 let a = call(link.call(&Request::KeyGen { cn: id.guid }).await)?;
                 Ok(Output::Csr(
-                    protocol::parse_csr(&a).map_err(|e| answer_failure(&e))?,
+                    protocol::parse_csr(&a).map_err(|e| answer_failure("KEYGEN", &e))?,
                 ))
             }
             Action::Issue { csr, override_used } => self.issue(board, csr, override_used).await,
@@ -362,13 +367,14 @@ impl SlotDriver {
             Action::ReadBack => {
                 let a = call(link.call(&Request::ReadCert).await)?;
                 Ok(Output::ReadBack(
-                    protocol::parse_chain(&a).map_err(|e| answer_failure(&e))?,
+                    protocol::parse_chain(&a).map_err(|e| answer_failure("READCERT", &e))?,
                 ))
             }
             Action::Prove => {
                 let nonce = random_nonce();
                 let a = call(link.call(&Request::Sign { nonce }).await)?;
-                let signature = protocol::parse_signature(&a).map_err(|e| answer_failure(&e))?;
+                let signature =
+                    protocol::parse_signature(&a).map_err(|e| answer_failure("SIGN", &e))?;
                 Ok(Output::Signed { nonce, signature })
             }
             Action::Finish => {
