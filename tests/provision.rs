@@ -26,6 +26,7 @@ async fn eight_boards_at_once() {
         let guid = b["guid"].as_str().unwrap();
         let (status, detail) = st.get(&format!("/api/v1/boards/{guid}")).await;
         assert_eq!(status, 200);
+        assert_eq!(detail["certificate_state"], "installed");
         let der = pem_der(detail["certificate_pem"].as_str().unwrap());
         let spki = check_leaf(&der, &ca, guid);
 

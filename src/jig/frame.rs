@@ -6,8 +6,8 @@
 //! line delivered, in whatever pieces.
 //!
 //! ```text
-//! >002A IDENT*8D1C\r\n
-//! <002A OK guid=0a1b2c3d-0000-4000-8000-00000000abcd hw=B2 fw=1.4.2 mac=02:00:5e:10:00:01*47E0\r\n
+//! >002A IDENT*67C2\r\n
+//! <002A OK guid=0a1b2c3d-0000-4000-8000-00000000abcd hw=B2 fw=1.4.2 mac=02:00:5e:10:00:01*11B4\r\n
 //! ```
 
 use std::fmt;
@@ -57,6 +57,13 @@ pub struct Frame {
 }
 
 impl Frame {
+    /// A frame with no arguments yet.
+    ///
+    /// ```
+    /// use station::jig::frame::{Frame, Kind};
+    /// let f = Frame::new(Kind::Request, 0x2a, "IDENT");
+    /// assert_eq!(f.encode(), b">002A IDENT*67C2\r\n");
+    /// ```
     pub fn new(kind: Kind, id: u16, verb: &str) -> Frame {
         Frame {
             kind,

@@ -206,6 +206,14 @@ fn a_serial_cannot_enter_the_ledger_twice() {
 }
 
 #[test]
+fn times_are_fixed_width_utc_with_milliseconds() {
+    let t = time::macros::datetime!(2026-11-22 21:45:05 +02:00);
+    assert_eq!(ts(t), "2026-11-22T19:45:05.000Z");
+    let t = time::macros::datetime!(2026-11-22 21:45:05.63 UTC);
+    assert_eq!(ts(t), "2026-11-22T21:45:05.630Z");
+}
+
+#[test]
 fn step_timings_are_kept() {
     let (_d, s) = store();
     let b = s.open_board("st", SlotId(1), now()).unwrap();

@@ -51,6 +51,9 @@ pub struct BoardDetail {
     board: BoardRow,
     certificate_pem: Option<String>,
     certificate_fingerprint_sha256: Option<String>,
+    /// `issued` (in the ledger, not yet proven on the board), `installed`
+    /// or `abandoned` (the board failed after it was issued).
+    certificate_state: Option<String>,
     steps: Vec<StepRow>,
 }
 
@@ -75,7 +78,8 @@ pub async fn board(
     Ok(Json(BoardDetail {
         board,
         certificate_pem: cert.as_ref().map(|c| c.pem.clone()),
-        certificate_fingerprint_sha256: cert.map(|c| c.fingerprint_sha256),
+        certificate_fingerprint_sha256: cert.as_ref().map(|c| c.fingerprint_sha256.clone()),
+        certificate_state: cert.map(|c| c.state),
         steps,
     }))
 }

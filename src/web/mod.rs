@@ -43,6 +43,8 @@ pub enum ApiError {
     BadRequest(String),
     NotFound(String),
     Store(StoreError),
+    /// A fault of the station itself; the detail goes to the log only.
+    Internal(String),
 }
 
 impl IntoResponse for ApiError {
@@ -50,6 +52,13 @@ impl IntoResponse for ApiError {
         let (status, msg) = match self {
             ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, m),
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, m),
+            ApiError::Internal(e) => {
+                tracing::error!("API request failed: {e}");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "the station could not answer; see the station log".to_string(),
+                )
+            }
             ApiError::Store(e) => {
                 tracing::error!("API request failed: {e}");
                 (

@@ -28,5 +28,5 @@ pub async fn index(State(s): State<AppState>) -> Result<Html<String>, ApiError> 
     };
     page.render()
         .map(Html)
-        .map_err(|e| ApiError::BadRequest(format!("page could not be drawn: {e}")))
+        .map_err(|e| ApiError::Internal(format!("the page could not be drawn: {e}")))
 }

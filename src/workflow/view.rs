@@ -43,8 +43,13 @@ impl SlotBoard {
     pub fn update(&self, slot: SlotId, f: impl FnOnce(&mut SlotView)) {
         if let Ok(mut m) = self.0.write() {
             if let Some(v) = m.get_mut(&slot.0) {
+                let before = v.clone();
                 f(v);
-                v.since = crate::store::ts(time::OffsetDateTime::now_utc());
+                // `since` is when the slot last changed, not when it was
+                // last looked at.
+                if *v != before {
+                    v.since = crate::store::ts(time::OffsetDateTime::now_utc());
+                }
             }
         }
     }
