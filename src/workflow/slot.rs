@@ -445,3 +445,6 @@ fn jig_event(e: JigEvent) -> Event {
         JigEvent::TestFailed { code, message } => Event::TestFailed { code, message },
     }
 }
+
+#[cfg(test)]
+mod tests;
