@@ -54,9 +54,7 @@ pub fn load_ca(cfg: &Config, create_if_missing: bool) -> anyhow::Result<FileCa> 
 }
 
 fn random_id() -> u16 {
-    let mut b = [0u8; 2];
-    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
-    u16::from_be_bytes(b)
+    u16::from_be_bytes(crate::random::bytes())
 }
 
 fn serial_opener(device: String, baud: u32, timing: LinkTiming) -> LinkOpener {

@@ -169,24 +169,47 @@ pub async fn ca_init(args: &ConfigArgs, force: bool) -> anyhow::Result<()> {
 pub fn ca_show(args: &ConfigArgs) -> anyhow::Result<()> {
     let cfg = args.load()?;
     let ca = crate::app::load_ca(&cfg, false)?;
-    print!("{}", describe_ca(&ca)?);
+    print!("{}", ca_summary(&ca)?);
     print!("{}", ca.certificate_pem());
     Ok(())
 }
 
-fn describe_ca(ca: &dyn CaSigner) -> anyhow::Result<String> {
+/// What `ca show` and `check` say about the CA.
+struct CaSummary {
+    subject: String,
+    serial: String,
+    not_before: String,
+    not_after: String,
+    /// False when the certificate is expired or not yet valid.
+    valid_now: bool,
+    fingerprint: String,
+    key: String,
+}
+
+fn ca_summary(ca: &dyn CaSigner) -> anyhow::Result<CaSummary> {
     use x509_parser::prelude::{FromDer, X509Certificate};
     let (_, cert) =
         X509Certificate::from_der(ca.certificate_der()).context("reading the CA certificate")?;
-    Ok(format!(
-        "subject:     {}\nserial:      {}\nvalid from:  {}\nvalid until: {}\nSHA-256:     {}\nkey:         {}\n",
-        cert.subject(),
-        crate::ca::serial_string(cert.raw_serial()),
-        cert.validity().not_before,
-        cert.validity().not_after,
-        fingerprint(ca.certificate_der()),
-        ca.describe()
-    ))
+    Ok(CaSummary {
+        subject: cert.subject().to_string(),
+        serial: crate::ca::serial_string(cert.raw_serial()).0,
+        not_before: cert.validity().not_before.to_string(),
+        not_after: cert.validity().not_after.to_string(),
+        valid_now: cert.validity().is_valid(),
+        fingerprint: fingerprint(ca.certificate_der()),
+        key: ca.describe(),
+    })
+}
+
+impl std::fmt::Display for CaSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "subject:     {}", self.subject)?;
+        writeln!(f, "serial:      {}", self.serial)?;
+        writeln!(f, "valid from:  {}", self.not_before)?;
+        writeln!(f, "valid until: {}", self.not_after)?;
+        writeln!(f, "SHA-256:     {}", self.fingerprint)?;
+        writeln!(f, "key:         {}", self.key)
+    }
 }
 
 pub async fn board_override(
@@ -261,22 +284,18 @@ pub async fn check(args: &ConfigArgs) -> bool {
         println!("{}  {what}", if ok { "ok     " } else { "PROBLEM" });
         good &= ok;
     };
-    match crate::app::load_ca(&cfg, false) {
-        Ok(ca) => {
-            let expiry = describe_ca(&ca).ok().and_then(|d| {
-                d.lines()
-                    .nth(3)
-                    .map(|l| l.trim_start_matches("valid until:").trim().to_string())
-            });
-            report(
-                true,
-                format!(
-                    "factory CA ({}), valid until {}",
-                    ca.describe(),
-                    expiry.unwrap_or_default()
-                ),
-            );
-        }
+    match crate::app::load_ca(&cfg, false).and_then(|ca| ca_summary(&ca)) {
+        Ok(ca) if !ca.valid_now => report(
+            false,
+            format!(
+                "factory CA ({}) is not valid now (valid {} to {}): renew it before provisioning",
+                ca.key, ca.not_before, ca.not_after
+            ),
+        ),
+        Ok(ca) => report(
+            true,
+            format!("factory CA ({}), valid until {}", ca.key, ca.not_after),
+        ),
         Err(e) => report(false, format!("factory CA: {e:#}")),
     }
     if cfg.data_dir.exists() {

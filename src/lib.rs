@@ -6,6 +6,7 @@
 //! - [`jig`]: protocol v1 to the jigs: frames, messages, the link with
 //!   retries, and a scripted fake link.
 //! - [`sim`]: a board simulator on a real pseudo-terminal.
+//! - [`random`]: OS randomness for serials, nonces and ids.
 //! - [`ca`]: CSR intake, the leaf profile, the CA signer.
 //! - [`core`]: the per-board state machine. No I/O.
 //! - [`store`]: SQLite; the only module with SQL.
@@ -25,6 +26,7 @@ pub mod core;
 pub mod failpoint;
 pub mod ids;
 pub mod jig;
+pub mod random;
 pub mod sim;
 pub mod store;
 pub mod web;

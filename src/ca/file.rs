@@ -87,8 +87,7 @@ impl FileCa {
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)
             .map_err(|e| CaError::Signing(e.to_string()))?;
         let now = OffsetDateTime::now_utc();
-        let mut serial = [0u8; 16];
-        let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut serial);
+        let serial: [u8; 16] = crate::random::bytes();
         let mut p = CertificateParams::default();
         p.distinguished_name = DistinguishedName::new();
         p.distinguished_name.push(DnType::CommonName, common_name);

@@ -77,10 +77,7 @@ pub fn leaf_params(
     now: OffsetDateTime,
     validity_days: u32,
 ) -> (CertificateParams, Serial) {
-    let mut serial = [0u8; 16];
-    // SystemRandom fails only without any OS randomness; a zero serial would
-    // then be refused by the ledger's uniqueness on the second board.
-    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut serial);
+    let serial: [u8; 16] = crate::random::bytes();
     let mut p = CertificateParams::default();
     p.distinguished_name = DistinguishedName::new();
     p.distinguished_name

@@ -293,7 +293,7 @@ impl Config {
                 format!("{} must be between 1 and 10", j.attempts),
             ));
         }
-        check_baud("jig.baud", j.baud).map_err(|r| err("jig.baud", r))?;
+        check_baud(j.baud).map_err(|r| err("jig.baud", r))?;
         let timing = LinkTiming {
             timeout: Duration::from_millis(j.timeout_ms),
             slow_timeout: Duration::from_millis(j.slow_timeout_ms),
@@ -367,7 +367,7 @@ impl Config {
                         ));
                     }
                     let baud = rs.baud.unwrap_or(j.baud);
-                    check_baud(&key("baud"), baud).map_err(|r| err(&key("baud"), r))?;
+                    check_baud(baud).map_err(|r| err(&key("baud"), r))?;
                     SlotLink::Serial { device, baud }
                 }
                 "simulated" => {
@@ -441,7 +441,7 @@ impl Config {
     }
 }
 
-fn check_baud(_key: &str, baud: u32) -> Result<(), String> {
+fn check_baud(baud: u32) -> Result<(), String> {
     const RATES: [u32; 12] = [
         1200, 2400, 4800, 9600, 19_200, 38_400, 57_600, 115_200, 230_400, 460_800, 921_600,
         1_000_000,

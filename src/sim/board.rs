@@ -29,17 +29,9 @@ pub struct Board {
     signatures: Vec<([u8; NONCE_LEN], Vec<u8>)>,
 }
 
-pub fn random_bytes() -> [u8; 16] {
-    let mut b = [0u8; 16];
-    // SystemRandom only fails if the OS has no randomness at all; a zero
-    // GUID would then show up plainly in every test.
-    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
-    b
-}
-
 impl Board {
     pub fn new(guid: Guid, opts: &SimOptions) -> Board {
-        let r = random_bytes();
+        let r: [u8; 4] = crate::random::bytes();
         Board {
             identity: BoardIdentity {
                 guid,
@@ -67,7 +59,7 @@ impl Board {
         };
         let key = KeyPair::generate_for(alg).map_err(|e| e.to_string())?;
         let cn = if fault == Some(&Fault::WrongGuid) {
-            Guid::from_bytes(random_bytes()).to_string()
+            Guid::from_bytes(crate::random::bytes()).to_string()
         } else {
             self.identity.guid.to_string()
         };

@@ -204,7 +204,7 @@ impl Sim {
                 let guid = self
                     .next_guid
                     .take()
-                    .unwrap_or_else(|| Guid::from_bytes(board::random_bytes()));
+                    .unwrap_or_else(|| Guid::from_bytes(crate::random::bytes()));
                 self.board = Some(Board::new(guid, &self.opts));
                 self.test = TestState::Running;
                 self.done = None;
@@ -311,7 +311,7 @@ impl Sim {
                 b
             }
             Fault::Garbage { .. } => {
-                let mut b: Vec<u8> = (0..8).flat_map(|_| board::random_bytes()).collect();
+                let mut b = crate::random::bytes::<128>().to_vec();
                 b.retain(|&c| c != b'\n');
                 b.extend_from_slice(b"\r\n");
                 b

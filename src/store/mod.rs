@@ -567,16 +567,6 @@ impl Store {
             .optional()
         })
     }
-
-    /// The whole ledger (for checks and tests), oldest first.
-    pub fn all_certificates(&self) -> Result<Vec<CertificateRow>, StoreError> {
-        self.with(|c| {
-            let mut st = c.prepare(&format!(
-                "SELECT {CERT_COLUMNS} FROM certificates ORDER BY issued_at, rowid"
-            ))?;
-            st.query_map([], cert_row)?.collect()
-        })
-    }
 }
 
 fn fail_in(

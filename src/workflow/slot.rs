@@ -69,14 +69,6 @@ fn answer_failure(request: &str, e: &AnswerError) -> Failure {
     )
 }
 
-fn random_nonce() -> [u8; NONCE_LEN] {
-    let mut n = [0u8; NONCE_LEN];
-    // SystemRandom fails only with no OS randomness at all; an all-zero
-    // nonce still has to be signed by the board's key to pass.
-    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut n);
-    n
-}
-
 /// The state of one board visit, as the driver tracks it beside the core.
 struct Visit {
     board: Option<BoardId>,
@@ -371,7 +363,7 @@ impl SlotDriver {
                 ))
             }
             Action::Prove => {
-                let nonce = random_nonce();
+                let nonce: [u8; NONCE_LEN] = crate::random::bytes();
                 let a = call(link.call(&Request::Sign { nonce }).await)?;
                 let signature =
                     protocol::parse_signature(&a).map_err(|e| answer_failure("SIGN", &e))?;
