@@ -180,8 +180,6 @@ struct CaSummary {
     serial: String,
     not_before: String,
     not_after: String,
-    /// False when the certificate is expired or not yet valid.
-    valid_now: bool,
     fingerprint: String,
     key: String,
 }
@@ -195,7 +193,6 @@ fn ca_summary(ca: &dyn CaSigner) -> anyhow::Result<CaSummary> {
         serial: crate::ca::serial_string(cert.raw_serial()).0,
         not_before: cert.validity().not_before.to_string(),
         not_after: cert.validity().not_after.to_string(),
-        valid_now: cert.validity().is_valid(),
         fingerprint: fingerprint(ca.certificate_der()),
         key: ca.describe(),
     })
@@ -285,13 +282,6 @@ pub async fn check(args: &ConfigArgs) -> bool {
         good &= ok;
     };
     match crate::app::load_ca(&cfg, false).and_then(|ca| ca_summary(&ca)) {
-        Ok(ca) if !ca.valid_now => report(
-            false,
-            format!(
-                "factory CA ({}) is not valid now (valid {} to {}): renew it before provisioning",
-                ca.key, ca.not_before, ca.not_after
-            ),
-        ),
         Ok(ca) => report(
             true,
             format!("factory CA ({}), valid until {}", ca.key, ca.not_after),

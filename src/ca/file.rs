@@ -49,6 +49,13 @@ impl FileCa {
             .ok_or_else(|| unreadable(cert_path, "no PEM CERTIFICATE block"))?;
         let (_, cert) =
             X509Certificate::from_der(&cert_der).map_err(|e| unreadable(cert_path, e))?;
+        if !cert.validity().is_valid() {
+            return Err(CaError::NotValidNow {
+                cert: cert_path.display().to_string(),
+                not_before: cert.validity().not_before.to_string(),
+                not_after: cert.validity().not_after.to_string(),
+            });
+        }
         if cert.public_key().raw != key.subject_public_key_info().as_slice() {
             return Err(CaError::Mismatch {
                 cert: cert_path.display().to_string(),

@@ -41,6 +41,14 @@ pub enum CaError {
     Exists { path: String },
     #[error("the CA certificate {cert} does not belong to the key {key}")]
     Mismatch { cert: String, key: String },
+    #[error(
+        "the CA certificate {cert} is valid only from {not_before} to {not_after}: renew it (or check the PC's clock) before provisioning"
+    )]
+    NotValidNow {
+        cert: String,
+        not_before: String,
+        not_after: String,
+    },
 }
 
 /// Something that signs with the factory CA key.

@@ -181,6 +181,24 @@ fn init_does_not_overwrite_and_mismatch_is_caught() {
 }
 
 #[test]
+fn an_expired_ca_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut p = CertificateParams::default();
+    p.is_ca = IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
+    p.not_before = rcgen::date_time_ymd(2020, 1, 1);
+    p.not_after = rcgen::date_time_ymd(2021, 1, 1);
+    let cert = p.self_signed(&key).unwrap();
+    let (cp, kp) = (dir.path().join("ca.pem"), dir.path().join("ca.key"));
+    std::fs::write(&cp, cert.pem()).unwrap();
+    std::fs::write(&kp, key.serialize_pem()).unwrap();
+    std::fs::set_permissions(&kp, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let e = FileCa::load(&cp, &kp).err().unwrap();
+    assert!(matches!(e, CaError::NotValidNow { .. }), "{e}");
+    assert!(e.to_string().contains("renew it"), "{e}");
+}
+
+#[test]
 fn scripted_ca_fails_then_signs() {
     let dir = tempfile::tempdir().unwrap();
     let ca = ScriptedCa::new(test_ca(dir.path()), vec!["HSM did not answer".into()]);
