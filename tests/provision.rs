@@ -230,6 +230,14 @@ async fn api_answers_bad_requests_clearly() {
         .await
         .unwrap();
     assert!(page.contains("test-station") && page.contains("Slots"));
+    let css = st
+        .client
+        .get(format!("{}/static/station.css", st.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(css.headers()["content-type"], "text/css; charset=utf-8");
+    assert!(css.text().await.unwrap().contains(".failed"));
     let (s, _) = st.get("/nope").await;
     assert_eq!(s, 404);
 }

@@ -33,6 +33,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/boards", get(api::boards))
         .route("/api/v1/boards/{guid}", get(api::board))
         .route("/api/v1/ca", get(api::ca))
+        .route("/static/station.css", get(page::stylesheet))
         .fallback(api::not_found)
         .with_state(state)
 }

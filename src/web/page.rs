@@ -18,6 +18,15 @@ struct Index {
     boards: Vec<BoardRow>,
 }
 
+/// The stylesheet from `static/`, compiled into the binary so the station
+/// runs from any folder.
+pub async fn stylesheet() -> impl axum::response::IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, "text/css; charset=utf-8")],
+        include_str!("../../static/station.css"),
+    )
+}
+
 pub async fn index(State(s): State<AppState>) -> Result<Html<String>, ApiError> {
     let boards = query(&s.store, |st| st.boards(50)).await?;
     let page = Index {
