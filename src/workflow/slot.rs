@@ -154,7 +154,7 @@ impl SlotDriver {
         let status = JigStatus::from_answer(&answer).map_err(|e| LinkError::Refused {
             verb: "STATUS",
             code: "bad_answer".into(),
-            message: e.to_string(),
+            message: format!("the jig's answer to STATUS is not usable: {}", e.reason),
         })?;
         let slot = self.settings.slot;
         let store = self.store.clone();

@@ -111,6 +111,11 @@ pub fn show_state(v: &mut SlotView, s: &SlotState, guid: Option<&str>) {
             v.error = Some(f.message.clone());
             v.error_code = Some(f.code.clone());
         }
-        SlotState::Done(Outcome::Unknown) => v.state = "done",
+        SlotState::Done(Outcome::Unknown) => {
+            v.state = "done";
+            v.certificate_serial = None;
+            v.error = None;
+            v.error_code = None;
+        }
     }
 }
