@@ -8,7 +8,8 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use crate::ca::{CaSigner, FileCa};
-use crate::config::{Config, SlotLink};
+use crate::config::{Config, DPS_ENV, SlotLink};
+use crate::dps::{EnrollmentTemplate, HttpDps, OutboxStatus, Uploader};
 use crate::jig::link::open_serial;
 use crate::jig::{JigLink, LinkTiming};
 use crate::sim::PtySim;
@@ -21,6 +22,7 @@ pub struct App {
     pub addr: SocketAddr,
     pub store: Store,
     pub slots: SlotBoard,
+    pub outbox: crate::dps::SharedStatus,
     /// Simulated jigs inside the station, by slot (for tests and the demo).
     pub sims: Vec<(u16, PtySim)>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -71,8 +73,41 @@ pub async fn start(cfg: &Config, demo_ca: bool) -> anyhow::Result<App> {
     tracing::info!(ca = %ca.describe(), "factory CA loaded");
     let store = Store::open(&cfg.database_path())?;
     let slots = SlotBoard::default();
-    let mut sims = Vec::new();
+    let enrollment = Arc::new(EnrollmentTemplate::from_config(cfg));
+    let uploads = Arc::new(tokio::sync::Notify::new());
+    let outbox = OutboxStatus::new(
+        cfg.dps
+            .endpoint
+            .clone()
+            .filter(|_| cfg.dps.connection.is_some()),
+    );
     let mut tasks = Vec::new();
+    match (&cfg.dps.connection, &cfg.dps.endpoint) {
+        (Some(conn), Some(endpoint)) => {
+            let client = HttpDps::new(endpoint, conn.clone(), cfg.dps.request_timeout)
+                .map_err(anyhow::Error::msg)?;
+            tracing::info!(
+                endpoint,
+                policy = %conn.key_name,
+                from_env = cfg.dps.connection_from_env,
+                ops_per_minute = cfg.dps.ops_per_minute,
+                "DPS uploads enabled"
+            );
+            let uploader = Uploader {
+                store: store.clone(),
+                client: Arc::new(client),
+                status: outbox.clone(),
+                wake: uploads.clone(),
+                ops_per_minute: cfg.dps.ops_per_minute,
+                max_backoff: cfg.dps.max_backoff,
+            };
+            tasks.push(tokio::spawn(uploader.run()));
+        }
+        _ => tracing::warn!(
+            "no DPS connection string ([dps] connection_string or {DPS_ENV}): enrollments are queued and sent once one is configured"
+        ),
+    }
+    let mut sims = Vec::new();
     for sc in &cfg.slots {
         let (opener, device, simulated) = match &sc.link {
             SlotLink::Serial { device, baud } => (
@@ -109,6 +144,8 @@ pub async fn start(cfg: &Config, demo_ca: bool) -> anyhow::Result<App> {
             store: store.clone(),
             ca: ca.clone(),
             view: slots.clone(),
+            enrollment: enrollment.clone(),
+            uploads: uploads.clone(),
         };
         tasks.push(tokio::spawn(driver.run(opener)));
     }
@@ -118,6 +155,8 @@ pub async fn start(cfg: &Config, demo_ca: bool) -> anyhow::Result<App> {
         ca_pem: ca.certificate_pem().into(),
         station_id: cfg.station_id.as_str().into(),
         line: cfg.line.as_str().into(),
+        outbox: outbox.clone(),
+        uploads: uploads.clone(),
     };
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
@@ -134,6 +173,7 @@ pub async fn start(cfg: &Config, demo_ca: bool) -> anyhow::Result<App> {
         addr,
         store,
         slots,
+        outbox,
         sims,
         tasks,
         server,

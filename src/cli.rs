@@ -80,6 +80,32 @@ pub enum Command {
         #[command(subcommand)]
         command: BoardCommand,
     },
+    /// The queue of DPS enrollments.
+    Outbox {
+        #[command(subcommand)]
+        command: OutboxCommand,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum OutboxCommand {
+    /// Show the queue: counts, then the jobs (parked and pending by default).
+    List {
+        /// Only jobs in this state: pending, enrolled or parked.
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Queue parked jobs again (all, or one GUID's) and resume uploads.
+    Retry {
+        /// Only this board's jobs.
+        guid: Option<String>,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -223,6 +249,61 @@ pub async fn board_override(
     let store = Store::open(&cfg.database_path())?;
     store.grant_override(&guid, by, reason, time::OffsetDateTime::now_utc())?;
     println!("board {guid} may receive one more certificate; the next provisioning uses this up");
+    Ok(())
+}
+
+pub fn outbox_list(state: Option<&str>, limit: u32, args: &ConfigArgs) -> anyhow::Result<()> {
+    if let Some(s) = state {
+        if !["pending", "enrolled", "parked"].contains(&s) {
+            anyhow::bail!("--state {s:?}: choose pending, enrolled or parked");
+        }
+    }
+    let cfg = args.load()?;
+    let store = Store::open(&cfg.database_path())?;
+    let c = store.outbox_counts()?;
+    println!(
+        "pending {}  enrolled {}  parked {}{}",
+        c.pending,
+        c.enrolled,
+        c.parked,
+        c.oldest_pending
+            .map(|t| format!("  (oldest pending since {t})"))
+            .unwrap_or_default()
+    );
+    let mut jobs = Vec::new();
+    match state {
+        Some(s) => jobs.extend(store.outbox_jobs(Some(s), limit)?),
+        None => {
+            jobs.extend(store.outbox_jobs(Some("parked"), limit)?);
+            jobs.extend(store.outbox_jobs(Some("pending"), limit)?);
+        }
+    }
+    for j in jobs {
+        println!(
+            "{:<8} {}  attempts {}  queued {}{}",
+            j.state,
+            j.guid,
+            j.attempts,
+            j.created_at,
+            j.last_error
+                .map(|e| format!("\n         {e}"))
+                .unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+pub fn outbox_retry(guid: Option<&str>, args: &ConfigArgs) -> anyhow::Result<()> {
+    let guid = guid
+        .map(str::parse::<Guid>)
+        .transpose()?
+        .map(|g| g.to_string());
+    let cfg = args.load()?;
+    let store = Store::open(&cfg.database_path())?;
+    let n = store.retry_parked(guid.as_deref(), time::OffsetDateTime::now_utc())?;
+    println!(
+        "{n} parked job(s) queued again; a running station resumes uploading within a few seconds"
+    );
     Ok(())
 }
 

@@ -23,6 +23,7 @@ pub mod ca;
 pub mod cli;
 pub mod config;
 pub mod core;
+pub mod dps;
 pub mod failpoint;
 pub mod ids;
 pub mod jig;

@@ -2,7 +2,7 @@
 //! the chosen command.
 
 use clap::Parser;
-use station::cli::{BoardCommand, CaCommand, Cli, Command};
+use station::cli::{BoardCommand, CaCommand, Cli, Command, OutboxCommand};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -44,6 +44,17 @@ async fn main() -> std::process::ExitCode {
                     config,
                 },
         } => station::cli::board_override(&guid, &reason, &by, &config).await,
+        Command::Outbox {
+            command:
+                OutboxCommand::List {
+                    state,
+                    limit,
+                    config,
+                },
+        } => station::cli::outbox_list(state.as_deref(), limit, &config),
+        Command::Outbox {
+            command: OutboxCommand::Retry { guid, config },
+        } => station::cli::outbox_retry(guid.as_deref(), &config),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

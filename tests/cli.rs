@@ -39,7 +39,7 @@ async fn the_demo_provisions_boards_with_the_reference_config() {
             .spawn()
             .unwrap(),
     );
-    let client = reqwest::Client::new();
+    let client = http_client();
     let mut provisioned = 0;
     for _ in 0..300 {
         if let Ok(r) = client

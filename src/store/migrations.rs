@@ -68,4 +68,32 @@ CREATE TABLE overrides (
     granted_at  TEXT NOT NULL
 );
 "#,
+    // 2: the DPS enrollment outbox, written in the transaction that
+    // completes a board.
+    r#"
+CREATE TABLE outbox (
+    id               INTEGER PRIMARY KEY,
+    guid             TEXT NOT NULL,
+    board_id         INTEGER NOT NULL REFERENCES boards (id),
+    -- The enrollment exactly as it is sent, every time it is sent.
+    body             TEXT NOT NULL,
+    -- pending: to send; enrolled: DPS holds it; parked: needs a person.
+    state            TEXT NOT NULL CHECK (state IN ('pending', 'enrolled', 'parked')),
+    attempts         INTEGER NOT NULL DEFAULT 0,
+    last_error       TEXT,
+    etag             TEXT,
+    created_at       TEXT NOT NULL,
+    updated_at       TEXT NOT NULL
+);
+CREATE INDEX outbox_state ON outbox (state, id);
+CREATE INDEX outbox_guid ON outbox (guid);
+
+-- Counts supervisor retries, so that an uploader paused by a credential
+-- failure notices a retry made from another process.
+CREATE TABLE outbox_control (
+    id       INTEGER PRIMARY KEY CHECK (id = 1),
+    retries  INTEGER NOT NULL
+);
+INSERT INTO outbox_control (id, retries) VALUES (1, 0);
+"#,
 ];

@@ -9,6 +9,7 @@
 //! survives a power cut before the certificate is sent to the board.
 
 mod migrations;
+mod outbox;
 #[cfg(test)]
 mod tests;
 
@@ -19,6 +20,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
+
+pub use outbox::{Job, JobRow, OutboxCounts};
 
 use crate::core::{Failure, Review, Step};
 use crate::ids::{Guid, Serial, SlotId};
@@ -78,6 +81,20 @@ pub struct BoardRow {
     pub error: Option<String>,
     pub started_at: String,
     pub finished_at: Option<String>,
+}
+
+/// What the store knows of a provisioned board, for its enrollment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnrollmentFacts {
+    pub guid: String,
+    pub hw_revision: Option<String>,
+    pub fw_version: Option<String>,
+    pub mac: Option<String>,
+    pub station: String,
+    pub slot: u16,
+    pub operator: Option<String>,
+    pub certificate_pem: String,
+    pub provisioned_at: String,
 }
 
 /// A step's timing and outcome.
@@ -456,11 +473,17 @@ impl Store {
     }
 
     /// The board is provisioned: its certificate is installed.
+    ///
+    /// With `enroll`, the DPS enrollment job is queued in the same
+    /// transaction: a provisioned board always has its job, and a job
+    /// always belongs to a provisioned board. `enroll` turns the board's
+    /// recorded facts into the enrollment body.
     pub fn complete(
         &self,
         board: BoardId,
         serial: &Serial,
         now: OffsetDateTime,
+        enroll: Option<&dyn Fn(&EnrollmentFacts) -> String>,
     ) -> Result<(), StoreError> {
         self.with(|c| {
             let tx = c.transaction()?;
@@ -472,6 +495,27 @@ impl Store {
                 "UPDATE certificates SET state = 'installed' WHERE serial = ?1 AND board_id = ?2",
                 params![serial.0, board.0],
             )?;
+            if let Some(build) = enroll {
+                let facts = tx.query_row(
+                    "SELECT b.guid, b.hw_revision, b.fw_version, b.mac, b.station, b.slot, b.operator, c.pem
+                     FROM boards b JOIN certificates c ON c.board_id = b.id AND c.serial = ?2 WHERE b.id = ?1",
+                    params![board.0, serial.0],
+                    |r| {
+                        Ok(EnrollmentFacts {
+                            guid: r.get(0)?,
+                            hw_revision: r.get(1)?,
+                            fw_version: r.get(2)?,
+                            mac: r.get(3)?,
+                            station: r.get(4)?,
+                            slot: r.get(5)?,
+                            operator: r.get(6)?,
+                            certificate_pem: r.get(7)?,
+                            provisioned_at: ts(now),
+                        })
+                    },
+                )?;
+                outbox::enqueue(&tx, board.0, &build(&facts), now)?;
+            }
             tx.commit()
         })
     }

@@ -108,7 +108,7 @@ fn review_resume_already_and_override() {
         }
         other => panic!("{other:?}"),
     }
-    s.complete(b, &Serial("aa".into()), now()).unwrap();
+    s.complete(b, &Serial("aa".into()), now(), None).unwrap();
 
     // A later visit of the same GUID: already provisioned.
     let b2 = s.open_board("st", SlotId(2), now()).unwrap();
@@ -134,7 +134,7 @@ fn review_resume_already_and_override() {
         }
     );
     commit(&s, b2, G1, "bb", true);
-    s.complete(b2, &Serial("bb".into()), now()).unwrap();
+    s.complete(b2, &Serial("bb".into()), now(), None).unwrap();
     let b3 = s.open_board("st", SlotId(2), now()).unwrap();
     assert!(matches!(
         s.review(b3, &g1, now()).unwrap(),

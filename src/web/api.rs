@@ -54,6 +54,9 @@ pub struct BoardDetail {
     /// `issued` (in the ledger, not yet proven on the board), `installed`
     /// or `abandoned` (the board failed after it was issued).
     certificate_state: Option<String>,
+    /// DPS upload of this board's enrollment: `pending`, `enrolled` or
+    /// `parked`; null when none was queued.
+    enrollment: Option<String>,
     steps: Vec<StepRow>,
 }
 
@@ -71,8 +74,12 @@ pub async fn board(
         )));
     };
     let id = board.id;
-    let (steps, cert) = query(&s.store, move |st| {
-        Ok((st.steps(id)?, st.certificate_of_board(id)?))
+    let (steps, cert, enrollment) = query(&s.store, move |st| {
+        Ok((
+            st.steps(id)?,
+            st.certificate_of_board(id)?,
+            st.enrollment_state(id)?,
+        ))
     })
     .await?;
     Ok(Json(BoardDetail {
@@ -80,6 +87,7 @@ pub async fn board(
         certificate_pem: cert.as_ref().map(|c| c.pem.clone()),
         certificate_fingerprint_sha256: cert.as_ref().map(|c| c.fingerprint_sha256.clone()),
         certificate_state: cert.map(|c| c.state),
+        enrollment,
         steps,
     }))
 }

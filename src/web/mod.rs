@@ -3,6 +3,7 @@
 //! request, ask the store or the slot board, and shape the answer.
 
 mod api;
+mod outbox;
 mod page;
 
 use std::sync::Arc;
@@ -23,6 +24,9 @@ pub struct AppState {
     pub ca_pem: Arc<str>,
     pub station_id: Arc<str>,
     pub line: Arc<str>,
+    pub outbox: crate::dps::SharedStatus,
+    /// Wakes the uploader after a retry.
+    pub uploads: Arc<tokio::sync::Notify>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -34,6 +38,9 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/boards/{guid}", get(api::board))
         .route("/api/v1/ca", get(api::ca))
         .route("/static/station.css", get(page::stylesheet))
+        .route("/api/v1/outbox", get(outbox::status))
+        .route("/api/v1/outbox/retry", axum::routing::post(outbox::retry))
+        .route("/metrics", get(outbox::metrics))
         .fallback(api::not_found)
         .with_state(state)
 }

@@ -10,6 +10,7 @@ use tracing::Instrument;
 use super::view::{SlotBoard, show_state};
 use crate::ca::{CaSigner, CheckedCsr, issue_leaf};
 use crate::core::{self, Action, Command, Event, Failure, IssuedCert, Output, Review, SlotState};
+use crate::dps::EnrollmentTemplate;
 use crate::ids::SlotId;
 use crate::jig::protocol::{self, AnswerError, JigStatus, NONCE_LEN, Request};
 use crate::jig::{JigEvent, JigLink, LinkError};
@@ -35,6 +36,10 @@ pub struct SlotDriver {
     pub store: Store,
     pub ca: Arc<dyn CaSigner>,
     pub view: SlotBoard,
+    /// Builds the DPS enrollment queued with each completed board.
+    pub enrollment: Arc<EnrollmentTemplate>,
+    /// Wakes the DPS uploader when a job is queued.
+    pub uploads: Arc<tokio::sync::Notify>,
 }
 
 /// Runs a blocking store call on the blocking pool.
@@ -269,7 +274,11 @@ impl SlotDriver {
             Command::Complete { serial } => {
                 let board = visit.board?;
                 let sn = serial.clone();
-                match blocking(move || store.complete(board, &sn, now)).await {
+                let template = self.enrollment.clone();
+                let build = move |f: &crate::store::EnrollmentFacts| template.body(f).to_string();
+                let result = blocking(move || store.complete(board, &sn, now, Some(&build))).await;
+                self.uploads.notify_one();
+                match result {
                     Ok(()) => {
                         tracing::info!(board.guid = visit.guid.as_deref().unwrap_or(""), serial = %serial, "board provisioned")
                     }

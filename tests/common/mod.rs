@@ -15,6 +15,12 @@ use station::ids::Guid;
 use station::sim::{PtySim, SimOptions};
 use station::store::{CertificateRow, Store};
 
+/// An HTTP client for tests (the ring TLS provider is the only one built).
+pub fn http_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
+
 /// Station configuration for tests: quick timeouts, serial slots on the
 /// given devices.
 pub fn config_text(devices: &[String], timeout_ms: u64) -> String {
@@ -95,7 +101,7 @@ impl TestStation {
             app,
             sims,
             base,
-            client: reqwest::Client::new(),
+            client: http_client(),
         }
     }
 

@@ -65,6 +65,14 @@ fn driver(dir: &std::path::Path, ca_failures: Vec<String>) -> SlotDriver {
         store: Store::open(&dir.join("station.db")).unwrap(),
         ca: Arc::new(ScriptedCa::new(ca, ca_failures)),
         view,
+        enrollment: Arc::new(EnrollmentTemplate {
+            line: "l".into(),
+            work_order: None,
+            desired_properties: Default::default(),
+            allocation_policy: None,
+            iot_hubs: vec![],
+        }),
+        uploads: Default::default(),
     }
 }
 

@@ -1,0 +1,23 @@
+//! Azure IoT Hub Device Provisioning Service: the enrollment body, the
+//! service API client and the outbox uploader.
+//!
+//! Owns what goes to DPS and when. The contract followed is
+//! `../shared/docs/dps-service-api.md` (api-version 2021-10-01, SAS from the
+//! connection string, individual X.509 enrollments, bulk create of at most
+//! 10). Knows nothing of jigs; reads and writes jobs through the store.
+
+mod client;
+mod enrollment;
+mod sas;
+mod uploader;
+
+pub use client::{BulkResult, DpsClient, DpsError, HttpDps, ItemError};
+pub use enrollment::EnrollmentTemplate;
+pub use sas::{ConnectionString, sas_token, url_encode};
+pub use uploader::{OutboxStatus, SharedStatus, Uploader};
+
+/// The service API version used on every call.
+pub const API_VERSION: &str = "2021-10-01";
+
+/// Most enrollments DPS takes in one bulk call.
+pub const BULK_LIMIT: usize = 10;

@@ -1,0 +1,122 @@
+//! The DPS outbox over HTTP: its state, a supervisor's retry, and
+//! Prometheus metrics.
+
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::header;
+use axum::response::IntoResponse;
+use serde::{Deserialize, Serialize};
+
+use super::{ApiError, AppState, query};
+use crate::dps::OutboxStatus;
+use crate::store::JobRow;
+
+#[derive(Serialize)]
+pub struct OutboxView {
+    #[serde(flatten)]
+    status: OutboxStatus,
+    queue_depth: i64,
+    enrolled: i64,
+    oldest_pending: Option<String>,
+    oldest_pending_age_s: Option<i64>,
+    parked: Vec<JobRow>,
+}
+
+fn age_s(t: &Option<String>) -> Option<i64> {
+    let t = time::OffsetDateTime::parse(
+        t.as_deref()?,
+        &time::format_description::well_known::Rfc3339,
+    )
+    .ok()?;
+    Some((time::OffsetDateTime::now_utc() - t).whole_seconds().max(0))
+}
+
+fn snapshot(s: &AppState) -> Result<OutboxStatus, ApiError> {
+    s.outbox
+        .lock()
+        .map(|g| g.clone())
+        .map_err(|_| ApiError::Internal("the outbox status lock is poisoned".into()))
+}
+
+pub async fn status(State(s): State<AppState>) -> Result<Json<OutboxView>, ApiError> {
+    let (counts, parked) = query(&s.store, |st| {
+        Ok((st.outbox_counts()?, st.outbox_jobs(Some("parked"), 1000)?))
+    })
+    .await?;
+    Ok(Json(OutboxView {
+        status: snapshot(&s)?,
+        queue_depth: counts.pending,
+        enrolled: counts.enrolled,
+        oldest_pending_age_s: age_s(&counts.oldest_pending),
+        oldest_pending: counts.oldest_pending,
+        parked,
+    }))
+}
+
+#[derive(Deserialize)]
+pub struct RetryQuery {
+    /// Only this GUID's parked jobs (all when absent).
+    guid: Option<String>,
+}
+
+pub async fn retry(
+    State(s): State<AppState>,
+    Query(q): Query<RetryQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let guid = match q.guid {
+        Some(g) => Some(
+            g.parse::<crate::ids::Guid>()
+                .map_err(|e| ApiError::BadRequest(e.to_string()))?
+                .to_string(),
+        ),
+        None => None,
+    };
+    let now = time::OffsetDateTime::now_utc();
+    let n = query(&s.store, move |st| st.retry_parked(guid.as_deref(), now)).await?;
+    tracing::info!(jobs = n, "parked DPS uploads queued again by request");
+    s.uploads.notify_one();
+    Ok(Json(serde_json::json!({ "requeued": n })))
+}
+
+/// Prometheus text exposition.
+pub async fn metrics(State(s): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    let (counts, boards) =
+        query(&s.store, |st| Ok((st.outbox_counts()?, st.board_counts()?))).await?;
+    let status = snapshot(&s)?;
+    let mut out = String::new();
+    out.push_str("# HELP station_boards Board records by status.\n# TYPE station_boards gauge\n");
+    for (status, n) in &boards {
+        out.push_str(&format!("station_boards{{status=\"{status}\"}} {n}\n"));
+    }
+    out.push_str("# HELP station_outbox_jobs DPS enrollment jobs by state.\n# TYPE station_outbox_jobs gauge\n");
+    for (state, n) in [
+        ("pending", counts.pending),
+        ("enrolled", counts.enrolled),
+        ("parked", counts.parked),
+    ] {
+        out.push_str(&format!("station_outbox_jobs{{state=\"{state}\"}} {n}\n"));
+    }
+    out.push_str("# HELP station_outbox_oldest_pending_seconds Age of the oldest pending job.\n# TYPE station_outbox_oldest_pending_seconds gauge\n");
+    out.push_str(&format!(
+        "station_outbox_oldest_pending_seconds {}\n",
+        age_s(&counts.oldest_pending).unwrap_or(0)
+    ));
+    out.push_str("# HELP station_dps_calls_total DPS calls by outcome.\n# TYPE station_dps_calls_total counter\n");
+    for (outcome, n) in &status.calls {
+        out.push_str(&format!(
+            "station_dps_calls_total{{outcome=\"{outcome}\"}} {n}\n"
+        ));
+    }
+    out.push_str("# HELP station_dps_connectivity 1 for the current DPS connectivity state.\n# TYPE station_dps_connectivity gauge\n");
+    for state in ["online", "offline", "degraded", "not_configured"] {
+        out.push_str(&format!(
+            "station_dps_connectivity{{state=\"{state}\"}} {}\n",
+            u8::from(status.connectivity == state)
+        ));
+    }
+    out.push_str(&format!(
+        "station_dps_paused {}\n",
+        u8::from(status.paused.is_some())
+    ));
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out))
+}
