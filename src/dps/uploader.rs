@@ -195,10 +195,12 @@ impl Uploader {
                 self.count("ok");
                 let mut done = Vec::new();
                 for (job, body) in sendable.iter().zip(&bodies) {
+                    // Match DPS's answer by the id that was sent.
+                    let sent_id = body["registrationId"].as_str().unwrap_or_default();
                     match r
                         .errors
                         .iter()
-                        .find(|e| e.registration_id.eq_ignore_ascii_case(&job.guid))
+                        .find(|e| e.registration_id.eq_ignore_ascii_case(sent_id))
                     {
                         None => done.push((job.id, None)),
                         Some(e) if e.exists() => {

@@ -45,6 +45,8 @@ pub struct SimOptions {
     pub fault: Option<Fault>,
     /// How many times the fault strikes; `None` for every time.
     pub fault_times: Option<u32>,
+    /// In line mode, how many boards come through (`None`: no end).
+    pub boards: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -66,6 +68,7 @@ impl Default for SimOptions {
             guid: None,
             fault: None,
             fault_times: None,
+            boards: None,
         }
     }
 }
@@ -150,6 +153,8 @@ struct Sim {
     /// Last request id and verb answered, and the answer, for repeats.
     replay: Option<(u16, String, Vec<u8>)>,
     fault_left: Option<u32>,
+    /// Boards inserted so far.
+    inserted: u32,
     silent: bool,
     next_guid: Option<Guid>,
 }
@@ -168,6 +173,7 @@ impl Sim {
             timer: Some((first, Timer::Insert)),
             event_seq: 0,
             replay: None,
+            inserted: 0,
             silent: false,
         }
     }
@@ -206,6 +212,7 @@ impl Sim {
                     .take()
                     .unwrap_or_else(|| Guid::from_bytes(crate::random::bytes()));
                 self.board = Some(Board::new(guid, &self.opts));
+                self.inserted += 1;
                 self.test = TestState::Running;
                 self.done = None;
                 self.replay = None;
@@ -242,7 +249,8 @@ impl Sim {
                 self.test = TestState::None;
                 self.done = None;
                 self.event(JigEvent::Removed, out);
-                if let Some(cycle) = self.opts.line {
+                let more = self.opts.boards.is_none_or(|n| self.inserted < n);
+                if let (Some(cycle), true) = (self.opts.line, more) {
                     self.timer = Some((Instant::now() + cycle.pause, Timer::Insert));
                 }
             }

@@ -5,6 +5,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 #![allow(dead_code)]
 
+pub mod fake_dps;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -66,9 +68,17 @@ pub struct TestStation {
 
 /// Writes the config and a fresh CA in a new folder.
 pub fn prepare(devices: &[String], timeout_ms: u64) -> (tempfile::TempDir, Config) {
+    prepare_with(devices, timeout_ms, "")
+}
+
+pub fn prepare_with(
+    devices: &[String],
+    timeout_ms: u64,
+    extra: &str,
+) -> (tempfile::TempDir, Config) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("station.toml");
-    std::fs::write(&path, config_text(devices, timeout_ms)).unwrap();
+    std::fs::write(&path, config_text(devices, timeout_ms) + extra).unwrap();
     let cfg = Config::load(&path).unwrap();
     FileCa::init(
         &cfg.ca_certificate_path(),
@@ -88,12 +98,24 @@ impl TestStation {
     }
 
     pub async fn start_with_timeout(boards: Vec<SimOptions>, timeout_ms: u64) -> TestStation {
+        TestStation::start_with(boards, timeout_ms, "", |_| ()).await
+    }
+
+    /// A station with `extra` appended to its configuration, and `before`
+    /// run on the configuration before it starts (to seed its database).
+    pub async fn start_with(
+        boards: Vec<SimOptions>,
+        timeout_ms: u64,
+        extra: &str,
+        before: impl FnOnce(&Config),
+    ) -> TestStation {
         let sims: Vec<PtySim> = boards
             .into_iter()
             .map(|o| PtySim::spawn(o).unwrap())
             .collect();
         let devices: Vec<String> = sims.iter().map(|s| s.device.clone()).collect();
-        let (dir, cfg) = prepare(&devices, timeout_ms);
+        let (dir, cfg) = prepare_with(&devices, timeout_ms, extra);
+        before(&cfg);
         let app = station::app::start(&cfg, false).await.unwrap();
         let base = format!("http://{}", app.addr);
         TestStation {
@@ -254,4 +276,71 @@ pub fn check_leaf(der: &[u8], ca: &dyn CaSigner, guid: &str) -> Vec<u8> {
 
 pub fn pem_der(pem: &str) -> Vec<u8> {
     station::ca::pem_to_der(pem).unwrap()
+}
+
+/// A `[dps]` section for a station talking to `fake`.
+pub fn dps_section(fake: &fake_dps::FakeDps, ops_per_minute: u32) -> String {
+    format!(
+        "\n[dps]\nconnection_string = \"{}\"\nendpoint = \"{}\"\nops_per_minute = {ops_per_minute}\nrequest_timeout_ms = 1000\nmax_backoff_ms = 1000\n",
+        fake.connection_string(),
+        fake.endpoint()
+    )
+}
+
+/// Writes `n` provisioned boards with their certificates and queued
+/// enrollments straight into a station's database, as if a line had run;
+/// `edit` may spoil an enrollment body. Returns the GUIDs.
+pub fn seed_provisioned(
+    cfg: &Config,
+    n: usize,
+    edit: impl Fn(usize, &mut serde_json::Value),
+) -> Vec<String> {
+    use station::ids::{Serial, SlotId};
+    let store = Store::open(&cfg.database_path()).unwrap();
+    let ca = FileCa::load(&cfg.ca_certificate_path(), &cfg.ca_key_path()).unwrap();
+    let template = station::dps::EnrollmentTemplate::from_config(cfg);
+    let now = time::OffsetDateTime::now_utc();
+    let mut guids = Vec::new();
+    for i in 0..n {
+        let guid = Guid::from_bytes(station::random::bytes());
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let csr = station::ca::CheckedCsr {
+            guid: guid.clone(),
+            spki_der: rcgen::PublicKeyData::subject_public_key_info(&key),
+        };
+        let leaf = station::ca::issue_leaf(&ca, &csr, now, 365).unwrap();
+        let b = store.open_board(&cfg.station_id, SlotId(1), now).unwrap();
+        let id = station::jig::BoardIdentity {
+            guid: guid.clone(),
+            hw_revision: "B2".into(),
+            fw_version: "1.4.2".into(),
+            mac: "02:00:00:00:00:01".parse().unwrap(),
+        };
+        let b = store.record_identity(b, &id, now).unwrap();
+        store
+            .commit_certificate(
+                b,
+                &station::store::NewCertificate {
+                    serial: &leaf.serial,
+                    guid: &guid,
+                    fingerprint: &leaf.fingerprint,
+                    pem: &leaf.pem,
+                    not_before: leaf.not_before,
+                    not_after: leaf.not_after,
+                    override_used: false,
+                },
+                now,
+            )
+            .unwrap();
+        let build = |f: &station::store::EnrollmentFacts| {
+            let mut body = template.body(f);
+            edit(i, &mut body);
+            body.to_string()
+        };
+        store
+            .complete(b, &Serial(leaf.serial.0.clone()), now, Some(&build))
+            .unwrap();
+        guids.push(guid.to_string());
+    }
+    guids
 }
