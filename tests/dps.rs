@@ -306,3 +306,172 @@ async fn without_a_connection_string_the_station_queues_and_says_so() {
     assert_eq!(v["connectivity"], "not_configured");
     assert_eq!(v["configured"], false);
 }
+
+/// The fake refuses what the real service refuses, so that the tests above
+/// could fail: bad or expired signatures, a missing api-version, a body
+/// that does not match its path or certificate, more than 10 or duplicate
+/// ids in a bulk call. And the station's own client passes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fake_dps_is_strict() {
+    use station::dps::{ConnectionString, DpsClient, HttpDps};
+    let fake = FakeDps::start().await;
+    let conn = ConnectionString::parse(&fake.connection_string()).unwrap();
+    let client = HttpDps::new(&fake.endpoint(), conn.clone(), Duration::from_secs(5)).unwrap();
+    let (dir, cfg) = prepare(&[], 300);
+    let _keep = dir;
+    let guids = seed_provisioned(&cfg, 1, |_, _| ());
+    let store = station::store::Store::open(&cfg.database_path()).unwrap();
+    let body: Value = serde_json::from_str(&store.due_jobs(1).unwrap()[0].body).unwrap();
+
+    // The station's client: PUT, GET.
+    let etag = client.put(&body).await.unwrap();
+    assert!(etag.is_some());
+    let got = client.get(&guids[0]).await.unwrap().unwrap();
+    assert_eq!(got["registrationId"], guids[0].as_str());
+    assert!(
+        client
+            .get("0a1b2c3d-0000-4000-8000-00000000ffff")
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    let http = http_client();
+    let url = |q: &str| format!("{}/enrollments/{}{q}", fake.endpoint(), guids[0]);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let put = |q: String, auth: String, b: Value| {
+        http.put(q).header("Authorization", auth).json(&b).send()
+    };
+    let status = |r: reqwest::Response| r.status().as_u16();
+
+    assert_eq!(
+        status(
+            put(
+                url("?api-version=2021-10-01"),
+                conn.sas_token(now + 60),
+                body.clone()
+            )
+            .await
+            .unwrap()
+        ),
+        200
+    );
+    assert_eq!(
+        status(
+            put(url(""), conn.sas_token(now + 60), body.clone())
+                .await
+                .unwrap()
+        ),
+        400,
+        "no api-version"
+    );
+    assert_eq!(
+        status(
+            put(
+                url("?api-version=2019-03-31"),
+                conn.sas_token(now + 60),
+                body.clone()
+            )
+            .await
+            .unwrap()
+        ),
+        400
+    );
+    assert_eq!(
+        status(
+            put(
+                url("?api-version=2021-10-01"),
+                conn.sas_token(now - 1),
+                body.clone()
+            )
+            .await
+            .unwrap()
+        ),
+        401,
+        "expired"
+    );
+    let forged = station::dps::sas_token(&conn.host, b"some other key", &conn.key_name, now + 60);
+    assert_eq!(
+        status(
+            put(url("?api-version=2021-10-01"), forged, body.clone())
+                .await
+                .unwrap()
+        ),
+        401,
+        "wrong key"
+    );
+    let wrong_policy = station::dps::sas_token(&conn.host, b"x", "registration", now + 60);
+    assert_eq!(
+        status(
+            put(url("?api-version=2021-10-01"), wrong_policy, body.clone())
+                .await
+                .unwrap()
+        ),
+        401
+    );
+    let other_path = format!(
+        "{}/enrollments/0a1b2c3d-0000-4000-8000-00000000ffff?api-version=2021-10-01",
+        fake.endpoint()
+    );
+    assert_eq!(
+        status(
+            put(other_path, conn.sas_token(now + 60), body.clone())
+                .await
+                .unwrap()
+        ),
+        400,
+        "id differs from path"
+    );
+    let mut not_cn = body.clone();
+    not_cn["registrationId"] = "0a1b2c3d-0000-4000-8000-00000000ffff".into();
+    let p = format!(
+        "{}/enrollments/0a1b2c3d-0000-4000-8000-00000000ffff?api-version=2021-10-01",
+        fake.endpoint()
+    );
+    let r = put(p, conn.sas_token(now + 60), not_cn).await.unwrap();
+    assert_eq!(r.status().as_u16(), 400, "certificate CN is not the id");
+    assert!(r.text().await.unwrap().contains("CN"));
+    let r = http
+        .put(url("?api-version=2021-10-01"))
+        .header("Authorization", conn.sas_token(now + 60))
+        .header("If-Match", "stale")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 412, "a stale etag");
+
+    let bulk = |items: Vec<Value>| {
+        http.post(format!(
+            "{}/enrollments?api-version=2021-10-01",
+            fake.endpoint()
+        ))
+        .header("Authorization", conn.sas_token(now + 60))
+        .json(&serde_json::json!({"mode": "create", "enrollments": items}))
+        .send()
+    };
+    assert_eq!(
+        status(bulk(vec![body.clone(); 11]).await.unwrap()),
+        400,
+        "over 10"
+    );
+    assert_eq!(
+        status(bulk(vec![body.clone(), body.clone()]).await.unwrap()),
+        400,
+        "duplicate ids"
+    );
+    let r: Value = bulk(vec![body.clone()])
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        r["isSuccessful"], false,
+        "create of an existing id is a per-item error"
+    );
+    assert_eq!(r["errors"][0]["errorCode"], 409201);
+}

@@ -158,3 +158,99 @@ fn a_missing_file_is_named() {
         "{e}"
     );
 }
+
+const DPS_CS: &str = "HostName=MyDps.azure-devices-provisioning.net;SharedAccessKeyName=provisioningserviceowner;SharedAccessKey=c2VjcmV0IGtleQ==";
+
+#[test]
+fn dps_defaults_and_the_environment_variable_wins() {
+    let c = parse(&reference()).unwrap();
+    assert!(c.dps.connection.is_none() && c.dps.endpoint.is_none());
+    assert_eq!(c.dps.ops_per_minute, 1000);
+
+    let text = reference() + &format!("\n[dps]\nconnection_string = \"{DPS_CS}\"\n");
+    let c = parse(&text).unwrap();
+    assert_eq!(
+        c.dps.endpoint.as_deref(),
+        Some("https://mydps.azure-devices-provisioning.net")
+    );
+    assert!(!c.dps.connection_from_env);
+
+    let env = DPS_CS.replace("MyDps", "other");
+    let c = Config::parse_with_env(&text, Path::new("/s.toml"), Some(env)).unwrap();
+    assert_eq!(
+        c.dps.connection.unwrap().host,
+        "other.azure-devices-provisioning.net"
+    );
+    assert!(c.dps.connection_from_env);
+}
+
+#[test]
+fn dps_bad_values_are_refused_without_showing_the_key() {
+    let cases = [
+        (
+            "connection_string = \"HostName=x;SharedAccessKeyName=p\"",
+            "dps.connection_string",
+            "SharedAccessKey",
+        ),
+        (
+            "endpoint = \"http://10.1.2.3:8080\"",
+            "dps.endpoint",
+            "loopback",
+        ),
+        (
+            "endpoint = \"ftp://127.0.0.1\"",
+            "dps.endpoint",
+            "not https",
+        ),
+        ("ops_per_minute = 0", "dps.ops_per_minute", "between"),
+        (
+            "allocation_policy = \"static\"",
+            "dps.iot_hubs",
+            "exactly one hub",
+        ),
+        (
+            "allocation_policy = \"random\"",
+            "dps.allocation_policy",
+            "hashed",
+        ),
+    ];
+    for (line, key, words) in cases {
+        let msg = parse(&(reference() + &format!("\n[dps]\n{line}\n")))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains(&format!(": {key}: ")) && msg.contains(words),
+            "{line}: {msg}"
+        );
+    }
+    for ok in [
+        "endpoint = \"http://127.0.0.1:9000\"",
+        "endpoint = \"http://localhost:9000/\"",
+        "endpoint = \"http://[::1]:9000\"",
+    ] {
+        assert!(
+            parse(&(reference() + &format!("\n[dps]\n{ok}\n"))).is_ok(),
+            "{ok}"
+        );
+    }
+    let bad_key = DPS_CS.replace("c2VjcmV0IGtleQ==", "s3cr3t*not*base64");
+    let msg = Config::parse_with_env(&reference(), Path::new("/s.toml"), Some(bad_key))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("STATION_DPS_CONNECTION_STRING") && !msg.contains("s3cr3t"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn dps_tags_and_desired_properties() {
+    let text = reference().replace(
+        "line = \"line-1\"",
+        "line = \"line-1\"\nwork_order = \"WO-42\"",
+    ) + "\n[dps]\nallocation_policy = \"static\"\niot_hubs = [\"hub1.azure-devices.net\"]\n[dps.desired_properties]\ntelemetryInterval = 60\n";
+    let c = parse(&text).unwrap();
+    assert_eq!(c.work_order.as_deref(), Some("WO-42"));
+    assert_eq!(c.dps.desired_properties["telemetryInterval"], 60);
+    assert_eq!(c.dps.iot_hubs, ["hub1.azure-devices.net"]);
+}

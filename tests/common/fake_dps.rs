@@ -5,7 +5,12 @@
 //! per bulk call and no duplicate ids in one. It keeps enrollments with
 //! etags, and can be told to misbehave.
 
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::result_large_err
+)]
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
@@ -295,7 +300,7 @@ fn check(
     if se_n <= now {
         return Err(error(401, 401000, "Unauthorized: the token has expired"));
     }
-    if percent_decode(sr).to_ascii_lowercase() != s.resource.to_ascii_lowercase() {
+    if !percent_decode(sr).eq_ignore_ascii_case(&s.resource) {
         return Err(error(
             401,
             401000,
