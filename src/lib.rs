@@ -13,7 +13,8 @@
 //! - [`workflow`]: one task per jig slot driving [`core`], persisting each
 //!   transition before acting on it.
 //! - [`config`]: `station.toml`, parsed into a validated configuration.
-//! - [`web`]: the JSON API and a plain HTML page.
+//! - [`dps`]: DPS enrollments: body, SAS, client, outbox uploader.
+//! - [`web`]: the JSON API, metrics and a plain HTML page.
 //! - [`app`]: wiring it all together for `station serve`.
 //!
 //! `ARCHITECTURE.md` states the invariants between these modules.

@@ -192,7 +192,10 @@ async fn retry_after_is_honoured() {
     .await;
     wait_outbox(&st, Duration::from_secs(15), |v| v["enrolled"] == 1).await;
     let log = fake.with(|s| s.log.clone());
-    assert_eq!(log.len(), 2, "{log:?}");
+    // PUT answered 429; then, after the wait, the job (tried once already)
+    // is read back before it is written: GET 404, PUT 200.
+    let methods: Vec<&str> = log.iter().map(|l| l.method.as_str()).collect();
+    assert_eq!(methods, ["PUT", "GET", "PUT"], "{log:?}");
     assert_eq!(log[0].status, 429);
     let gap = log[1].at - log[0].at;
     assert!(
@@ -259,21 +262,34 @@ async fn existing_enrollments_are_reconciled_not_doubled() {
     let fake = FakeDps::start().await;
     let mut guids = Vec::new();
     let st = TestStation::start_with(vec![], 300, &dps_section(&fake, 6000), |cfg| {
-        guids = seed_provisioned(cfg, 3, |_, _| ());
+        guids = seed_provisioned(cfg, 4, |_, _| ());
         let store = station::store::Store::open(&cfg.database_path()).unwrap();
         // DPS already holds the first one exactly (an upload whose answer
-        // was lost), and the second with an older certificate.
+        // was lost), the second with an older certificate, and the fourth
+        // with a newer one (provisioned again elsewhere since).
         let mine = store.certificates(&guids[0].parse().unwrap()).unwrap()[0].pem.clone();
-        let other_station = seed_other_certificate(&guids[1]);
+        let older = seed_other_certificate(&guids[1], -3650);
+        let newer = seed_other_certificate(&guids[3], 1);
         fake.with(|s| {
-            for (g, pem) in [(&guids[0], mine), (&guids[1], other_station)] {
+            for (g, pem) in [(&guids[0], mine), (&guids[1], older), (&guids[3], newer)] {
                 let body = serde_json::json!({"registrationId": g, "attestation": {"type": "x509", "x509": {"clientCertificates": {"primary": {"certificate": pem}}}}, "provisioningStatus": "enabled"});
                 s.enrollments.insert(g.clone(), common::fake_dps::Stored { body, certificate_pem: pem.clone(), etag: "e1".into(), writes: 1 });
             }
         });
     })
     .await;
-    wait_outbox(&st, Duration::from_secs(15), |v| v["enrolled"] == 3).await;
+    let v = wait_outbox(&st, Duration::from_secs(15), |v| {
+        v["enrolled"] == 3 && v["parked_count"] == 1
+    })
+    .await;
+    assert_eq!(v["parked"][0]["guid"], guids[3].as_str());
+    assert!(
+        v["parked"][0]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("newer"),
+        "{v:#}"
+    );
     fake.with(|s| {
         let first = &s.enrollments[&guids[0]];
         assert_eq!(first.writes, 1, "the same enrollment is not written again");
@@ -285,13 +301,18 @@ async fn existing_enrollments_are_reconciled_not_doubled() {
         assert_eq!(second.writes, 2, "an older certificate is replaced");
         assert_eq!(second.certificate_pem, st.ledger(&guids[1])[0].pem);
         assert_eq!(s.enrollments[&guids[2]].writes, 1);
+        assert_eq!(
+            s.enrollments[&guids[3]].writes, 1,
+            "a newer enrollment is not overwritten"
+        );
     });
 }
 
-/// A certificate for `guid` from some other CA.
-fn seed_other_certificate(guid: &str) -> String {
+/// A certificate for `guid` from some other CA, valid from `days` from now.
+fn seed_other_certificate(guid: &str, days: i64) -> String {
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
     let mut p = rcgen::CertificateParams::default();
+    p.not_before = time::OffsetDateTime::now_utc() + time::Duration::days(days);
     p.distinguished_name = rcgen::DistinguishedName::new();
     p.distinguished_name.push(rcgen::DnType::CommonName, guid);
     p.self_signed(&key).unwrap().pem()

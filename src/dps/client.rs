@@ -26,7 +26,7 @@ pub enum DpsError {
     },
     /// 401 or 403: the credentials are wrong or lack the right.
     #[error(
-        "DPS refused the station's credentials ({status}: {message}): check the connection string and that its policy has EnrollmentWrite, then run `station outbox retry`"
+        "DPS refused the station's credentials ({status}: {message}): check the connection string and that its policy has EnrollmentWrite and EnrollmentRead, then run `station outbox retry`"
     )]
     Unauthorized { status: u16, message: String },
     /// Another 4xx: this request is wrong and will stay wrong.

@@ -20,12 +20,14 @@ pub struct OutboxStatus {
     /// False without a connection string: jobs are queued, not sent.
     pub configured: bool,
     pub endpoint: Option<String>,
-    /// `online`, `offline`, `degraded` (throttled or DPS failing) or
+    /// `online` (the last call was answered), `offline` (DPS unreachable),
+    /// `degraded` (throttled or DPS failing), `unknown` (no call yet) or
     /// `not_configured`.
     pub connectivity: &'static str,
     pub since: String,
     /// Set when sending stopped until a supervisor retries.
     pub paused: Option<String>,
+    /// The last failure, cleared by the next success.
     pub last_error: Option<String>,
     /// DPS calls by outcome: ok, network, throttled, server, unauthorized,
     /// rejected.
@@ -39,7 +41,7 @@ impl OutboxStatus {
         Arc::new(Mutex::new(OutboxStatus {
             configured: endpoint.is_some(),
             connectivity: if endpoint.is_some() {
-                "offline"
+                "unknown"
             } else {
                 "not_configured"
             },
@@ -62,7 +64,7 @@ pub struct Uploader {
     pub max_backoff: Duration,
 }
 
-/// The result of one DPS call for a batch.
+/// The result of handling a batch.
 enum Next {
     /// Carry on with the next batch.
     Continue,
@@ -80,11 +82,52 @@ async fn blocking<T: Send + 'static>(
         .unwrap_or_else(|e| Err(StoreError::Poisoned(e.to_string())))
 }
 
+/// The operation budget: every DPS call waits for its slot, one per
+/// `pace`. The schedule keeps its own clock (a timer wakes a little late;
+/// re-anchoring on "now" would lose that much every call) unless it fell
+/// more than a pace behind, after idling: then no burst follows.
+struct Pacer {
+    pace: Duration,
+    next: Mutex<Instant>,
+}
+
+impl Pacer {
+    fn new(ops_per_minute: u32) -> Pacer {
+        Pacer {
+            pace: Duration::from_secs_f64(60.0 / f64::from(ops_per_minute.max(1))),
+            next: Mutex::new(Instant::now()),
+        }
+    }
+
+    async fn slot(&self) {
+        let at = match self.next.lock() {
+            Ok(mut next) => {
+                let now = Instant::now();
+                let at = if now.saturating_duration_since(*next) > self.pace {
+                    now
+                } else {
+                    *next
+                };
+                *next = at + self.pace;
+                at
+            }
+            Err(_) => Instant::now() + self.pace,
+        };
+        tokio::time::sleep_until(at).await;
+    }
+
+    /// No call before `wait` from now.
+    fn hold(&self, wait: Duration) {
+        if let Ok(mut next) = self.next.lock() {
+            *next = (*next).max(Instant::now() + wait);
+        }
+    }
+}
+
 impl Uploader {
     /// Runs until the task is aborted.
     pub async fn run(self) {
-        let pace = Duration::from_secs_f64(60.0 / f64::from(self.ops_per_minute.max(1)));
-        let mut next_call = Instant::now();
+        let pacer = Pacer::new(self.ops_per_minute);
         let mut failures: u32 = 0;
         loop {
             let store = self.store.clone();
@@ -100,19 +143,13 @@ impl Uploader {
                 self.idle(Duration::from_secs(1)).await;
                 continue;
             }
-            // The operation budget: one call per `pace`, never a burst.
-            tokio::time::sleep_until(next_call).await;
-            next_call = Instant::now().max(next_call) + pace;
-            match self.send(&jobs).await {
-                Next::Continue => {
-                    failures = 0;
-                    self.set(|s| s.connectivity = "online");
-                }
+            match self.send(&pacer, &jobs).await {
+                Next::Continue => failures = 0,
                 Next::Wait(retry_after) => {
                     failures = failures.saturating_add(1);
                     let wait = retry_after.unwrap_or_else(|| backoff(failures, self.max_backoff));
                     tracing::debug!(wait_ms = wait.as_millis() as u64, "DPS upload waits");
-                    next_call = next_call.max(Instant::now() + wait);
+                    pacer.hold(wait);
                 }
                 Next::Pause(reason) => {
                     tracing::error!("DPS uploads stopped until a supervisor retries: {reason}");
@@ -157,14 +194,24 @@ impl Uploader {
         }
     }
 
+    /// Counts a call; an answered call means DPS is reachable.
     fn count(&self, outcome: &'static str) {
-        if let Ok(mut s) = self.status.lock() {
+        self.set(|s| {
             *s.calls.entry(outcome).or_default() += 1;
-        }
+            match outcome {
+                "ok" => {
+                    s.connectivity = "online";
+                    s.last_error = None;
+                }
+                "network" => s.connectivity = "offline",
+                "throttled" | "server" => s.connectivity = "degraded",
+                _ => s.connectivity = "online",
+            }
+        });
     }
 
     /// Sends one batch: a single PUT, or a bulk create for a backlog.
-    async fn send(&self, jobs: &[Job]) -> Next {
+    async fn send(&self, pacer: &Pacer, jobs: &[Job]) -> Next {
         let mut bodies = Vec::new();
         let mut sendable = Vec::new();
         for j in jobs {
@@ -185,40 +232,59 @@ impl Uploader {
         if sendable.is_empty() {
             return Next::Continue;
         }
-        if sendable.len() == 1 {
-            let result = self.client.put(&bodies[0]).await;
-            return self.after_put(&sendable[0], &bodies[0], result).await;
+        let store = self.store.clone();
+        let ids: Vec<i64> = sendable.iter().map(|j| j.id).collect();
+        let now = OffsetDateTime::now_utc();
+        if let Err(e) = blocking(move || store.note_sending(&ids, now)).await {
+            tracing::error!("cannot record the upload before sending it: {e}");
+            return Next::Wait(None);
         }
-        let result = self.client.bulk_create(&bodies).await;
-        match result {
+        if sendable.len() == 1 {
+            // A job tried before may already be in DPS (its answer lost, or
+            // the station stopped before recording it): read it back rather
+            // than overwrite what someone may have changed since.
+            if sendable[0].attempts > 0 {
+                return self.reconcile(pacer, &sendable[0], &bodies[0]).await;
+            }
+            pacer.slot().await;
+            let result = self.client.put(&bodies[0]).await;
+            return self
+                .after_put(pacer, &sendable[0], &bodies[0], result)
+                .await;
+        }
+        pacer.slot().await;
+        match self.client.bulk_create(&bodies).await {
             Ok(r) => {
                 self.count("ok");
                 let mut done = Vec::new();
                 for (job, body) in sendable.iter().zip(&bodies) {
                     // Match DPS's answer by the id that was sent.
                     let sent_id = body["registrationId"].as_str().unwrap_or_default();
-                    match r
+                    let next = match r
                         .errors
                         .iter()
                         .find(|e| e.registration_id.eq_ignore_ascii_case(sent_id))
                     {
-                        None => done.push((job.id, None)),
-                        Some(e) if e.exists() => {
-                            if let Next::Wait(w) = self.reconcile(job, body).await {
-                                self.mark_done(&done).await;
-                                return Next::Wait(w);
-                            }
+                        None => {
+                            done.push((job.id, None));
+                            Next::Continue
                         }
+                        Some(e) if e.exists() => self.reconcile(pacer, job, body).await,
+                        // An item DPS could not take for now stays queued.
+                        Some(e) if e.code / 1000 == 429 || e.code / 1000 >= 500 => Next::Wait(None),
                         Some(e) => {
-                            self.park(
-                                &[job.id],
-                                &format!(
-                                    "DPS refused the enrollment (error {}: {})",
-                                    e.code, e.status
-                                ),
-                            )
-                            .await
+                            let refused = DpsError::Rejected {
+                                status: 400,
+                                code: Some(e.code),
+                                message: e.status.clone(),
+                            };
+                            self.park(&[job.id], &refused.to_string()).await;
+                            Next::Continue
                         }
+                    };
+                    if !matches!(next, Next::Continue) {
+                        self.mark_done(&done).await;
+                        return next;
                     }
                 }
                 self.mark_done(&done).await;
@@ -229,8 +295,9 @@ impl Uploader {
             Err(DpsError::Rejected { .. }) => {
                 self.count("rejected");
                 for (job, body) in sendable.iter().zip(&bodies) {
+                    pacer.slot().await;
                     let result = self.client.put(body).await;
-                    match self.after_put(job, body, result).await {
+                    match self.after_put(pacer, job, body, result).await {
                         Next::Continue => {}
                         other => return other,
                     }
@@ -243,6 +310,7 @@ impl Uploader {
 
     async fn after_put(
         &self,
+        pacer: &Pacer,
         job: &Job,
         body: &Value,
         result: Result<Option<String>, DpsError>,
@@ -257,40 +325,43 @@ impl Uploader {
                 status: 409 | 412, ..
             }) => {
                 self.count("rejected");
-                self.reconcile(job, body).await
-            }
-            Err(DpsError::Rejected {
-                status,
-                code,
-                message,
-            }) => {
-                self.count("rejected");
-                let e = DpsError::Rejected {
-                    status,
-                    code,
-                    message,
-                };
-                self.park(&[job.id], &e.to_string()).await;
-                Next::Continue
+                self.reconcile(pacer, job, body).await
             }
             Err(e) => self.failed(std::slice::from_ref(job), e).await,
         }
     }
 
-    /// DPS has an enrollment for this GUID already: read it. Ours (same
-    /// certificate) counts as enrolled, whatever its status now; another
-    /// certificate is replaced by ours, which is the newer one this station
-    /// issued.
-    async fn reconcile(&self, job: &Job, body: &Value) -> Next {
-        match self.client.get(&job.guid).await {
-            Ok(Some(existing)) if same_certificate(&existing, body) => {
-                self.count("ok");
-                let etag = existing["etag"].as_str().map(str::to_string);
+    /// DPS may have an enrollment for this GUID already: read it. Ours (same
+    /// certificate) counts as enrolled, whatever its status now. None, or an
+    /// older certificate (a board re-provisioned since), is written with
+    /// ours. A newer certificate than ours means this job is outdated (the
+    /// device was provisioned again elsewhere): it is parked, not written.
+    async fn reconcile(&self, pacer: &Pacer, job: &Job, body: &Value) -> Next {
+        pacer.slot().await;
+        let existing = match self.client.get(&job.guid).await {
+            Ok(e) => e,
+            Err(e) => return self.failed(std::slice::from_ref(job), e).await,
+        };
+        self.count("ok");
+        match existing.as_ref().map(|e| compare_certificates(e, body)) {
+            Some(Held::Same) => {
+                let etag = existing
+                    .as_ref()
+                    .and_then(|e| e["etag"].as_str())
+                    .map(str::to_string);
                 self.mark_done(&[(job.id, etag)]).await;
                 Next::Continue
             }
-            Ok(_) => {
-                self.count("ok");
+            Some(Held::Newer) | Some(Held::Unknown) => {
+                self.park(
+                    &[job.id],
+                    "DPS holds another certificate for this device, newer than this job's or of unknown age: the job is outdated or the device was enrolled elsewhere; check the device's history before retrying",
+                )
+                .await;
+                Next::Continue
+            }
+            None | Some(Held::Older) => {
+                pacer.slot().await;
                 let result = self.client.put(body).await;
                 match result {
                     Ok(etag) => {
@@ -298,24 +369,9 @@ impl Uploader {
                         self.mark_done(&[(job.id, etag)]).await;
                         Next::Continue
                     }
-                    Err(DpsError::Rejected {
-                        status,
-                        code,
-                        message,
-                    }) => {
-                        self.count("rejected");
-                        let e = DpsError::Rejected {
-                            status,
-                            code,
-                            message,
-                        };
-                        self.park(&[job.id], &e.to_string()).await;
-                        Next::Continue
-                    }
                     Err(e) => self.failed(std::slice::from_ref(job), e).await,
                 }
             }
-            Err(e) => self.failed(std::slice::from_ref(job), e).await,
         }
     }
 
@@ -323,36 +379,35 @@ impl Uploader {
     async fn failed(&self, jobs: &[Job], e: DpsError) -> Next {
         let ids: Vec<i64> = jobs.iter().map(|j| j.id).collect();
         let msg = e.to_string();
-        let (outcome, next) = match &e {
+        let next = match &e {
             DpsError::Network(_) => {
-                self.set(|s| s.connectivity = "offline");
-                ("network", Next::Wait(None))
+                self.count("network");
+                Next::Wait(None)
             }
             DpsError::Throttled { retry_after } => {
-                self.set(|s| s.connectivity = "degraded");
-                ("throttled", Next::Wait(*retry_after))
+                self.count("throttled");
+                Next::Wait(*retry_after)
             }
             DpsError::Server { retry_after, .. } => {
-                self.set(|s| s.connectivity = "degraded");
-                ("server", Next::Wait(*retry_after))
+                self.count("server");
+                Next::Wait(*retry_after)
             }
             DpsError::Unauthorized { .. } => {
-                self.park(&ids, &msg).await;
                 self.count("unauthorized");
+                self.park(&ids, &msg).await;
                 return Next::Pause(msg);
             }
             DpsError::Rejected { .. } => {
-                self.park(&ids, &msg).await;
                 self.count("rejected");
+                self.park(&ids, &msg).await;
                 return Next::Continue;
             }
         };
-        self.count(outcome);
         tracing::warn!(jobs = ids.len(), "DPS upload failed, will retry: {msg}");
         self.set(|s| s.last_error = Some(msg.clone()));
         let store = self.store.clone();
         let now = OffsetDateTime::now_utc();
-        if let Err(e) = blocking(move || store.note_attempt(&ids, &msg, now)).await {
+        if let Err(e) = blocking(move || store.note_failure(&ids, &msg, now)).await {
             tracing::error!("cannot record the failed upload: {e}");
         }
         next
@@ -379,6 +434,7 @@ impl Uploader {
             jobs = ids.len(),
             "DPS upload parked for a supervisor: {reason}"
         );
+        self.set(|s| s.last_error = Some(reason.to_string()));
         let store = self.store.clone();
         let (ids, reason) = (ids.to_vec(), reason.to_string());
         let now = OffsetDateTime::now_utc();
@@ -397,25 +453,55 @@ fn backoff(failures: u32, cap: Duration) -> Duration {
     base.mul_f64(jitter).min(cap)
 }
 
-/// True if the enrollment DPS holds carries the same certificate as ours.
-fn same_certificate(existing: &Value, ours: &Value) -> bool {
+/// How the certificate DPS holds compares with ours.
+#[derive(Debug, PartialEq, Eq)]
+enum Held {
+    Same,
+    /// Issued before ours: ours replaces it.
+    Older,
+    /// Issued after ours.
+    Newer,
+    /// Another certificate whose age DPS did not say.
+    Unknown,
+}
+
+fn compare_certificates(existing: &Value, ours: &Value) -> Held {
     let primary = |v: &Value| v["attestation"]["x509"]["clientCertificates"]["primary"].clone();
     let our_pem = primary(ours)["certificate"]
         .as_str()
         .unwrap_or_default()
         .to_string();
-    let Some(der) = crate::ca::pem_to_der(&our_pem) else {
-        return false;
+    let Some(our_der) = crate::ca::pem_to_der(&our_pem) else {
+        return Held::Unknown;
     };
-    let ours_sha = crate::ca::fingerprint(&der);
     let theirs = primary(existing);
-    if let Some(sha) = theirs["info"]["sha256Thumbprint"].as_str() {
-        return sha.eq_ignore_ascii_case(&ours_sha);
-    }
-    theirs["certificate"]
+    let their_der = theirs["certificate"]
         .as_str()
-        .and_then(crate::ca::pem_to_der)
-        .is_some_and(|d| d == der)
+        .and_then(crate::ca::pem_to_der);
+    let same = match (theirs["info"]["sha256Thumbprint"].as_str(), &their_der) {
+        (Some(sha), _) => sha.eq_ignore_ascii_case(&crate::ca::fingerprint(&our_der)),
+        (None, Some(d)) => *d == our_der,
+        (None, None) => false,
+    };
+    if same {
+        return Held::Same;
+    }
+    let ours_from = not_before(&our_der);
+    let theirs_from = theirs["info"]["notBeforeUtc"]
+        .as_str()
+        .and_then(|t| OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok())
+        .map(|t| t.unix_timestamp())
+        .or_else(|| their_der.as_deref().and_then(not_before));
+    match (ours_from, theirs_from) {
+        (Some(o), Some(t)) if t < o => Held::Older,
+        (Some(_), Some(_)) => Held::Newer,
+        _ => Held::Unknown,
+    }
+}
+
+fn not_before(der: &[u8]) -> Option<i64> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    Some(cert.validity().not_before.timestamp())
 }
 
 #[cfg(test)]
@@ -436,5 +522,38 @@ mod tests {
             "{b4:?}"
         );
         assert!(backoff(30, cap) <= cap);
+    }
+
+    fn enrollment(pem: &str) -> Value {
+        serde_json::json!({"attestation": {"x509": {"clientCertificates": {"primary": {"certificate": pem}}}}})
+    }
+
+    fn cert(days_ago: i64) -> String {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut p = rcgen::CertificateParams::default();
+        p.not_before = OffsetDateTime::now_utc() - time::Duration::days(days_ago);
+        p.self_signed(&key).unwrap().pem()
+    }
+
+    #[test]
+    fn certificates_are_compared_by_identity_then_age() {
+        let (old, new) = (cert(10), cert(1));
+        assert_eq!(
+            compare_certificates(&enrollment(&new), &enrollment(&new)),
+            Held::Same
+        );
+        assert_eq!(
+            compare_certificates(&enrollment(&old), &enrollment(&new)),
+            Held::Older
+        );
+        assert_eq!(
+            compare_certificates(&enrollment(&new), &enrollment(&old)),
+            Held::Newer
+        );
+        let info_only = serde_json::json!({"attestation": {"x509": {"clientCertificates": {"primary": {"info": {"sha256Thumbprint": "AB"}}}}}});
+        assert_eq!(
+            compare_certificates(&info_only, &enrollment(&new)),
+            Held::Unknown
+        );
     }
 }

@@ -83,7 +83,7 @@ impl Store {
             let tx = c.transaction()?;
             for (id, etag) in done {
                 tx.execute(
-                    "UPDATE outbox SET state = 'enrolled', etag = ?2, last_error = NULL, attempts = attempts + 1, updated_at = ?3 WHERE id = ?1",
+                    "UPDATE outbox SET state = 'enrolled', etag = ?2, last_error = NULL, updated_at = ?3 WHERE id = ?1",
                     params![id, etag, ts(now)],
                 )?;
             }
@@ -91,8 +91,24 @@ impl Store {
         })
     }
 
+    /// These jobs are about to be sent: recorded first, so that after a
+    /// crash a job that may have reached DPS is read back before it is sent
+    /// again.
+    pub fn note_sending(&self, ids: &[i64], now: OffsetDateTime) -> Result<(), StoreError> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            for id in ids {
+                tx.execute(
+                    "UPDATE outbox SET attempts = attempts + 1, updated_at = ?2 WHERE id = ?1",
+                    params![id, ts(now)],
+                )?;
+            }
+            tx.commit()
+        })
+    }
+
     /// A try failed in a way that another try may cure.
-    pub fn note_attempt(
+    pub fn note_failure(
         &self,
         ids: &[i64],
         error: &str,
@@ -102,7 +118,7 @@ impl Store {
             let tx = c.transaction()?;
             for id in ids {
                 tx.execute(
-                    "UPDATE outbox SET attempts = attempts + 1, last_error = ?2, updated_at = ?3 WHERE id = ?1",
+                    "UPDATE outbox SET last_error = ?2, updated_at = ?3 WHERE id = ?1",
                     params![id, error, ts(now)],
                 )?;
             }
@@ -116,7 +132,7 @@ impl Store {
             let tx = c.transaction()?;
             for id in ids {
                 tx.execute(
-                    "UPDATE outbox SET state = 'parked', attempts = attempts + 1, last_error = ?2, updated_at = ?3 WHERE id = ?1",
+                    "UPDATE outbox SET state = 'parked', last_error = ?2, updated_at = ?3 WHERE id = ?1",
                     params![id, reason, ts(now)],
                 )?;
             }

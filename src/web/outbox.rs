@@ -17,6 +17,8 @@ pub struct OutboxView {
     status: OutboxStatus,
     queue_depth: i64,
     enrolled: i64,
+    /// All parked jobs; `parked` lists at most 1000 of them.
+    parked_count: i64,
     oldest_pending: Option<String>,
     oldest_pending_age_s: Option<i64>,
     parked: Vec<JobRow>,
@@ -47,6 +49,7 @@ pub async fn status(State(s): State<AppState>) -> Result<Json<OutboxView>, ApiEr
         status: snapshot(&s)?,
         queue_depth: counts.pending,
         enrolled: counts.enrolled,
+        parked_count: counts.parked,
         oldest_pending_age_s: age_s(&counts.oldest_pending),
         oldest_pending: counts.oldest_pending,
         parked,
@@ -108,12 +111,13 @@ pub async fn metrics(State(s): State<AppState>) -> Result<impl IntoResponse, Api
         ));
     }
     out.push_str("# HELP station_dps_connectivity 1 for the current DPS connectivity state.\n# TYPE station_dps_connectivity gauge\n");
-    for state in ["online", "offline", "degraded", "not_configured"] {
+    for state in ["online", "offline", "degraded", "unknown", "not_configured"] {
         out.push_str(&format!(
             "station_dps_connectivity{{state=\"{state}\"}} {}\n",
             u8::from(status.connectivity == state)
         ));
     }
+    out.push_str("# HELP station_dps_paused 1 while uploads are stopped until a supervisor retries.\n# TYPE station_dps_paused gauge\n");
     out.push_str(&format!(
         "station_dps_paused {}\n",
         u8::from(status.paused.is_some())

@@ -52,6 +52,9 @@ pub struct Logged {
     pub at: Instant,
     pub method: String,
     pub path: String,
+    /// The status the fake's checks gave: 200 when the request passed them
+    /// (the handler may still answer 404 or a per-item error), the refusal
+    /// otherwise, 0 for a request left hanging.
     pub status: u16,
     /// Enrollments in the request (bulk size, 1 for PUT, 0 for GET).
     pub items: usize,
@@ -379,17 +382,28 @@ fn validate(e: &Value) -> Result<(String, String), (i64, String)> {
     Ok((id.to_ascii_lowercase(), pem.to_string()))
 }
 
+/// The `info` DPS fills in for an X.509 certificate (it returns this, not
+/// the certificate, on reads).
+fn info(pem: &str) -> Value {
+    let der = station::ca::pem_to_der(pem).unwrap();
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+    let not_before =
+        time::OffsetDateTime::from_unix_timestamp(cert.validity().not_before.timestamp()).unwrap();
+    json!({
+        "sha256Thumbprint": station::ca::fingerprint(&der).to_ascii_uppercase(),
+        "subjectName": cert.subject().to_string(),
+        "notBeforeUtc": not_before.format(&time::format_description::well_known::Rfc3339).unwrap(),
+    })
+}
+
 fn store(s: &mut FakeState, id: &str, body: &Value, pem: &str) -> Value {
     let etag = B64.encode(format!(
         "\"{}\"",
         hex::encode(station::random::bytes::<8>())
     ));
-    let der = station::ca::pem_to_der(pem).unwrap();
     let mut out = body.clone();
     out["etag"] = json!(etag);
-    out["attestation"]["x509"]["clientCertificates"]["primary"] = json!({
-        "info": { "sha256Thumbprint": station::ca::fingerprint(&der).to_ascii_uppercase() }
-    });
+    out["attestation"]["x509"]["clientCertificates"]["primary"] = json!({ "info": info(pem) });
     let writes = s.enrollments.get(id).map(|e| e.writes).unwrap_or(0) + 1;
     s.enrollments.insert(
         id.to_string(),
@@ -468,10 +482,10 @@ async fn get_one(
     let s = state.lock().unwrap();
     match s.enrollments.get(&id.to_ascii_lowercase()) {
         Some(e) => {
-            let der = station::ca::pem_to_der(&e.certificate_pem).unwrap();
             let mut out = e.body.clone();
             out["etag"] = json!(e.etag);
-            out["attestation"]["x509"]["clientCertificates"]["primary"] = json!({"info": {"sha256Thumbprint": station::ca::fingerprint(&der).to_ascii_uppercase()}});
+            out["attestation"]["x509"]["clientCertificates"]["primary"] =
+                json!({"info": info(&e.certificate_pem)});
             (StatusCode::OK, axum::Json(out)).into_response()
         }
         None => error(404, 404201, "Enrollment not found"),
