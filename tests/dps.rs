@@ -69,7 +69,7 @@ async fn two_hundred_boards_offline_then_all_enrolled_once() {
         boards: Some(25),
         ..quick_board()
     };
-    let st = TestStation::start_with(vec![line; 8], 300, &dps_section(&fake, 6000), |_| ()).await;
+    let st = TestStation::start_with(vec![line; 8], 2000, &dps_section(&fake, 6000), |_| ()).await;
     let boards = st.wait_finished(200, Duration::from_secs(120)).await;
     assert_eq!(boards.len(), 200);
     assert!(
@@ -134,7 +134,7 @@ async fn refused_credentials_park_jobs_and_stop_sending() {
         base64_of(b"not the key")
     );
     let section = dps_section(&fake, 6000).replace(&fake.connection_string(), &wrong);
-    let st = TestStation::start_with(vec![], 300, &section, |cfg| {
+    let st = TestStation::start_with(vec![], 2000, &section, |cfg| {
         seed_provisioned(cfg, 3, |_, _| ());
     })
     .await;
@@ -186,7 +186,7 @@ fn base64_of(b: &[u8]) -> String {
 async fn retry_after_is_honoured() {
     let fake = FakeDps::start().await;
     fake.with(|s| s.script.push_back(Misbehave::Status(429, Some(2))));
-    let st = TestStation::start_with(vec![], 300, &dps_section(&fake, 6000), |cfg| {
+    let st = TestStation::start_with(vec![], 2000, &dps_section(&fake, 6000), |cfg| {
         seed_provisioned(cfg, 1, |_, _| ());
     })
     .await;
@@ -215,7 +215,7 @@ async fn failures_timeouts_and_slowness_are_retried_until_enrolled() {
             Misbehave::Slow(Duration::from_millis(300)),
         ])
     });
-    let st = TestStation::start_with(vec![], 300, &dps_section(&fake, 6000), |cfg| {
+    let st = TestStation::start_with(vec![], 2000, &dps_section(&fake, 6000), |cfg| {
         seed_provisioned(cfg, 1, |_, _| ());
     })
     .await;
@@ -232,7 +232,7 @@ async fn failures_timeouts_and_slowness_are_retried_until_enrolled() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_enrollment_is_parked_alone() {
     let fake = FakeDps::start().await;
-    let st = TestStation::start_with(vec![], 300, &dps_section(&fake, 6000), |cfg| {
+    let st = TestStation::start_with(vec![], 2000, &dps_section(&fake, 6000), |cfg| {
         // The second body names another device than its certificate.
         seed_provisioned(cfg, 3, |i, body| {
             if i == 1 {
@@ -261,7 +261,7 @@ async fn a_refused_enrollment_is_parked_alone() {
 async fn existing_enrollments_are_reconciled_not_doubled() {
     let fake = FakeDps::start().await;
     let mut guids = Vec::new();
-    let st = TestStation::start_with(vec![], 300, &dps_section(&fake, 6000), |cfg| {
+    let st = TestStation::start_with(vec![], 2000, &dps_section(&fake, 6000), |cfg| {
         guids = seed_provisioned(cfg, 4, |_, _| ());
         let store = station::store::Store::open(&cfg.database_path()).unwrap();
         // DPS already holds the first one exactly (an upload whose answer
