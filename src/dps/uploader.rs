@@ -12,7 +12,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::{BULK_LIMIT, DpsClient, DpsError};
-use crate::store::{Job, Store, StoreError, ts};
+use crate::store::{Job, Store, blocking, ts};
 
 /// What the uploader is doing, for the API and metrics.
 #[derive(Debug, Clone, Serialize)]
@@ -72,14 +72,6 @@ enum Next {
     Wait(Option<Duration>),
     /// Stop sending until a supervisor retries.
     Pause(String),
-}
-
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, StoreError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .unwrap_or_else(|e| Err(StoreError::Poisoned(e.to_string())))
 }
 
 /// The operation budget: every DPS call waits for its slot, one per

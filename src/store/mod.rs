@@ -3,7 +3,7 @@
 //! Owns the schema and its migrations, the certificate ledger, board
 //! records and step timings. Knows the core's types but not the jig, the
 //! web or the CA key. Every method is synchronous and short; async callers
-//! run them on the blocking pool.
+//! run them through [`blocking`].
 //!
 //! Durability: WAL with `synchronous = FULL`, so a committed ledger entry
 //! survives a power cut before the certificate is sent to the board.
@@ -124,6 +124,16 @@ pub struct CertificateRow {
     pub operator: Option<String>,
     pub issued_at: String,
     pub state: String,
+}
+
+/// Runs store calls on tokio's blocking pool, so that async callers (slot
+/// tasks, the uploader, web handlers) never block a runtime thread on disk.
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(StoreError::Poisoned(e.to_string())))
 }
 
 /// Formats a time the way the store keeps it (RFC 3339, UTC, milliseconds).

@@ -85,8 +85,7 @@ pub async fn query<T: Send + 'static>(
     f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, ApiError> {
     let store = store.clone();
-    tokio::task::spawn_blocking(move || f(&store))
+    crate::store::blocking(move || f(&store))
         .await
-        .map_err(|e| ApiError::Store(StoreError::Poisoned(e.to_string())))?
         .map_err(ApiError::Store)
 }

@@ -14,7 +14,7 @@ use crate::dps::EnrollmentTemplate;
 use crate::ids::SlotId;
 use crate::jig::protocol::{self, AnswerError, JigStatus, NONCE_LEN, Request};
 use crate::jig::{JigEvent, JigLink, LinkError};
-use crate::store::{BoardId, NewCertificate, Store, StoreError};
+use crate::store::{BoardId, NewCertificate, Store, StoreError, blocking};
 
 /// Opens (or reopens) the slot's jig link.
 pub type LinkOpener = Box<dyn FnMut() -> Result<Box<dyn JigLink>, LinkError> + Send>;
@@ -40,15 +40,6 @@ pub struct SlotDriver {
     pub enrollment: Arc<EnrollmentTemplate>,
     /// Wakes the DPS uploader when a job is queued.
     pub uploads: Arc<tokio::sync::Notify>,
-}
-
-/// Runs a blocking store call on the blocking pool.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, StoreError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .unwrap_or_else(|e| Err(StoreError::Poisoned(e.to_string())))
 }
 
 fn store_failure(e: &StoreError) -> Failure {
