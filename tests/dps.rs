@@ -308,6 +308,29 @@ async fn existing_enrollments_are_reconciled_not_doubled() {
     });
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bulk_item_refused_for_now_is_retried_and_the_rest_recorded() {
+    let fake = FakeDps::start().await;
+    fake.with(|s| s.item_errors.push_back(503_001));
+    let st = TestStation::start_with(vec![], 2000, &dps_section(&fake, 6000), |cfg| {
+        seed_provisioned(cfg, 3, |_, _| ());
+    })
+    .await;
+    wait_outbox(&st, Duration::from_secs(15), |v| v["enrolled"] == 3).await;
+    let calls: Vec<(String, usize)> =
+        fake.with(|s| s.log.iter().map(|l| (l.method.clone(), l.items)).collect());
+    // One bulk call took two; the third, tried once, is read back and written.
+    assert_eq!(
+        calls,
+        [
+            ("POST".to_string(), 3),
+            ("GET".to_string(), 0),
+            ("PUT".to_string(), 1)
+        ]
+    );
+    fake.with(|s| assert!(s.enrollments.values().all(|e| e.writes == 1)));
+}
+
 /// A certificate for `guid` from some other CA, valid from `days` from now.
 fn seed_other_certificate(guid: &str, days: i64) -> String {
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();

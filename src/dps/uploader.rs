@@ -248,22 +248,31 @@ impl Uploader {
         match self.client.bulk_create(&bodies).await {
             Ok(r) => {
                 self.count("ok");
+                // Every item DPS took is recorded, whatever happens to the
+                // others; once one makes the batch wait or pause, the rest
+                // that need another call stay queued for the next round.
                 let mut done = Vec::new();
+                let mut next = Next::Continue;
                 for (job, body) in sendable.iter().zip(&bodies) {
                     // Match DPS's answer by the id that was sent.
                     let sent_id = body["registrationId"].as_str().unwrap_or_default();
-                    let next = match r
+                    let error = r
                         .errors
                         .iter()
-                        .find(|e| e.registration_id.eq_ignore_ascii_case(sent_id))
-                    {
-                        None => {
-                            done.push((job.id, None));
-                            Next::Continue
-                        }
-                        Some(e) if e.exists() => self.reconcile(pacer, job, body).await,
+                        .find(|e| e.registration_id.eq_ignore_ascii_case(sent_id));
+                    match error {
+                        None => done.push((job.id, None)),
+                        Some(_) if !matches!(next, Next::Continue) => {}
+                        Some(e) if e.exists() => next = self.reconcile(pacer, job, body).await,
                         // An item DPS could not take for now stays queued.
-                        Some(e) if e.code / 1000 == 429 || e.code / 1000 >= 500 => Next::Wait(None),
+                        Some(e) if e.code / 1000 == 429 || e.code / 1000 >= 500 => {
+                            let msg = format!(
+                                "DPS could not take the enrollment for now (error {}: {})",
+                                e.code, e.status
+                            );
+                            self.set(|s| s.last_error = Some(msg));
+                            next = Next::Wait(None);
+                        }
                         Some(e) => {
                             let refused = DpsError::Rejected {
                                 status: 400,
@@ -271,16 +280,11 @@ impl Uploader {
                                 message: e.status.clone(),
                             };
                             self.park(&[job.id], &refused.to_string()).await;
-                            Next::Continue
                         }
-                    };
-                    if !matches!(next, Next::Continue) {
-                        self.mark_done(&done).await;
-                        return next;
                     }
                 }
                 self.mark_done(&done).await;
-                Next::Continue
+                next
             }
             // A bad item can fail a whole bulk call: send them one by one
             // to find it.

@@ -71,6 +71,9 @@ pub struct FakeState {
     pub script: VecDeque<Misbehave>,
     /// A misbehaviour for every request while set.
     pub always: Option<Misbehave>,
+    /// Error codes to give, one per bulk call, to the first item of the
+    /// call instead of taking it (e.g. 503001: "try again later").
+    pub item_errors: VecDeque<i64>,
     /// Operations per minute allowed (token bucket with `burst`); `None`
     /// for no limit.
     pub quota: Option<(u32, f64)>,
@@ -108,6 +111,7 @@ impl FakeDps {
             log: Vec::new(),
             script: VecDeque::new(),
             always: None,
+            item_errors: VecDeque::new(),
             quota: None,
             tokens: 0.0,
             refilled: Instant::now(),
@@ -537,8 +541,13 @@ async fn bulk(
     }
     let mut s = state.lock().unwrap();
     let mut errors = Vec::new();
+    let mut forced = s.item_errors.pop_front();
     for e in &items {
         let rid = e["registrationId"].as_str().unwrap_or("").to_string();
+        if let Some(code) = forced.take() {
+            errors.push(json!({"registrationId": rid, "errorCode": code, "errorStatus": "Service unavailable, try again"}));
+            continue;
+        }
         match validate(e) {
             Err((code, msg)) => errors.push(json!({"registrationId": rid, "errorCode": code, "errorStatus": msg})),
             Ok((id, _)) if mode == "create" && s.enrollments.contains_key(&id) => {
