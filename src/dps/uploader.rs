@@ -224,13 +224,6 @@ impl Uploader {
         if sendable.is_empty() {
             return Next::Continue;
         }
-        let store = self.store.clone();
-        let ids: Vec<i64> = sendable.iter().map(|j| j.id).collect();
-        let now = OffsetDateTime::now_utc();
-        if let Err(e) = blocking(move || store.note_sending(&ids, now)).await {
-            tracing::error!("cannot record the upload before sending it: {e}");
-            return Next::Wait(None);
-        }
         if sendable.len() == 1 {
             // A job tried before may already be in DPS (its answer lost, or
             // the station stopped before recording it): read it back rather
@@ -239,12 +232,18 @@ impl Uploader {
                 return self.reconcile(pacer, &sendable[0], &bodies[0]).await;
             }
             pacer.slot().await;
+            if !self.note_sending(&sendable).await {
+                return Next::Wait(None);
+            }
             let result = self.client.put(&bodies[0]).await;
             return self
                 .after_put(pacer, &sendable[0], &bodies[0], result)
                 .await;
         }
         pacer.slot().await;
+        if !self.note_sending(&sendable).await {
+            return Next::Wait(None);
+        }
         match self.client.bulk_create(&bodies).await {
             Ok(r) => {
                 self.count("ok");
@@ -407,6 +406,22 @@ impl Uploader {
             tracing::error!("cannot record the failed upload: {e}");
         }
         next
+    }
+
+    /// Records that these jobs are being sent, just before the call: after
+    /// a crash, a job that may have reached DPS is read back before it is
+    /// sent again. False if it could not be recorded (then nothing is sent).
+    async fn note_sending(&self, jobs: &[Job]) -> bool {
+        let store = self.store.clone();
+        let ids: Vec<i64> = jobs.iter().map(|j| j.id).collect();
+        let now = OffsetDateTime::now_utc();
+        match blocking(move || store.note_sending(&ids, now)).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!("cannot record the upload before sending it: {e}");
+                false
+            }
+        }
     }
 
     async fn mark_done(&self, done: &[(i64, Option<String>)]) {
