@@ -85,6 +85,27 @@ pub enum Command {
         #[command(subcommand)]
         command: OutboxCommand,
     },
+    /// The tamper-evident audit trail.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum AuditCommand {
+    /// Check the hash chain; names the first broken row and exits non-zero.
+    Verify {
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Write the trail as JSON lines (to standard output, or --out FILE).
+    Export {
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -300,10 +321,54 @@ pub fn outbox_retry(guid: Option<&str>, args: &ConfigArgs) -> anyhow::Result<()>
         .map(|g| g.to_string());
     let cfg = args.load()?;
     let store = Store::open(&cfg.database_path())?;
-    let n = store.retry_parked(guid.as_deref(), time::OffsetDateTime::now_utc())?;
+    let n = store.retry_parked(
+        guid.as_deref(),
+        &cli_actor(),
+        time::OffsetDateTime::now_utc(),
+    )?;
     println!(
         "{n} parked job(s) queued again; a running station resumes uploading within a few seconds"
     );
+    Ok(())
+}
+
+/// Who runs a CLI command, for the audit trail.
+fn cli_actor() -> String {
+    format!(
+        "cli:{}",
+        std::env::var("USER").unwrap_or_else(|_| "unknown".into())
+    )
+}
+
+/// `station audit verify`: true if the chain holds.
+pub fn audit_verify(args: &ConfigArgs) -> anyhow::Result<bool> {
+    let cfg = args.load()?;
+    let store = Store::open(&cfg.database_path())?;
+    Ok(match store.verify_audit()? {
+        crate::store::AuditCheck::Intact { rows } => {
+            println!("audit trail intact: {rows} rows");
+            true
+        }
+        crate::store::AuditCheck::Broken { row, reason } => {
+            println!("audit trail BROKEN at row {row}: {reason}");
+            false
+        }
+    })
+}
+
+pub fn audit_export(out: Option<&std::path::Path>, args: &ConfigArgs) -> anyhow::Result<()> {
+    use std::io::Write;
+    let cfg = args.load()?;
+    let store = Store::open(&cfg.database_path())?;
+    let mut text = String::new();
+    for row in store.audit_rows()? {
+        text.push_str(&serde_json::to_string(&row)?);
+        text.push('\n');
+    }
+    match out {
+        Some(p) => std::fs::write(p, text).with_context(|| format!("writing {}", p.display()))?,
+        None => std::io::stdout().write_all(text.as_bytes())?,
+    }
     Ok(())
 }
 

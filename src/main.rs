@@ -2,7 +2,7 @@
 //! the chosen command.
 
 use clap::Parser;
-use station::cli::{BoardCommand, CaCommand, Cli, Command, OutboxCommand};
+use station::cli::{AuditCommand, BoardCommand, CaCommand, Cli, Command, OutboxCommand};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -55,6 +55,21 @@ async fn main() -> std::process::ExitCode {
         Command::Outbox {
             command: OutboxCommand::Retry { guid, config },
         } => station::cli::outbox_retry(guid.as_deref(), &config),
+        Command::Audit {
+            command: AuditCommand::Verify { config },
+        } => {
+            return match station::cli::audit_verify(&config) {
+                Ok(true) => std::process::ExitCode::SUCCESS,
+                Ok(false) => std::process::ExitCode::FAILURE,
+                Err(e) => {
+                    eprintln!("station: {e:#}");
+                    std::process::ExitCode::FAILURE
+                }
+            };
+        }
+        Command::Audit {
+            command: AuditCommand::Export { out, config },
+        } => station::cli::audit_export(out.as_deref(), &config),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

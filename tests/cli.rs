@@ -187,3 +187,47 @@ async fn simulate_runs_a_board_for_another_process() {
     drop(board_end);
     let _ = child.0.kill();
 }
+
+#[test]
+fn audit_verify_and_export() {
+    let (dir, cfg) = prepare(&[], 300);
+    seed_provisioned(&cfg, 2, |_, _| ());
+    let config = dir.path().join("station.toml");
+    let c = config.to_str().unwrap();
+    let out = station(&["audit", "verify", "--config", c]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("intact: 2 rows"));
+
+    let export = dir.path().join("audit.jsonl");
+    let out = station(&[
+        "audit",
+        "export",
+        "--config",
+        c,
+        "--out",
+        export.to_str().unwrap(),
+    ]);
+    assert!(out.status.success());
+    let lines: Vec<serde_json::Value> = read(&export)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["action"], "certificate_issued");
+    assert_eq!(lines[1]["prev_hash"], lines[0]["hash"]);
+
+    // Someone edits the first row behind the station's back.
+    let db = rusqlite::Connection::open(cfg.database_path()).unwrap();
+    db.execute_batch(
+        "DROP TRIGGER audit_no_update; UPDATE audit SET actor = 'nobody' WHERE id = 1;",
+    )
+    .unwrap();
+    drop(db);
+    let out = station(&["audit", "verify", "--config", c]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("BROKEN at row 1"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}

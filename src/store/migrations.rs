@@ -96,4 +96,25 @@ CREATE TABLE outbox_control (
 );
 INSERT INTO outbox_control (id, retries) VALUES (1, 0);
 "#,
+    // 3: the audit trail, append-only and hash-chained.
+    r#"
+CREATE TABLE audit (
+    id         INTEGER PRIMARY KEY,
+    at         TEXT NOT NULL,
+    -- Who: a user, or "station" for what the station does by itself.
+    actor      TEXT NOT NULL,
+    action     TEXT NOT NULL,
+    subject    TEXT,
+    -- JSON with the particulars.
+    detail     TEXT NOT NULL,
+    -- SHA-256 of the previous row's hash and this row's fields: an edited
+    -- or deleted row breaks the chain (`station audit verify`).
+    prev_hash  TEXT NOT NULL,
+    hash       TEXT NOT NULL
+);
+CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
+CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
+"#,
 ];

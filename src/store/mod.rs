@@ -8,6 +8,7 @@
 //! Durability: WAL with `synchronous = FULL`, so a committed ledger entry
 //! survives a power cut before the certificate is sent to the board.
 
+mod audit;
 mod migrations;
 mod outbox;
 #[cfg(test)]
@@ -21,6 +22,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+pub use audit::{AuditCheck, AuditRow, GENESIS};
 pub use outbox::{Job, JobRow, OutboxCounts};
 
 use crate::core::{Failure, Review, Step};
@@ -478,6 +480,24 @@ impl Store {
             if cert.override_used {
                 tx.execute("DELETE FROM overrides WHERE guid = ?1", [cert.guid.as_str()])?;
             }
+            let (operator, slot): (Option<String>, u16) = tx.query_row(
+                "SELECT operator, slot FROM boards WHERE id = ?1",
+                [board.0],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            audit::append(
+                &tx,
+                operator.as_deref().unwrap_or("station"),
+                "certificate_issued",
+                Some(cert.guid.as_str()),
+                &serde_json::json!({
+                    "serial": cert.serial.0,
+                    "fingerprint_sha256": cert.fingerprint,
+                    "slot": slot,
+                    "override_used": cert.override_used,
+                }),
+                now,
+            )?;
             tx.commit()
         })
     }
@@ -548,12 +568,14 @@ impl Store {
         now: OffsetDateTime,
     ) -> Result<(), StoreError> {
         self.with(|c| {
-            c.execute(
+            let tx = c.transaction()?;
+            tx.execute(
                 "INSERT INTO overrides (guid, granted_by, reason, granted_at) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT (guid) DO UPDATE SET granted_by = excluded.granted_by, reason = excluded.reason, granted_at = excluded.granted_at",
                 params![guid.as_str(), by, reason, ts(now)],
             )?;
-            Ok(())
+            audit::append(&tx, by, "override_granted", Some(guid.as_str()), &serde_json::json!({ "reason": reason }), now)?;
+            tx.commit()
         })
     }
 

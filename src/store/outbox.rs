@@ -145,6 +145,7 @@ impl Store {
     pub fn retry_parked(
         &self,
         guid: Option<&str>,
+        by: &str,
         now: OffsetDateTime,
     ) -> Result<usize, StoreError> {
         self.with(|c| {
@@ -154,6 +155,7 @@ impl Store {
                 params![guid, ts(now)],
             )?;
             tx.execute("UPDATE outbox_control SET retries = retries + 1 WHERE id = 1", [])?;
+            super::audit::append(&tx, by, "outbox_retry", guid, &serde_json::json!({ "requeued": n }), now)?;
             tx.commit()?;
             Ok(n)
         })

@@ -1,5 +1,6 @@
 use super::*;
 use crate::core::IssuedCert;
+use crate::store::{AuditCheck, GENESIS};
 
 fn store() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
@@ -225,4 +226,89 @@ fn step_timings_are_kept() {
     assert_eq!(steps[0].duration_ms, Some(250));
     assert_eq!(steps[0].outcome.as_deref(), Some("ok"));
     assert_eq!(s.boards(10).unwrap()[0].step, "store");
+}
+
+fn audit_three(s: &Store) {
+    let b = s.open_board("st", SlotId(1), now()).unwrap();
+    let b = s.record_identity(b, &ident(G1), now()).unwrap();
+    commit(s, b, G1, "aa", false);
+    s.grant_override(&G1.parse().unwrap(), "sup", "rework", now())
+        .unwrap();
+    s.retry_parked(None, "cli:qa", now()).unwrap();
+}
+
+#[test]
+fn the_audit_trail_records_and_chains_events() {
+    let (_d, s) = store();
+    assert_eq!(s.verify_audit().unwrap(), AuditCheck::Intact { rows: 0 });
+    audit_three(&s);
+    let rows = s.audit_rows().unwrap();
+    let actions: Vec<&str> = rows.iter().map(|r| r.action.as_str()).collect();
+    assert_eq!(
+        actions,
+        ["certificate_issued", "override_granted", "outbox_retry"]
+    );
+    assert_eq!(rows[0].actor, "station");
+    assert_eq!(rows[0].detail["serial"], "aa");
+    assert_eq!(rows[1].actor, "sup");
+    assert_eq!(rows[2].actor, "cli:qa");
+    assert_eq!(rows[0].prev_hash, GENESIS);
+    assert_eq!(rows[1].prev_hash, rows[0].hash);
+    assert_eq!(s.verify_audit().unwrap(), AuditCheck::Intact { rows: 3 });
+}
+
+#[test]
+fn the_audit_trail_refuses_changes_and_detects_tampering() {
+    let (_d, s) = store();
+    audit_three(&s);
+    // Through SQL, rows can be neither changed nor removed.
+    let e = s
+        .with(|c| c.execute("UPDATE audit SET actor = 'x' WHERE id = 2", []))
+        .unwrap_err();
+    assert!(e.to_string().contains("append-only"), "{e}");
+    assert!(
+        s.with(|c| c.execute("DELETE FROM audit WHERE id = 2", []))
+            .is_err()
+    );
+
+    // Someone who drops the guards and edits a row is caught at that row.
+    s.with(|c| {
+        c.execute_batch("DROP TRIGGER audit_no_update; DROP TRIGGER audit_no_delete;")?;
+        c.execute(
+            "UPDATE audit SET detail = '{\"reason\":\"none\"}' WHERE id = 2",
+            [],
+        )
+    })
+    .unwrap();
+    match s.verify_audit().unwrap() {
+        AuditCheck::Broken { row: 2, reason } => assert!(reason.contains("edited"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_deleted_audit_row_is_named() {
+    let (_d, s) = store();
+    audit_three(&s);
+    s.with(|c| {
+        c.execute_batch("DROP TRIGGER audit_no_delete;")?;
+        c.execute("DELETE FROM audit WHERE id = 2", [])
+    })
+    .unwrap();
+    match s.verify_audit().unwrap() {
+        AuditCheck::Broken { row: 3, reason } => assert!(reason.contains("missing"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    // Deleted and renumbered: the chain no longer follows.
+    s.with(|c| {
+        c.execute_batch("DROP TRIGGER IF EXISTS audit_no_update;")?;
+        c.execute("UPDATE audit SET id = 2 WHERE id = 3", [])
+    })
+    .unwrap();
+    match s.verify_audit().unwrap() {
+        AuditCheck::Broken { row: 2, reason } => {
+            assert!(reason.contains("does not follow"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
 }

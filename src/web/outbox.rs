@@ -75,7 +75,12 @@ pub async fn retry(
         None => None,
     };
     let now = time::OffsetDateTime::now_utc();
-    let n = query(&s.store, move |st| st.retry_parked(guid.as_deref(), now)).await?;
+    // Until operators sign in, the audit trail can only say it came through
+    // the API.
+    let n = query(&s.store, move |st| {
+        st.retry_parked(guid.as_deref(), "api", now)
+    })
+    .await?;
     tracing::info!(jobs = n, "parked DPS uploads queued again by request");
     s.uploads.notify_one();
     Ok(Json(serde_json::json!({ "requeued": n })))
