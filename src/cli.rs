@@ -90,6 +90,71 @@ pub enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// The people who may use the station.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// Bearer tokens for scripts and the MES.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum UserCommand {
+    /// Add a user. Secrets are read from standard input, one per line (the
+    /// PIN first, then the password), never from the command line.
+    Add {
+        name: String,
+        /// operator, supervisor or admin.
+        #[arg(long)]
+        role: String,
+        /// What the badge scanner types for this person (needs --pin).
+        #[arg(long)]
+        badge: Option<String>,
+        /// Read a PIN (4 to 12 digits) from standard input.
+        #[arg(long)]
+        pin: bool,
+        /// Read a password (at least 10 characters) from standard input.
+        #[arg(long)]
+        password: bool,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// List users (no secrets are shown).
+    List {
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Stop a user from signing in.
+    Disable {
+        name: String,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Set a user's PIN, read from standard input.
+    SetPin {
+        name: String,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum TokenCommand {
+    /// Make a bearer token; it is printed once and stored only as a hash.
+    Create {
+        /// operator, supervisor or admin.
+        #[arg(long)]
+        role: String,
+        /// What the token is for (e.g. mes-import).
+        #[arg(long)]
+        name: String,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -329,6 +394,102 @@ pub fn outbox_retry(guid: Option<&str>, args: &ConfigArgs) -> anyhow::Result<()>
     println!(
         "{n} parked job(s) queued again; a running station resumes uploading within a few seconds"
     );
+    Ok(())
+}
+
+/// Reads one secret line from standard input (prompting on the terminal).
+fn read_secret(what: &str) -> anyhow::Result<String> {
+    use std::io::{BufRead, IsTerminal, Write};
+    if std::io::stdin().is_terminal() {
+        eprint!("{what}: ");
+        std::io::stderr().flush()?;
+    }
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    let line = line.trim_end_matches(['\r', '\n']).to_string();
+    if line.is_empty() {
+        anyhow::bail!("no {what} on standard input");
+    }
+    Ok(line)
+}
+
+fn store_of(args: &ConfigArgs) -> anyhow::Result<Store> {
+    let cfg = args.load()?;
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
+    Ok(Store::open(&cfg.database_path())?)
+}
+
+pub fn user_command(cmd: &UserCommand) -> anyhow::Result<()> {
+    let now = time::OffsetDateTime::now_utc();
+    match cmd {
+        UserCommand::Add {
+            name,
+            role,
+            badge,
+            pin,
+            password,
+            config,
+        } => {
+            let role: crate::store::Role = role.parse().map_err(anyhow::Error::msg)?;
+            let pin = pin.then(|| read_secret("PIN")).transpose()?;
+            let password = password.then(|| read_secret("password")).transpose()?;
+            let new = crate::store::NewUser {
+                name,
+                role,
+                badge: badge.as_deref(),
+                pin: pin.as_deref(),
+                password: password.as_deref(),
+            };
+            let u = store_of(config)?.add_user(&new, &cli_actor(), now)?;
+            println!("added {} ({})", u.name, u.role.as_str());
+        }
+        UserCommand::List { config } => {
+            for u in store_of(config)?.users()? {
+                println!(
+                    "{:<20} {:<10} badge {:<5} pin {:<5} password {:<5} {}",
+                    u.name,
+                    u.role.as_str(),
+                    if u.badge.is_some() { "yes" } else { "no" },
+                    if u.has_pin { "yes" } else { "no" },
+                    if u.has_password { "yes" } else { "no" },
+                    u.disabled_at
+                        .map(|t| format!("disabled {t}"))
+                        .unwrap_or_else(|| "enabled".into())
+                );
+            }
+        }
+        UserCommand::Disable { name, config } => {
+            if !store_of(config)?.disable_user(name, &cli_actor(), now)? {
+                anyhow::bail!("no enabled user named {name:?}");
+            }
+            println!("{name} can no longer sign in");
+        }
+        UserCommand::SetPin { name, config } => {
+            let pin = read_secret("new PIN")?;
+            if !store_of(config)?.set_pin(name, &pin, &cli_actor(), now)? {
+                anyhow::bail!("no user named {name:?}");
+            }
+            println!("PIN changed for {name}");
+        }
+    }
+    Ok(())
+}
+
+pub fn token_command(cmd: &TokenCommand) -> anyhow::Result<()> {
+    let TokenCommand::Create { role, name, config } = cmd;
+    let role: crate::store::Role = role.parse().map_err(anyhow::Error::msg)?;
+    let token = store_of(config)?.create_token(
+        name,
+        role,
+        &cli_actor(),
+        time::OffsetDateTime::now_utc(),
+    )?;
+    eprintln!(
+        "token {name:?} ({}): shown this once; the station keeps only its hash",
+        role.as_str()
+    );
+    println!("{token}");
     Ok(())
 }
 

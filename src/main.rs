@@ -70,6 +70,8 @@ async fn main() -> std::process::ExitCode {
         Command::Audit {
             command: AuditCommand::Export { out, config },
         } => station::cli::audit_export(out.as_deref(), &config),
+        Command::User { command } => station::cli::user_command(&command),
+        Command::Token { command } => station::cli::token_command(&command),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -231,3 +231,118 @@ fn audit_verify_and_export() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+fn station_with_stdin(args: &[&str], input: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = Command::new(station_bin())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn users_and_tokens_from_the_command_line() {
+    let (dir, _cfg) = prepare(&[], 300);
+    let c = dir.path().join("station.toml");
+    let c = c.to_str().unwrap();
+    let out = station_with_stdin(
+        &[
+            "user", "add", "ana", "--role", "operator", "--badge", "B-42", "--pin", "--config", c,
+        ],
+        "4711\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = station_with_stdin(
+        &[
+            "user",
+            "add",
+            "sam",
+            "--role",
+            "supervisor",
+            "--password",
+            "--config",
+            c,
+        ],
+        "a long password\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = station_with_stdin(
+        &[
+            "user",
+            "add",
+            "eve",
+            "--role",
+            "root",
+            "--password",
+            "--config",
+            c,
+        ],
+        "a long password\n",
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("operator, supervisor or admin"));
+
+    let out = station(&["user", "list", "--config", c]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("ana") && text.contains("sam") && !text.contains("4711"),
+        "{text}"
+    );
+    assert!(
+        station(&["user", "disable", "ana", "--config", c])
+            .status
+            .success()
+    );
+    assert!(
+        String::from_utf8_lossy(&station(&["user", "list", "--config", c]).stdout)
+            .contains("disabled")
+    );
+    assert!(
+        station_with_stdin(&["user", "set-pin", "ana", "--config", c], "9876\n")
+            .status
+            .success()
+    );
+
+    let out = station(&[
+        "token",
+        "create",
+        "--role",
+        "supervisor",
+        "--name",
+        "mes",
+        "--config",
+        c,
+    ]);
+    assert!(out.status.success());
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(token.starts_with("st_"));
+    let db = rusqlite::Connection::open(dir.path().join("data/station.db")).unwrap();
+    let stored: String = db
+        .query_row("SELECT token_hash FROM api_tokens", [], |r| r.get(0))
+        .unwrap();
+    assert_ne!(stored, token);
+
+    let out = station(&["audit", "verify", "--config", c]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("intact: 5 rows"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}

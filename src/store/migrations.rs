@@ -117,4 +117,30 @@ BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
 CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
 BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
 "#,
+    // 4: people and API tokens.
+    r#"
+CREATE TABLE users (
+    id             INTEGER PRIMARY KEY,
+    name           TEXT NOT NULL UNIQUE,
+    role           TEXT NOT NULL CHECK (role IN ('operator', 'supervisor', 'admin')),
+    -- What the badge scanner types; unique among users that have one.
+    badge          TEXT UNIQUE,
+    -- argon2 PHC strings; never the PIN or password itself.
+    pin_hash       TEXT,
+    password_hash  TEXT,
+    created_at     TEXT NOT NULL,
+    disabled_at    TEXT
+);
+
+CREATE TABLE api_tokens (
+    id          INTEGER PRIMARY KEY,
+    name        TEXT NOT NULL,
+    role        TEXT NOT NULL CHECK (role IN ('operator', 'supervisor', 'admin')),
+    -- SHA-256 of the token (tokens are 256 random bits; the token itself is
+    -- shown once and never stored).
+    token_hash  TEXT NOT NULL UNIQUE,
+    created_at  TEXT NOT NULL,
+    revoked_at  TEXT
+);
+"#,
 ];

@@ -1,6 +1,6 @@
 use super::*;
 use crate::core::IssuedCert;
-use crate::store::{AuditCheck, GENESIS};
+use crate::store::{AuditCheck, GENESIS, NewUser};
 
 fn store() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
@@ -311,4 +311,169 @@ fn a_deleted_audit_row_is_named() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+#[test]
+fn users_sign_in_with_badge_and_pin_or_password() {
+    use crate::store::Role;
+    let (_d, s) = store();
+    s.add_user(
+        &NewUser {
+            name: "ana",
+            role: Role::Operator,
+            badge: Some("BADGE-0042"),
+            pin: Some("4711"),
+            password: None,
+        },
+        "cli:root",
+        now(),
+    )
+    .unwrap();
+    s.add_user(
+        &NewUser {
+            name: "sam",
+            role: Role::Supervisor,
+            badge: None,
+            pin: None,
+            password: Some("correct horse battery"),
+        },
+        "cli:root",
+        now(),
+    )
+    .unwrap();
+    assert_eq!(
+        s.sign_in_badge("BADGE-0042", "4711").unwrap().unwrap().name,
+        "ana"
+    );
+    assert!(s.sign_in_badge("BADGE-0042", "4712").unwrap().is_none());
+    assert!(s.sign_in_badge("BADGE-9999", "4711").unwrap().is_none());
+    assert_eq!(
+        s.sign_in_password("sam", "correct horse battery")
+            .unwrap()
+            .unwrap()
+            .role,
+        Role::Supervisor
+    );
+    assert!(
+        s.sign_in_password("sam", "wrong horse battery")
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        s.sign_in_password("ana", "4711").unwrap().is_none(),
+        "no password set"
+    );
+
+    // Only hashes are stored.
+    let stored: String = s
+        .with(|c| {
+            c.query_row("SELECT pin_hash FROM users WHERE name = 'ana'", [], |r| {
+                r.get(0)
+            })
+        })
+        .unwrap();
+    assert!(stored.starts_with("$argon2") && !stored.contains("4711"));
+
+    assert!(s.set_pin("ana", "1234", "cli:root", now()).unwrap());
+    assert!(s.sign_in_badge("BADGE-0042", "1234").unwrap().is_some());
+    assert!(s.disable_user("ana", "cli:root", now()).unwrap());
+    assert!(
+        s.sign_in_badge("BADGE-0042", "1234").unwrap().is_none(),
+        "disabled users cannot sign in"
+    );
+    assert!(!s.disable_user("ana", "cli:root", now()).unwrap());
+
+    let actions: Vec<String> = s
+        .audit_rows()
+        .unwrap()
+        .into_iter()
+        .map(|r| r.action)
+        .collect();
+    assert_eq!(
+        actions,
+        ["user_added", "user_added", "pin_changed", "user_disabled"]
+    );
+}
+
+#[test]
+fn bad_users_are_refused_with_reasons() {
+    use crate::store::Role;
+    let (_d, s) = store();
+    let add = |name: &str, badge: Option<&str>, pin: Option<&str>, pw: Option<&str>| {
+        s.add_user(
+            &NewUser {
+                name,
+                role: Role::Operator,
+                badge,
+                pin,
+                password: pw,
+            },
+            "t",
+            now(),
+        )
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+    };
+    assert!(
+        add("ana", Some("B1"), Some("12"), None)
+            .unwrap_err()
+            .contains("4 to 12 digits")
+    );
+    assert!(
+        add("ana", Some("B1"), Some("12ab"), None)
+            .unwrap_err()
+            .contains("digits")
+    );
+    assert!(
+        add("ana", None, None, Some("short"))
+            .unwrap_err()
+            .contains("10 characters")
+    );
+    assert!(
+        add("ana", Some("B1"), None, None)
+            .unwrap_err()
+            .contains("badge goes with a PIN")
+    );
+    assert!(
+        add("ana", None, None, None)
+            .unwrap_err()
+            .contains("give a badge and PIN")
+    );
+    assert!(
+        add("a na", None, None, Some("long enough pw"))
+            .unwrap_err()
+            .contains("user name")
+    );
+    add("ana", Some("B1"), Some("1234"), None).unwrap();
+    assert!(
+        add("ana", None, None, Some("long enough pw"))
+            .unwrap_err()
+            .contains("exists")
+    );
+    assert!(
+        add("bob", Some("B1"), Some("1234"), None)
+            .unwrap_err()
+            .contains("exists"),
+        "badges are unique"
+    );
+}
+
+#[test]
+fn tokens_are_stored_hashed_and_carry_a_role() {
+    use crate::store::Role;
+    let (_d, s) = store();
+    let t = s
+        .create_token("mes-import", Role::Supervisor, "cli:root", now())
+        .unwrap();
+    assert!(t.starts_with("st_") && t.len() > 40);
+    assert_eq!(
+        s.token_role(&t).unwrap(),
+        Some(("mes-import".into(), Role::Supervisor))
+    );
+    assert_eq!(s.token_role("st_not-a-token").unwrap(), None);
+    let stored: String = s
+        .with(|c| c.query_row("SELECT token_hash FROM api_tokens", [], |r| r.get(0)))
+        .unwrap();
+    assert!(!stored.contains(&t[3..]));
+    assert!(Role::Admin > Role::Supervisor && Role::Supervisor > Role::Operator);
 }

@@ -1,0 +1,377 @@
+//! Users (operators, supervisors, admins) and API tokens. PINs and
+//! passwords are kept as argon2 hashes, tokens as SHA-256: none of them is
+//! ever stored, logged or shown back.
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use rusqlite::{OptionalExtension, params};
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use super::{Store, StoreError, audit, ts};
+
+/// What a person or a token may do; each role includes the ones below it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Operator,
+    Supervisor,
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Operator => "operator",
+            Role::Supervisor => "supervisor",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Role, String> {
+        match s {
+            "operator" => Ok(Role::Operator),
+            "supervisor" => Ok(Role::Supervisor),
+            "admin" => Ok(Role::Admin),
+            _ => Err(format!(
+                "{s:?} is not a role: operator, supervisor or admin"
+            )),
+        }
+    }
+}
+
+/// A user to add.
+#[derive(Debug, Clone, Copy)]
+pub struct NewUser<'a> {
+    pub name: &'a str,
+    pub role: Role,
+    pub badge: Option<&'a str>,
+    pub pin: Option<&'a str>,
+    pub password: Option<&'a str>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct User {
+    pub id: i64,
+    pub name: String,
+    pub role: Role,
+    pub badge: Option<String>,
+    pub has_pin: bool,
+    pub has_password: bool,
+    pub created_at: String,
+    pub disabled_at: Option<String>,
+}
+
+/// Why a new user or credential was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum PeopleError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn hash_secret(secret: &str) -> Result<String, PeopleError> {
+    let salt = SaltString::encode_b64(&crate::random::bytes::<16>())
+        .map_err(|e| PeopleError::Invalid(format!("cannot salt: {e}")))?;
+    argon2::Argon2::default()
+        .hash_password(secret.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| PeopleError::Invalid(format!("cannot hash: {e}")))
+}
+
+fn verify_secret(secret: &str, phc: &str) -> bool {
+    PasswordHash::new(phc)
+        .map(|h| {
+            argon2::Argon2::default()
+                .verify_password(secret.as_bytes(), &h)
+                .is_ok()
+        })
+        .unwrap_or(false)
+}
+
+/// A PIN is 4 to 12 digits.
+pub fn check_pin(pin: &str) -> Result<(), PeopleError> {
+    if (4..=12).contains(&pin.len()) && pin.bytes().all(|b| b.is_ascii_digit()) {
+        Ok(())
+    } else {
+        Err(PeopleError::Invalid("a PIN is 4 to 12 digits".into()))
+    }
+}
+
+/// A password is at least 10 characters.
+pub fn check_password(pw: &str) -> Result<(), PeopleError> {
+    if pw.chars().count() >= 10 {
+        Ok(())
+    } else {
+        Err(PeopleError::Invalid(
+            "a password has at least 10 characters".into(),
+        ))
+    }
+}
+
+fn check_name(name: &str) -> Result<(), PeopleError> {
+    if !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    {
+        Ok(())
+    } else {
+        Err(PeopleError::Invalid(format!(
+            "{name:?}: a user name is 1 to 64 letters, digits, '.', '_' or '-'"
+        )))
+    }
+}
+
+fn dummy_hash() -> &'static str {
+    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DUMMY.get_or_init(|| hash_secret("no such user").unwrap_or_default())
+}
+
+fn token_hash(token: &str) -> String {
+    hex::encode(ring::digest::digest(
+        &ring::digest::SHA256,
+        token.as_bytes(),
+    ))
+}
+
+fn user_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
+    let role: String = r.get(2)?;
+    Ok(User {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        role: role.parse().unwrap_or(Role::Operator),
+        badge: r.get(3)?,
+        has_pin: r.get::<_, Option<String>>(4)?.is_some(),
+        has_password: r.get::<_, Option<String>>(5)?.is_some(),
+        created_at: r.get(6)?,
+        disabled_at: r.get(7)?,
+    })
+}
+
+const USER_COLUMNS: &str =
+    "id, name, role, badge, pin_hash, password_hash, created_at, disabled_at";
+
+impl Store {
+    /// Adds a user; at least one way to sign in (badge + PIN, or password).
+    pub fn add_user(
+        &self,
+        new: &NewUser<'_>,
+        by: &str,
+        now: OffsetDateTime,
+    ) -> Result<User, PeopleError> {
+        let NewUser {
+            name,
+            role,
+            badge,
+            pin,
+            password,
+        } = *new;
+        check_name(name)?;
+        if badge.is_some() != pin.is_some() {
+            return Err(PeopleError::Invalid(
+                "a badge goes with a PIN: give both or neither".into(),
+            ));
+        }
+        if pin.is_none() && password.is_none() {
+            return Err(PeopleError::Invalid(
+                "give a badge and PIN, or a password, or both".into(),
+            ));
+        }
+        if let Some(b) = badge {
+            if b.trim().is_empty() || b.len() > 128 {
+                return Err(PeopleError::Invalid(
+                    "a badge is 1 to 128 characters".into(),
+                ));
+            }
+        }
+        let pin_hash = pin
+            .map(|p| check_pin(p).and_then(|_| hash_secret(p)))
+            .transpose()?;
+        let password_hash = password
+            .map(|p| check_password(p).and_then(|_| hash_secret(p)))
+            .transpose()?;
+        let exists = self.with(|c| {
+            c.query_row(
+                "SELECT EXISTS (SELECT 1 FROM users WHERE name = ?1 OR (badge IS NOT NULL AND badge = ?2))",
+                params![name, badge],
+                |r| r.get::<_, bool>(0),
+            )
+        })?;
+        if exists {
+            return Err(PeopleError::Invalid(format!(
+                "a user named {name:?} or with that badge exists already"
+            )));
+        }
+        let user = self.with(|c| {
+            let tx = c.transaction()?;
+            tx.execute(
+                "INSERT INTO users (name, role, badge, pin_hash, password_hash, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![name, role.as_str(), badge, pin_hash, password_hash, ts(now)],
+            )?;
+            audit::append(
+                &tx,
+                by,
+                "user_added",
+                Some(name),
+                &serde_json::json!({ "role": role.as_str(), "badge": badge.is_some(), "password": password.is_some() }),
+                now,
+            )?;
+            let u = tx.query_row(&format!("SELECT {USER_COLUMNS} FROM users WHERE name = ?1"), [name], user_row)?;
+            tx.commit()?;
+            Ok(u)
+        })?;
+        Ok(user)
+    }
+
+    pub fn users(&self) -> Result<Vec<User>, StoreError> {
+        self.with(|c| {
+            let mut st = c.prepare(&format!("SELECT {USER_COLUMNS} FROM users ORDER BY name"))?;
+            st.query_map([], user_row)?.collect()
+        })
+    }
+
+    /// Disables a user: no more sign-ins. Returns false if there is no such
+    /// enabled user.
+    pub fn disable_user(
+        &self,
+        name: &str,
+        by: &str,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let n = tx.execute(
+                "UPDATE users SET disabled_at = ?2 WHERE name = ?1 AND disabled_at IS NULL",
+                params![name, ts(now)],
+            )?;
+            if n > 0 {
+                audit::append(
+                    &tx,
+                    by,
+                    "user_disabled",
+                    Some(name),
+                    &serde_json::json!({}),
+                    now,
+                )?;
+            }
+            tx.commit()?;
+            Ok(n > 0)
+        })
+    }
+
+    /// Sets a user's PIN. Returns false if there is no such user.
+    pub fn set_pin(
+        &self,
+        name: &str,
+        pin: &str,
+        by: &str,
+        now: OffsetDateTime,
+    ) -> Result<bool, PeopleError> {
+        check_pin(pin)?;
+        let h = hash_secret(pin)?;
+        Ok(self.with(|c| {
+            let tx = c.transaction()?;
+            let n = tx.execute(
+                "UPDATE users SET pin_hash = ?2 WHERE name = ?1",
+                params![name, h],
+            )?;
+            if n > 0 {
+                audit::append(
+                    &tx,
+                    by,
+                    "pin_changed",
+                    Some(name),
+                    &serde_json::json!({}),
+                    now,
+                )?;
+            }
+            tx.commit()?;
+            Ok(n > 0)
+        })?)
+    }
+
+    /// The enabled user with this badge, if the PIN is right.
+    pub fn sign_in_badge(&self, badge: &str, pin: &str) -> Result<Option<User>, StoreError> {
+        self.sign_in("badge", badge, pin, 4)
+    }
+
+    /// The enabled user with this name, if the password is right.
+    pub fn sign_in_password(&self, name: &str, password: &str) -> Result<Option<User>, StoreError> {
+        self.sign_in("name", name, password, 5)
+    }
+
+    fn sign_in(
+        &self,
+        key: &str,
+        value: &str,
+        secret: &str,
+        hash_column: usize,
+    ) -> Result<Option<User>, StoreError> {
+        let found = self.with(|c| {
+            c.query_row(
+                &format!(
+                    "SELECT {USER_COLUMNS} FROM users WHERE {key} = ?1 AND disabled_at IS NULL"
+                ),
+                [value],
+                |r| Ok((user_row(r)?, r.get::<_, Option<String>>(hash_column)?)),
+            )
+            .optional()
+        })?;
+        Ok(match found {
+            Some((user, Some(phc))) if verify_secret(secret, &phc) => Some(user),
+            Some((_, Some(_))) => None,
+            // No such user (or no such credential): spend the same time as
+            // a wrong secret, so that timing does not tell which exist.
+            _ => {
+                verify_secret(secret, dummy_hash());
+                None
+            }
+        })
+    }
+
+    /// Makes an API token; returns the token, which is shown once only.
+    pub fn create_token(
+        &self,
+        name: &str,
+        role: Role,
+        by: &str,
+        now: OffsetDateTime,
+    ) -> Result<String, PeopleError> {
+        check_name(name)?;
+        use base64::Engine;
+        let token = format!(
+            "st_{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(crate::random::bytes::<32>())
+        );
+        let h = token_hash(&token);
+        self.with(|c| {
+            let tx = c.transaction()?;
+            tx.execute(
+                "INSERT INTO api_tokens (name, role, token_hash, created_at) VALUES (?1, ?2, ?3, ?4)",
+                params![name, role.as_str(), h, ts(now)],
+            )?;
+            audit::append(&tx, by, "token_created", Some(name), &serde_json::json!({ "role": role.as_str() }), now)?;
+            tx.commit()
+        })?;
+        Ok(token)
+    }
+
+    /// The role of a valid (not revoked) token.
+    pub fn token_role(&self, token: &str) -> Result<Option<(String, Role)>, StoreError> {
+        let h = token_hash(token);
+        self.with(|c| {
+            c.query_row(
+                "SELECT name, role FROM api_tokens WHERE token_hash = ?1 AND revoked_at IS NULL",
+                [h],
+                |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
+            )
+            .optional()
+        })
+        .map(|o| o.map(|(n, r)| (n, r.parse().unwrap_or(Role::Operator))))
+    }
+}
