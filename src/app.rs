@@ -23,6 +23,9 @@ pub struct App {
     pub store: Store,
     pub slots: SlotBoard,
     pub outbox: crate::dps::SharedStatus,
+    /// In demo mode with nobody registered: the sign-in (user name,
+    /// password) and API token made for the demo, to show once.
+    pub demo_access: Option<(String, String, String)>,
     /// Simulated jigs inside the station, by slot (for tests and the demo).
     pub sims: Vec<(u16, PtySim)>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -65,6 +68,40 @@ fn serial_opener(device: String, baud: u32, timing: LinkTiming) -> LinkOpener {
     })
 }
 
+/// A station nobody can sign in to is said so; a demo gets a sign-in and a
+/// token of its own.
+fn people_check(store: &Store, demo: bool) -> anyhow::Result<Option<(String, String, String)>> {
+    if !store.users()?.is_empty() {
+        return Ok(None);
+    }
+    if !demo {
+        tracing::warn!("nobody can sign in to the web UI yet: add people with `station user add`");
+        return Ok(None);
+    }
+    use base64::Engine;
+    let password =
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(crate::random::bytes::<12>());
+    let now = time::OffsetDateTime::now_utc();
+    let new = crate::store::NewUser {
+        name: "demo",
+        role: crate::store::Role::Admin,
+        badge: None,
+        pin: None,
+        password: Some(&password),
+    };
+    store.add_user(&new, "station (demo set-up)", now)?;
+    let token = store.create_token(
+        "demo",
+        crate::store::Role::Admin,
+        "station (demo set-up)",
+        now,
+    )?;
+    tracing::warn!(
+        "demo: made the admin user \"demo\" and an API token (shown on standard output once)"
+    );
+    Ok(Some(("demo".into(), password, token)))
+}
+
 /// Starts the station described by `cfg`.
 pub async fn start(cfg: &Config, demo_ca: bool) -> anyhow::Result<App> {
     std::fs::create_dir_all(&cfg.data_dir)
@@ -72,6 +109,7 @@ pub async fn start(cfg: &Config, demo_ca: bool) -> anyhow::Result<App> {
     let ca: Arc<dyn CaSigner> = Arc::new(load_ca(cfg, demo_ca)?);
     tracing::info!(ca = %ca.describe(), "factory CA loaded");
     let store = Store::open(&cfg.database_path())?;
+    let demo_access = people_check(&store, demo_ca)?;
     let slots = SlotBoard::default();
     let enrollment = Arc::new(EnrollmentTemplate::from_config(cfg));
     let uploads = Arc::new(tokio::sync::Notify::new());
@@ -157,6 +195,9 @@ pub async fn start(cfg: &Config, demo_ca: bool) -> anyhow::Result<App> {
         line: cfg.line.as_str().into(),
         outbox: outbox.clone(),
         uploads: uploads.clone(),
+        session_idle: time::Duration::try_from(cfg.session_idle)
+            .unwrap_or(time::Duration::minutes(30)),
+        throttle: Default::default(),
     };
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
@@ -167,13 +208,15 @@ pub async fn start(cfg: &Config, demo_ca: bool) -> anyhow::Result<App> {
             )
         })?;
     let addr = listener.local_addr()?;
-    let server = tokio::spawn(async move { axum::serve(listener, router(state)).await });
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
     tracing::info!(%addr, station = %cfg.station_id, slots = cfg.slots.len(), "station running");
     Ok(App {
         addr,
         store,
         slots,
         outbox,
+        demo_access,
         sims,
         tasks,
         server,

@@ -102,6 +102,10 @@ async fn serve(
         "station {} listening on http://{}",
         cfg.station_id, app.addr
     );
+    if let Some((user, password, token)) = &app.demo_access {
+        println!("demo sign-in: user name {user}, password {password}");
+        println!("demo API token: {token}");
+    }
     let result = tokio::select! {
         r = tokio::signal::ctrl_c() => r.map_err(anyhow::Error::from),
         r = app.wait() => r,

@@ -28,18 +28,32 @@ async fn the_demo_provisions_boards_with_the_reference_config() {
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     let log = dir.path().join("demo.log");
+    let out = dir.path().join("demo.out");
     let _child = Child(
         Command::new(station_bin())
             .args(["serve", "--demo", "2", "--listen", &listen, "--config"])
             .arg(&reference)
             .arg("--data-dir")
             .arg(dir.path().join("data"))
-            .stdout(Stdio::null())
+            .stdout(std::fs::File::create(&out).unwrap())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap(),
     );
-    let client = http_client();
+    // The demo prints a sign-in and an API token of its own.
+    let mut token = None;
+    for _ in 0..300 {
+        token = read(&out)
+            .lines()
+            .find_map(|l| l.strip_prefix("demo API token: ").map(str::to_string));
+        if token.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let token = token.unwrap_or_else(|| panic!("no demo token; log:\n{}", read(&log)));
+    assert!(read(&out).contains("demo sign-in: user name demo, password "));
+    let client = client_with_token(&token);
     let mut provisioned = 0;
     for _ in 0..300 {
         if let Ok(r) = client

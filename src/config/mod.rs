@@ -37,6 +37,22 @@ struct RawConfig {
     demo: RawDemo,
     #[serde(default)]
     dps: RawDps,
+    #[serde(default)]
+    ui: RawUi,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawUi {
+    session_idle_minutes: u32,
+}
+
+impl Default for RawUi {
+    fn default() -> Self {
+        RawUi {
+            session_idle_minutes: 30,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -184,6 +200,8 @@ pub struct Config {
     /// The lot or work order stamped on each board's enrollment, if set.
     pub work_order: Option<String>,
     pub dps: DpsConfig,
+    /// A web session idle this long ends.
+    pub session_idle: Duration,
 }
 
 /// `[dps]`: where and how enrollments are uploaded.
@@ -470,9 +488,17 @@ impl Config {
         let dps = dps_config(&raw.dps, dps_env).map_err(|(k, r)| err(k, r))?;
         let work_order = s.work_order.clone().filter(|w| !w.trim().is_empty());
 
+        if !(1..=24 * 60).contains(&raw.ui.session_idle_minutes) {
+            return Err(err(
+                "ui.session_idle_minutes",
+                format!("{} must be between 1 and 1440", raw.ui.session_idle_minutes),
+            ));
+        }
+
         Ok(Config {
             work_order,
             dps,
+            session_idle: Duration::from_secs(u64::from(raw.ui.session_idle_minutes) * 60),
             file: path.to_path_buf(),
             station_id: s.id.clone(),
             line: s.line.clone(),

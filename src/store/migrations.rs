@@ -143,4 +143,16 @@ CREATE TABLE api_tokens (
     revoked_at  TEXT
 );
 "#,
+    // 5: sign-in sessions of the web UI.
+    r#"
+CREATE TABLE sessions (
+    -- SHA-256 of the cookie value; the value itself is never stored.
+    token_hash  TEXT PRIMARY KEY,
+    user_id     INTEGER NOT NULL REFERENCES users (id),
+    -- Sent back with every state-changing form or request.
+    csrf        TEXT NOT NULL,
+    created_at  TEXT NOT NULL,
+    last_seen   TEXT NOT NULL
+);
+"#,
 ];

@@ -375,3 +375,112 @@ impl Store {
         .map(|o| o.map(|(n, r)| (n, r.parse().unwrap_or(Role::Operator))))
     }
 }
+
+/// A signed-in user's session, as the web layer sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub user: User,
+    pub csrf: String,
+}
+
+impl Store {
+    /// Opens a session for a user; returns the cookie value (shown once,
+    /// stored as a hash) and the session.
+    pub fn open_session(
+        &self,
+        user: &User,
+        now: OffsetDateTime,
+    ) -> Result<(String, Session), StoreError> {
+        use base64::Engine;
+        let b64 = |b: [u8; 32]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+        let cookie = b64(crate::random::bytes());
+        let csrf = b64(crate::random::bytes());
+        self.with(|c| {
+            let tx = c.transaction()?;
+            tx.execute(
+                "INSERT INTO sessions (token_hash, user_id, csrf, created_at, last_seen) VALUES (?1, ?2, ?3, ?4, ?4)",
+                params![token_hash(&cookie), user.id, csrf, ts(now)],
+            )?;
+            audit::append(&tx, &user.name, "login", None, &serde_json::json!({}), now)?;
+            tx.commit()
+        })?;
+        Ok((
+            cookie,
+            Session {
+                user: user.clone(),
+                csrf,
+            },
+        ))
+    }
+
+    /// The live session for a cookie: its user enabled, idle for less than
+    /// `idle`. Touches it; an expired one is removed.
+    pub fn session(
+        &self,
+        cookie: &str,
+        idle: time::Duration,
+        now: OffsetDateTime,
+    ) -> Result<Option<Session>, StoreError> {
+        let h = token_hash(cookie);
+        self.with(|c| {
+            let found = c
+                .query_row(
+                    &format!(
+                        "SELECT {cols}, s.csrf, s.last_seen FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.token_hash = ?1",
+                        cols = USER_COLUMNS.split(", ").map(|x| format!("u.{x}")).collect::<Vec<_>>().join(", ")
+                    ),
+                    [&h],
+                    |r| Ok((user_row(r)?, r.get::<_, String>(8)?, r.get::<_, String>(9)?)),
+                )
+                .optional()?;
+            let Some((user, csrf, last_seen)) = found else {
+                return Ok(None);
+            };
+            let fresh = OffsetDateTime::parse(&last_seen, &time::format_description::well_known::Rfc3339)
+                .map(|t| now - t < idle)
+                .unwrap_or(false);
+            if !fresh || user.disabled_at.is_some() {
+                c.execute("DELETE FROM sessions WHERE token_hash = ?1", [&h])?;
+                return Ok(None);
+            }
+            c.execute("UPDATE sessions SET last_seen = ?2 WHERE token_hash = ?1", params![h, ts(now)])?;
+            Ok(Some(Session { user, csrf }))
+        })
+    }
+
+    /// Ends a session (sign-out).
+    pub fn close_session(&self, cookie: &str, now: OffsetDateTime) -> Result<(), StoreError> {
+        let h = token_hash(cookie);
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let name: Option<String> = tx
+                .query_row(
+                    "SELECT u.name FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.token_hash = ?1",
+                    [&h],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            tx.execute("DELETE FROM sessions WHERE token_hash = ?1", [&h])?;
+            if let Some(name) = name {
+                audit::append(&tx, &name, "logout", None, &serde_json::json!({}), now)?;
+            }
+            tx.commit()
+        })
+    }
+
+    /// Records a refused sign-in.
+    pub fn failed_login(
+        &self,
+        who: &str,
+        reason: &str,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        self.audit(
+            "unknown",
+            "failed_login",
+            Some(who),
+            &serde_json::json!({ "reason": reason }),
+            now,
+        )
+    }
+}

@@ -477,3 +477,40 @@ fn tokens_are_stored_hashed_and_carry_a_role() {
     assert!(!stored.contains(&t[3..]));
     assert!(Role::Admin > Role::Supervisor && Role::Supervisor > Role::Operator);
 }
+
+#[test]
+fn sessions_expire_when_idle_and_with_their_user() {
+    use crate::store::Role;
+    let (_d, s) = store();
+    let u = s
+        .add_user(
+            &NewUser {
+                name: "ana",
+                role: Role::Operator,
+                badge: None,
+                pin: None,
+                password: Some("a long password"),
+            },
+            "t",
+            now(),
+        )
+        .unwrap();
+    let (cookie, session) = s.open_session(&u, now()).unwrap();
+    let idle = time::Duration::minutes(30);
+    assert_eq!(
+        s.session(&cookie, idle, now()).unwrap().unwrap().csrf,
+        session.csrf
+    );
+    assert!(s.session("not-a-cookie", idle, now()).unwrap().is_none());
+    let later = now() + time::Duration::minutes(31);
+    assert!(
+        s.session(&cookie, idle, later).unwrap().is_none(),
+        "idle too long"
+    );
+    let (cookie, _) = s.open_session(&u, now()).unwrap();
+    s.disable_user("ana", "t", now()).unwrap();
+    assert!(
+        s.session(&cookie, idle, now()).unwrap().is_none(),
+        "a disabled user's session ends"
+    );
+}

@@ -6,8 +6,10 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
 
+use super::auth::Caller;
 use super::{ApiError, AppState, query};
 use crate::ids::Guid;
+use crate::store::Role;
 use crate::store::{BoardRow, StepRow};
 use crate::workflow::SlotView;
 
@@ -22,8 +24,12 @@ pub async fn health(State(s): State<AppState>) -> Result<Json<serde_json::Value>
     })))
 }
 
-pub async fn slots(State(s): State<AppState>) -> Json<Vec<SlotView>> {
-    Json(s.slots.all())
+pub async fn slots(
+    State(s): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Vec<SlotView>>, ApiError> {
+    caller.require(Role::Operator)?;
+    Ok(Json(s.slots.all()))
 }
 
 #[derive(Deserialize)]
@@ -34,8 +40,10 @@ pub struct BoardsQuery {
 
 pub async fn boards(
     State(s): State<AppState>,
+    caller: Caller,
     Query(q): Query<BoardsQuery>,
 ) -> Result<Json<Vec<BoardRow>>, ApiError> {
+    caller.require(Role::Operator)?;
     let limit = q.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::BadRequest(format!(
@@ -62,8 +70,10 @@ pub struct BoardDetail {
 
 pub async fn board(
     State(s): State<AppState>,
+    caller: Caller,
     Path(guid): Path<String>,
 ) -> Result<Json<BoardDetail>, ApiError> {
+    caller.require(Role::Operator)?;
     let guid: Guid = guid
         .parse()
         .map_err(|e: crate::ids::IdError| ApiError::BadRequest(e.to_string()))?;
@@ -92,11 +102,12 @@ pub async fn board(
     }))
 }
 
-pub async fn ca(State(s): State<AppState>) -> impl IntoResponse {
-    (
+pub async fn ca(State(s): State<AppState>, caller: Caller) -> Result<impl IntoResponse, ApiError> {
+    caller.require(Role::Operator)?;
+    Ok((
         [(header::CONTENT_TYPE, "application/x-pem-file")],
         s.ca_pem.to_string(),
-    )
+    ))
 }
 
 pub async fn not_found() -> ApiError {

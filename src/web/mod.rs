@@ -3,6 +3,8 @@
 //! request, ask the store or the slot board, and shape the answer.
 
 mod api;
+pub mod auth;
+mod login;
 mod outbox;
 mod page;
 
@@ -27,11 +29,16 @@ pub struct AppState {
     pub outbox: crate::dps::SharedStatus,
     /// Wakes the uploader after a retry.
     pub uploads: Arc<tokio::sync::Notify>,
+    /// A session idle this long is over.
+    pub session_idle: time::Duration,
+    pub throttle: Arc<auth::Throttle>,
 }
 
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(page::index))
+        .route("/login", get(login::show).post(login::submit))
+        .route("/logout", axum::routing::post(login::logout))
         .route("/api/v1/health", get(api::health))
         .route("/api/v1/slots", get(api::slots))
         .route("/api/v1/boards", get(api::boards))
@@ -49,6 +56,10 @@ pub fn router(state: AppState) -> Router {
 #[derive(Debug)]
 pub enum ApiError {
     BadRequest(String),
+    /// No valid session or token.
+    Unauthorized,
+    /// Signed in, but not allowed (role, CSRF).
+    Forbidden(String),
     NotFound(String),
     Store(StoreError),
     /// A fault of the station itself; the detail goes to the log only.
@@ -59,6 +70,16 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, msg) = match self {
             ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, m),
+            ApiError::Unauthorized => {
+                let body = serde_json::json!({ "error": "sign in, or send a bearer token (station token create)" });
+                return (
+                    StatusCode::UNAUTHORIZED,
+                    [(axum::http::header::WWW_AUTHENTICATE, "Bearer")],
+                    axum::Json(body),
+                )
+                    .into_response();
+            }
+            ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, m),
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, m),
             ApiError::Internal(e) => {
                 tracing::error!("API request failed: {e}");

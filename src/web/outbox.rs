@@ -7,9 +7,11 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
 
+use super::auth::Caller;
 use super::{ApiError, AppState, query};
 use crate::dps::OutboxStatus;
 use crate::store::JobRow;
+use crate::store::Role;
 
 #[derive(Serialize)]
 pub struct OutboxView {
@@ -40,7 +42,11 @@ fn snapshot(s: &AppState) -> Result<OutboxStatus, ApiError> {
         .map_err(|_| ApiError::Internal("the outbox status lock is poisoned".into()))
 }
 
-pub async fn status(State(s): State<AppState>) -> Result<Json<OutboxView>, ApiError> {
+pub async fn status(
+    State(s): State<AppState>,
+    caller: Caller,
+) -> Result<Json<OutboxView>, ApiError> {
+    caller.require(Role::Operator)?;
     let (counts, parked) = query(&s.store, |st| {
         Ok((st.outbox_counts()?, st.outbox_jobs(Some("parked"), 1000)?))
     })
@@ -62,10 +68,15 @@ pub struct RetryQuery {
     guid: Option<String>,
 }
 
+/// Supervisors only; a session must send its CSRF token in `X-CSRF-Token`.
 pub async fn retry(
     State(s): State<AppState>,
+    caller: Caller,
+    headers: axum::http::HeaderMap,
     Query(q): Query<RetryQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    caller.require(Role::Supervisor)?;
+    caller.check_csrf(headers.get("x-csrf-token").and_then(|v| v.to_str().ok()))?;
     let guid = match q.guid {
         Some(g) => Some(
             g.parse::<crate::ids::Guid>()
@@ -75,10 +86,9 @@ pub async fn retry(
         None => None,
     };
     let now = time::OffsetDateTime::now_utc();
-    // Until operators sign in, the audit trail can only say it came through
-    // the API.
+    let by = caller.name.clone();
     let n = query(&s.store, move |st| {
-        st.retry_parked(guid.as_deref(), "api", now)
+        st.retry_parked(guid.as_deref(), &by, now)
     })
     .await?;
     tracing::info!(jobs = n, "parked DPS uploads queued again by request");

@@ -23,6 +23,20 @@ pub fn http_client() -> reqwest::Client {
     reqwest::Client::new()
 }
 
+/// An HTTP client that sends `token` as its bearer token.
+pub fn client_with_token(token: &str) -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {token}").parse().unwrap(),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap()
+}
+
 /// Station configuration for tests: quick timeouts, serial slots on the
 /// given devices.
 pub fn config_text(devices: &[String], timeout_ms: u64) -> String {
@@ -63,7 +77,9 @@ pub struct TestStation {
     pub app: station::app::App,
     pub sims: Vec<PtySim>,
     pub base: String,
+    /// Sends the admin token with every request.
     pub client: reqwest::Client,
+    pub token: String,
 }
 
 /// Writes the config and a fresh CA in a new folder.
@@ -116,6 +132,16 @@ impl TestStation {
         let devices: Vec<String> = sims.iter().map(|s| s.device.clone()).collect();
         let (dir, cfg) = prepare_with(&devices, timeout_ms, extra);
         before(&cfg);
+        // The harness calls the API as an admin, with a bearer token.
+        let token = Store::open(&cfg.database_path())
+            .unwrap()
+            .create_token(
+                "tests",
+                station::store::Role::Admin,
+                "tests",
+                time::OffsetDateTime::now_utc(),
+            )
+            .unwrap();
         let app = station::app::start(&cfg, false).await.unwrap();
         let base = format!("http://{}", app.addr);
         TestStation {
@@ -123,7 +149,8 @@ impl TestStation {
             app,
             sims,
             base,
-            client: http_client(),
+            client: client_with_token(&token),
+            token,
         }
     }
 
