@@ -146,6 +146,13 @@ pub async fn start(cfg: &Config, demo_ca: bool) -> anyhow::Result<App> {
         ),
     }
     let mut sims = Vec::new();
+    let mut slot_commands = std::collections::BTreeMap::new();
+    // The work order in production: the one set at the UI (kept across
+    // restarts), else the configured one.
+    let current = store
+        .setting("work_order")?
+        .or_else(|| cfg.work_order.clone());
+    let work_order = Arc::new(std::sync::RwLock::new(current));
     for sc in &cfg.slots {
         let (opener, device, simulated) = match &sc.link {
             SlotLink::Serial { device, baud } => (
@@ -184,8 +191,11 @@ pub async fn start(cfg: &Config, demo_ca: bool) -> anyhow::Result<App> {
             view: slots.clone(),
             enrollment: enrollment.clone(),
             uploads: uploads.clone(),
+            work_order: work_order.clone(),
         };
-        tasks.push(tokio::spawn(driver.run(opener)));
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        slot_commands.insert(sc.id.0, tx);
+        tasks.push(tokio::spawn(driver.run(opener, rx)));
     }
     let state = AppState {
         store: store.clone(),
@@ -198,6 +208,8 @@ pub async fn start(cfg: &Config, demo_ca: bool) -> anyhow::Result<App> {
         session_idle: time::Duration::try_from(cfg.session_idle)
             .unwrap_or(time::Duration::minutes(30)),
         throttle: Default::default(),
+        slot_commands: Arc::new(slot_commands),
+        work_order,
     };
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await

@@ -229,7 +229,10 @@ async fn api_answers_bad_requests_clearly() {
         .text()
         .await
         .unwrap();
-    assert!(page.contains("test-station") && page.contains("Slots"));
+    assert!(
+        page.contains("test-station") && page.contains("id=\"slots\""),
+        "{page}"
+    );
     let css = st
         .client
         .get(format!("{}/static/station.css", st.base))

@@ -32,6 +32,16 @@ impl Failure {
         )
     }
 
+    pub fn aborted(step: Step) -> Failure {
+        Failure::new(
+            "aborted",
+            format!(
+                "stopped by the operator during the {} step: press Retry to provision it again",
+                step.as_str()
+            ),
+        )
+    }
+
     pub fn version(v: u32) -> Failure {
         Failure::new(
             "protocol_version",

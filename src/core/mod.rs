@@ -123,6 +123,11 @@ pub enum Event {
     },
     Done(Output),
     Failed(Failure),
+    /// An operator asks to provision the board in the slot again (after a
+    /// failure, or one found finished at start-up).
+    Retry,
+    /// An operator stops the board being provisioned.
+    Abort,
 }
 
 /// The result of a step the driver carried out.
@@ -234,6 +239,8 @@ pub fn step(state: SlotState, event: Event) -> (SlotState, Vec<Command>) {
         (Empty | Done(_), Event::Inserted) => (Testing, vec![]),
         (Empty | Testing, Event::TestPassed) => begin(BoardCtx::default()),
         (Empty | Testing, Event::TestFailed { code, message }) => begin_test_failed(code, message),
+        (Done(Outcome::Failed(_) | Outcome::Unknown), Event::Retry) => begin(BoardCtx::default()),
+        (Busy { step, .. }, Event::Abort) => fail(step, Failure::aborted(step)),
         (Busy { step, board }, Event::Done(out)) => advance(step, board, out),
         (Busy { step, .. }, Event::Failed(f)) => fail(step, f),
         // Anything else is stale (an answer after removal, a repeated event).

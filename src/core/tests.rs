@@ -371,6 +371,35 @@ fn a_poll_keeps_the_last_result_until_the_board_is_gone() {
     assert_eq!(s, SlotState::Testing);
 }
 
+#[test]
+fn operators_retry_failures_and_abort_runs() {
+    let failed = SlotState::Done(Outcome::Failed(Failure::new("no_answer", "x")));
+    let (s, c) = step(failed, Event::Retry);
+    assert!(matches!(
+        s,
+        SlotState::Busy {
+            step: Step::Hello,
+            ..
+        }
+    ));
+    assert_eq!(c, vec![Command::OpenBoard, Command::Run(Action::Hello)]);
+    // A provisioned board is not provisioned again by a retry.
+    let done = SlotState::Done(Outcome::Provisioned {
+        serial: crate::ids::Serial("ab".into()),
+    });
+    assert_eq!(step(done.clone(), Event::Retry), (done, vec![]));
+    assert_eq!(
+        step(SlotState::Empty, Event::Retry),
+        (SlotState::Empty, vec![])
+    );
+    let (busy, _) = step(SlotState::Testing, Event::TestPassed);
+    let (s, c) = step(busy, Event::Abort);
+    assert_eq!(failed_code(&s), "aborted");
+    assert!(c.contains(&Command::NotifyFailed {
+        code: "aborted".into()
+    }));
+}
+
 /// The core must stay free of I/O: no runtime, web, database, serial or
 /// file-system code in its sources.
 #[test]

@@ -38,7 +38,10 @@ impl EnrollmentTemplate {
             "provisionedAt": f.provisioned_at,
         });
         for (k, v) in [
-            ("workOrder", &self.work_order),
+            (
+                "workOrder",
+                &f.work_order.clone().or_else(|| self.work_order.clone()),
+            ),
             ("hardwareRevision", &f.hw_revision),
             ("firmwareVersion", &f.fw_version),
             ("mac", &f.mac),
@@ -96,6 +99,7 @@ mod tests {
             station: "st-1".into(),
             slot: 3,
             operator: None,
+            work_order: None,
             certificate_pem: "-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n"
                 .into(),
             provisioned_at: "2026-11-22T10:00:00.000Z".into(),

@@ -155,4 +155,13 @@ CREATE TABLE sessions (
     last_seen   TEXT NOT NULL
 );
 "#,
+    // 6: the work order stamped on each board; station settings that
+    // outlive a restart (the current work order).
+    r#"
+ALTER TABLE boards ADD COLUMN work_order TEXT;
+CREATE TABLE settings (
+    key    TEXT PRIMARY KEY,
+    value  TEXT
+);
+"#,
 ];

@@ -80,11 +80,19 @@ pub struct BoardRow {
     pub fw_version: Option<String>,
     pub mac: Option<String>,
     pub operator: Option<String>,
+    pub work_order: Option<String>,
     pub certificate_serial: Option<String>,
     pub error_code: Option<String>,
     pub error: Option<String>,
     pub started_at: String,
     pub finished_at: Option<String>,
+}
+
+/// Who provisions a board, and for which work order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stamp {
+    pub operator: Option<String>,
+    pub work_order: Option<String>,
 }
 
 /// What the store knows of a provisioned board, for its enrollment.
@@ -97,6 +105,7 @@ pub struct EnrollmentFacts {
     pub station: String,
     pub slot: u16,
     pub operator: Option<String>,
+    pub work_order: Option<String>,
     pub certificate_pem: String,
     pub provisioned_at: String,
 }
@@ -156,7 +165,7 @@ pub struct Store {
     path: PathBuf,
 }
 
-const BOARD_COLUMNS: &str = "b.id, b.guid, b.slot, b.station, b.status, b.step, b.hw_revision, b.fw_version, b.mac, b.operator,
+const BOARD_COLUMNS: &str = "b.id, b.guid, b.slot, b.station, b.status, b.step, b.hw_revision, b.fw_version, b.mac, b.operator, b.work_order,
      (SELECT serial FROM certificates c WHERE c.board_id = b.id ORDER BY c.issued_at DESC LIMIT 1),
      b.error_code, b.error, b.started_at, b.finished_at";
 
@@ -172,11 +181,12 @@ fn board_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BoardRow> {
         fw_version: r.get(7)?,
         mac: r.get(8)?,
         operator: r.get(9)?,
-        certificate_serial: r.get(10)?,
-        error_code: r.get(11)?,
-        error: r.get(12)?,
-        started_at: r.get(13)?,
-        finished_at: r.get(14)?,
+        work_order: r.get(10)?,
+        certificate_serial: r.get(11)?,
+        error_code: r.get(12)?,
+        error: r.get(13)?,
+        started_at: r.get(14)?,
+        finished_at: r.get(15)?,
     })
 }
 
@@ -288,6 +298,18 @@ impl Store {
         slot: SlotId,
         now: OffsetDateTime,
     ) -> Result<BoardId, StoreError> {
+        self.open_board_by(station, slot, &Stamp::default(), now)
+    }
+
+    /// As [`Store::open_board`], stamping who provisions the board and for
+    /// which work order (a new record only: an adopted one keeps its own).
+    pub fn open_board_by(
+        &self,
+        station: &str,
+        slot: SlotId,
+        stamp: &Stamp,
+        now: OffsetDateTime,
+    ) -> Result<BoardId, StoreError> {
         self.with(|c| {
             let tx = c.transaction()?;
             let existing: Option<i64> = tx
@@ -307,8 +329,8 @@ impl Store {
                 }
                 None => {
                     tx.execute(
-                        "INSERT INTO boards (station, slot, status, step, started_at) VALUES (?1, ?2, 'in_progress', 'hello', ?3)",
-                        params![station, slot.0, ts(now)],
+                        "INSERT INTO boards (station, slot, status, step, started_at, operator, work_order) VALUES (?1, ?2, 'in_progress', 'hello', ?3, ?4, ?5)",
+                        params![station, slot.0, ts(now), stamp.operator, stamp.work_order],
                     )?;
                     tx.last_insert_rowid()
                 }
@@ -529,7 +551,7 @@ impl Store {
             )?;
             if let Some(build) = enroll {
                 let facts = tx.query_row(
-                    "SELECT b.guid, b.hw_revision, b.fw_version, b.mac, b.station, b.slot, b.operator, c.pem
+                    "SELECT b.guid, b.hw_revision, b.fw_version, b.mac, b.station, b.slot, b.operator, c.pem, b.work_order
                      FROM boards b JOIN certificates c ON c.board_id = b.id AND c.serial = ?2 WHERE b.id = ?1",
                     params![board.0, serial.0],
                     |r| {
@@ -541,6 +563,7 @@ impl Store {
                             station: r.get(4)?,
                             slot: r.get(5)?,
                             operator: r.get(6)?,
+                            work_order: r.get(8)?,
                             certificate_pem: r.get(7)?,
                             provisioned_at: ts(now),
                         })
@@ -557,6 +580,36 @@ impl Store {
         self.with(|c| {
             let tx = c.transaction()?;
             fail_in(&tx, board.0, f, now)?;
+            tx.commit()
+        })
+    }
+
+    /// A station setting that outlives a restart.
+    pub fn setting(&self, key: &str) -> Result<Option<String>, StoreError> {
+        self.with(|c| {
+            c.query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map(Option::flatten)
+        })
+    }
+
+    /// Sets a station setting, with an audit row saying who and what.
+    pub fn set_setting(
+        &self,
+        key: &str,
+        value: Option<&str>,
+        by: &str,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            tx.execute(
+                "INSERT INTO settings (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                params![key, value],
+            )?;
+            audit::append(&tx, by, "setting_changed", Some(key), &serde_json::json!({ "value": value }), now)?;
             tx.commit()
         })
     }

@@ -6,7 +6,8 @@ mod api;
 pub mod auth;
 mod login;
 mod outbox;
-mod page;
+pub mod page;
+mod supervisor;
 
 use std::sync::Arc;
 
@@ -32,6 +33,12 @@ pub struct AppState {
     /// A session idle this long is over.
     pub session_idle: time::Duration,
     pub throttle: Arc<auth::Throttle>,
+    /// Operator actions to each slot's task.
+    pub slot_commands: Arc<
+        std::collections::BTreeMap<u16, tokio::sync::mpsc::Sender<crate::workflow::SlotCommand>>,
+    >,
+    /// The work order in production, shared with the slot tasks.
+    pub work_order: Arc<std::sync::RwLock<Option<String>>>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -45,6 +52,15 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/boards/{guid}", get(api::board))
         .route("/api/v1/ca", get(api::ca))
         .route("/static/station.css", get(page::stylesheet))
+        .route("/static/line.js", get(page::script))
+        .route("/events", get(page::events))
+        .route(
+            "/slots/{slot}/action",
+            axum::routing::post(page::slot_action),
+        )
+        .route("/work-order", axum::routing::post(page::set_work_order))
+        .route("/supervisor", get(supervisor::page))
+        .route("/supervisor/retry", axum::routing::post(supervisor::retry))
         .route("/api/v1/outbox", get(outbox::status))
         .route("/api/v1/outbox/retry", axum::routing::post(outbox::retry))
         .route("/metrics", get(outbox::metrics))

@@ -1,56 +1,280 @@
-//! The plain HTML page: slots and recent boards. The operator UI proper is
-//! a later piece of work; this page only shows what the API shows.
+//! The line view: every slot at a glance, pushed to the browser as it
+//! changes (server-sent events), with the operator's actions (sign in at a
+//! slot, retry or start, abort) and the shift's work order. Also the
+//! stylesheet and script, compiled into the binary.
+
+use std::convert::Infallible;
 
 use askama::Template;
-use axum::extract::State;
-use axum::response::Html;
+use axum::Form;
+use axum::extract::{Path, State};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use serde::Deserialize;
 
 use super::auth::Caller;
 use super::{ApiError, AppState, query};
-use crate::store::BoardRow;
-use crate::workflow::SlotView;
+use crate::ids::SlotId;
+use crate::store::{BoardRow, Role};
+use crate::workflow::{SlotCommand, SlotView};
 
-#[derive(Template)]
-#[template(path = "index.html")]
-struct Index {
-    user: String,
-    role: &'static str,
-    csrf: String,
-    station: String,
-    line: String,
-    slots: Vec<SlotView>,
-    boards: Vec<BoardRow>,
+/// The steps, in order, for the progress bar.
+const STEPS: [&str; 9] = [
+    "hello", "identify", "review", "keygen", "issue", "store", "readback", "prove", "finish",
+];
+
+/// A slot as the tile shows it.
+pub struct Tile {
+    slot: u16,
+    simulated: bool,
+    class: &'static str,
+    mark: &'static str,
+    label: String,
+    progress: Option<(usize, usize, &'static str)>,
+    guid: Option<String>,
+    error: Option<String>,
+    link_error: Option<String>,
+    operator: Option<String>,
+    can_retry: bool,
+    retry_label: &'static str,
+    can_abort: bool,
 }
 
-/// The stylesheet from `static/`, compiled into the binary so the station
-/// runs from any folder.
-pub async fn stylesheet() -> impl axum::response::IntoResponse {
+impl Tile {
+    fn of(v: &SlotView) -> Tile {
+        let (class, mark, label) = match v.state {
+            "empty" => ("idle", "○", "Waiting for a board".to_string()),
+            "testing" => ("busy", "…", "Board in: functional test running".to_string()),
+            "provisioning" => ("busy", "⟳", "Provisioning".to_string()),
+            "provisioned" => (
+                "pass",
+                "✔",
+                "PASS: provisioned, remove the board".to_string(),
+            ),
+            "failed" => ("fail", "✖", "FAIL: set the board aside".to_string()),
+            _ => (
+                "idle",
+                "■",
+                "Finished before the station started: remove the board".to_string(),
+            ),
+        };
+        let progress = v.step.and_then(|s| {
+            STEPS
+                .iter()
+                .position(|x| *x == s)
+                .map(|i| (i + 1, STEPS.len(), s))
+        });
+        Tile {
+            slot: v.slot,
+            simulated: v.simulated,
+            class: if v.link == "disconnected" {
+                "fail"
+            } else {
+                class
+            },
+            mark,
+            label,
+            progress,
+            guid: v.guid.clone(),
+            error: v.error.clone(),
+            link_error: v.link_error.clone(),
+            operator: v.operator.clone(),
+            can_retry: matches!(v.state, "failed" | "done"),
+            retry_label: if v.state == "failed" {
+                "Retry"
+            } else {
+                "Start"
+            },
+            can_abort: v.state == "provisioning",
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "slots.html")]
+pub struct Slots {
+    pub tiles: Vec<Tile>,
+    pub csrf: String,
+}
+
+#[derive(Template)]
+#[template(path = "line.html")]
+pub struct Line {
+    pub user: String,
+    pub role: &'static str,
+    pub csrf: String,
+    pub station: String,
+    pub line: String,
+    pub work_order: String,
+    pub slots_html: String,
+    pub boards: Vec<BoardRow>,
+}
+
+fn render(t: &impl Template) -> Result<String, ApiError> {
+    t.render()
+        .map_err(|e| ApiError::Internal(format!("a page could not be drawn: {e}")))
+}
+
+fn slots_html(s: &AppState, csrf: &str) -> Result<String, ApiError> {
+    render(&Slots {
+        tiles: s.slots.all().iter().map(Tile::of).collect(),
+        csrf: csrf.to_string(),
+    })
+}
+
+pub async fn stylesheet() -> impl IntoResponse {
     (
         [(axum::http::header::CONTENT_TYPE, "text/css; charset=utf-8")],
         include_str!("../../static/station.css"),
     )
 }
 
-/// The page for people signed in; others are sent to sign in.
+pub async fn script() -> impl IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/javascript; charset=utf-8",
+        )],
+        include_str!("../../static/line.js"),
+    )
+}
+
+/// The line view for people signed in; others are sent to sign in.
 pub async fn index(
     State(s): State<AppState>,
     caller: Result<Caller, ApiError>,
-) -> Result<axum::response::Response, ApiError> {
-    use axum::response::IntoResponse;
+) -> Result<Response, ApiError> {
     let Ok(caller) = caller else {
-        return Ok(axum::response::Redirect::to("/login").into_response());
+        return Ok(Redirect::to("/login").into_response());
     };
+    caller.require(Role::Operator)?;
     let boards = query(&s.store, |st| st.boards(50)).await?;
-    let page = Index {
+    let csrf = caller.csrf.clone().unwrap_or_default();
+    let page = Line {
         user: caller.name.clone(),
         role: caller.role.as_str(),
-        csrf: caller.csrf.clone().unwrap_or_default(),
+        slots_html: slots_html(&s, &csrf)?,
+        csrf,
         station: s.station_id.to_string(),
         line: s.line.to_string(),
-        slots: s.slots.all(),
+        work_order: s
+            .work_order
+            .read()
+            .ok()
+            .and_then(|w| w.clone())
+            .unwrap_or_default(),
         boards,
     };
-    page.render()
-        .map(|h| Html(h).into_response())
-        .map_err(|e| ApiError::Internal(format!("the page could not be drawn: {e}")))
+    Ok(Html(render(&page)?).into_response())
+}
+
+/// The slot tiles, drawn, each time a slot changes.
+pub async fn events(
+    State(s): State<AppState>,
+    caller: Caller,
+) -> Result<impl IntoResponse, ApiError> {
+    caller.require(Role::Operator)?;
+    let csrf = caller.csrf.unwrap_or_default();
+    let changes = s.slots.subscribe();
+    let stream = futures_util::stream::unfold(
+        (changes, s, csrf, true),
+        |(mut changes, s, csrf, first)| async move {
+            if !first && changes.changed().await.is_err() {
+                return None;
+            }
+            let html = slots_html(&s, &csrf).unwrap_or_default();
+            let event = Event::default().data(html);
+            Some((Ok::<Event, Infallible>(event), (changes, s, csrf, false)))
+        },
+    );
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+#[derive(Deserialize)]
+pub struct ActionForm {
+    csrf: String,
+    action: String,
+}
+
+/// Sign in at a slot, retry (or start), abort.
+pub async fn slot_action(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(slot): Path<u16>,
+    Form(f): Form<ActionForm>,
+) -> Result<Response, ApiError> {
+    caller.require(Role::Operator)?;
+    caller.check_csrf(Some(&f.csrf))?;
+    let sender = s
+        .slot_commands
+        .get(&slot)
+        .ok_or_else(|| ApiError::NotFound(format!("there is no slot {slot}")))?;
+    match f.action.as_str() {
+        "claim" => {
+            let name = caller.name.clone();
+            s.slots.update(SlotId(slot), |v| v.operator = Some(name));
+            let (by, now) = (caller.name.clone(), time::OffsetDateTime::now_utc());
+            query(&s.store, move |st| {
+                st.audit(
+                    &by,
+                    "slot_signed_in",
+                    Some(&slot.to_string()),
+                    &serde_json::json!({}),
+                    now,
+                )
+            })
+            .await?;
+        }
+        "retry" | "abort" => {
+            let cmd = if f.action == "retry" {
+                SlotCommand::Retry
+            } else {
+                SlotCommand::Abort
+            };
+            sender.try_send(cmd).map_err(|_| {
+                ApiError::BadRequest(
+                    "the slot is busy with earlier requests; try again in a moment".into(),
+                )
+            })?;
+        }
+        other => {
+            return Err(ApiError::BadRequest(format!(
+                "{other:?} is not claim, retry or abort"
+            )));
+        }
+    }
+    Ok(Redirect::to("/").into_response())
+}
+
+#[derive(Deserialize)]
+pub struct WorkOrderForm {
+    csrf: String,
+    work_order: String,
+}
+
+/// The lot or work order scanned or typed at the start of a shift; stamped
+/// on every board from now on, and kept across restarts.
+pub async fn set_work_order(
+    State(s): State<AppState>,
+    caller: Caller,
+    Form(f): Form<WorkOrderForm>,
+) -> Result<Response, ApiError> {
+    caller.require(Role::Operator)?;
+    caller.check_csrf(Some(&f.csrf))?;
+    let wo = f.work_order.trim().to_string();
+    if wo.chars().count() > 64 || wo.chars().any(char::is_control) {
+        return Err(ApiError::BadRequest(
+            "a work order is up to 64 printable characters".into(),
+        ));
+    }
+    let value = (!wo.is_empty()).then_some(wo);
+    if let Ok(mut w) = s.work_order.write() {
+        w.clone_from(&value);
+    }
+    let (by, now) = (caller.name.clone(), time::OffsetDateTime::now_utc());
+    query(&s.store, move |st| {
+        st.set_setting("work_order", value.as_deref(), &by, now)
+    })
+    .await?;
+    Ok(Redirect::to("/").into_response())
 }

@@ -10,5 +10,5 @@
 mod slot;
 mod view;
 
-pub use slot::{LinkOpener, SlotDriver, SlotSettings};
+pub use slot::{LinkOpener, SlotCommand, SlotDriver, SlotSettings};
 pub use view::{SlotBoard, SlotView};

@@ -16,6 +16,16 @@ use crate::jig::protocol::{self, AnswerError, JigStatus, NONCE_LEN, Request};
 use crate::jig::{JigEvent, JigLink, LinkError};
 use crate::store::{BoardId, NewCertificate, Store, StoreError, blocking};
 
+/// What an operator asks of a slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlotCommand {
+    /// Provision the board in the jig again (after a failure, or one found
+    /// finished at start-up).
+    Retry,
+    /// Stop the board being provisioned, before its next step.
+    Abort,
+}
+
 /// Opens (or reopens) the slot's jig link.
 pub type LinkOpener = Box<dyn FnMut() -> Result<Box<dyn JigLink>, LinkError> + Send>;
 
@@ -40,6 +50,8 @@ pub struct SlotDriver {
     pub enrollment: Arc<EnrollmentTemplate>,
     /// Wakes the DPS uploader when a job is queued.
     pub uploads: Arc<tokio::sync::Notify>,
+    /// The work order in production, stamped on each new board.
+    pub work_order: Arc<std::sync::RwLock<Option<String>>>,
 }
 
 fn store_failure(e: &StoreError) -> Failure {
@@ -75,7 +87,11 @@ struct Visit {
 impl SlotDriver {
     /// Runs the slot until the task is aborted: the link is reopened after
     /// it fails.
-    pub async fn run(self, mut open: LinkOpener) {
+    pub async fn run(
+        self,
+        mut open: LinkOpener,
+        mut commands: tokio::sync::mpsc::Receiver<SlotCommand>,
+    ) {
         let slot = self.settings.slot;
         let span = tracing::info_span!("slot", slot = slot.0);
         async move {
@@ -90,7 +106,7 @@ impl SlotDriver {
                             v.link = "connected";
                             v.link_error = None;
                         });
-                        let e = self.drive(link.as_mut()).await;
+                        let e = self.drive(link.as_mut(), &mut commands).await;
                         tracing::warn!(device, "jig link lost: {e}");
                         self.view.update(slot, |v| {
                             v.link = "disconnected";
@@ -120,7 +136,11 @@ impl SlotDriver {
     }
 
     /// Drives the slot over one link until the link fails.
-    async fn drive(&self, link: &mut dyn JigLink) -> LinkError {
+    async fn drive(
+        &self,
+        link: &mut dyn JigLink,
+        commands: &mut tokio::sync::mpsc::Receiver<SlotCommand>,
+    ) -> LinkError {
         let mut state = SlotState::Empty;
         let mut visit = Visit {
             board: None,
@@ -132,14 +152,17 @@ impl SlotDriver {
             Err(e) => return e,
         };
         loop {
-            state = self.feed(link, state, event, &mut visit).await;
-            event = match link.next_event(self.settings.poll).await {
-                Ok(Some(e)) => jig_event(e),
-                Ok(None) => match self.sync(link).await {
-                    Ok(e) => e,
+            state = self.feed(link, commands, state, event, &mut visit).await;
+            event = tokio::select! {
+                next = link.next_event(self.settings.poll) => match next {
+                    Ok(Some(e)) => jig_event(e),
+                    Ok(None) => match self.sync(link).await {
+                        Ok(e) => e,
+                        Err(e) => return e,
+                    },
                     Err(e) => return e,
                 },
-                Err(e) => return e,
+                Some(cmd) = commands.recv() => operator_event(cmd),
             };
         }
     }
@@ -170,6 +193,7 @@ impl SlotDriver {
     async fn feed(
         &self,
         link: &mut dyn JigLink,
+        orders: &mut tokio::sync::mpsc::Receiver<SlotCommand>,
         mut state: SlotState,
         first: Event,
         visit: &mut Visit,
@@ -189,7 +213,7 @@ impl SlotDriver {
                     .update(slot, |v| show_state(v, &state, guid.as_deref()));
             }
             for cmd in commands {
-                if let Some(e) = self.execute(link, cmd, visit).await {
+                if let Some(e) = self.execute(link, orders, cmd, visit).await {
                     pending.push_back(e);
                 }
             }
@@ -204,6 +228,7 @@ impl SlotDriver {
     async fn execute(
         &self,
         link: &mut dyn JigLink,
+        orders: &mut tokio::sync::mpsc::Receiver<SlotCommand>,
         cmd: Command,
         visit: &mut Visit,
     ) -> Option<Event> {
@@ -213,7 +238,11 @@ impl SlotDriver {
         match cmd {
             Command::OpenBoard => {
                 let (station, slot) = (s.station_id.clone(), s.slot);
-                match blocking(move || store.open_board(&station, slot, now)).await {
+                let stamp = crate::store::Stamp {
+                    operator: self.view.operator(slot),
+                    work_order: self.work_order.read().ok().and_then(|w| w.clone()),
+                };
+                match blocking(move || store.open_board_by(&station, slot, &stamp, now)).await {
                     Ok(b) => visit.board = Some(b),
                     Err(e) => return Some(Event::Failed(store_failure(&e))),
                 }
@@ -227,9 +256,13 @@ impl SlotDriver {
                 }
             }
             Command::Run(action) => {
-                // A board pulled while the last step ran: say so first.
+                // A board pulled, or an operator's abort, while the last
+                // step ran: take it before the next step.
                 if let Ok(Some(JigEvent::Removed)) = link.next_event(Duration::ZERO).await {
                     return Some(Event::Removed);
+                }
+                if let Ok(SlotCommand::Abort) = orders.try_recv() {
+                    return Some(Event::Abort);
                 }
                 let board = visit.board?;
                 let step = action.step();
@@ -426,6 +459,13 @@ impl SlotDriver {
             serial: result.serial,
             chain: vec![result.der, self.ca.certificate_der().to_vec()],
         }))
+    }
+}
+
+fn operator_event(c: SlotCommand) -> Event {
+    match c {
+        SlotCommand::Retry => Event::Retry,
+        SlotCommand::Abort => Event::Abort,
     }
 }
 

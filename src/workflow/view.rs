@@ -25,37 +25,71 @@ pub struct SlotView {
     pub certificate_serial: Option<String>,
     pub error_code: Option<String>,
     pub error: Option<String>,
+    /// The person signed in at this slot; stamped on the boards it starts.
+    pub operator: Option<String>,
     pub since: String,
 }
 
-/// The slots' views, by slot id.
-#[derive(Clone, Default)]
-pub struct SlotBoard(Arc<RwLock<BTreeMap<u16, SlotView>>>);
+/// The slots' views, by slot id, and a counter that moves with every
+/// change (the web UI's server-sent events wait on it).
+#[derive(Clone)]
+pub struct SlotBoard {
+    views: Arc<RwLock<BTreeMap<u16, SlotView>>>,
+    changes: Arc<tokio::sync::watch::Sender<u64>>,
+}
+
+impl Default for SlotBoard {
+    fn default() -> Self {
+        SlotBoard {
+            views: Default::default(),
+            changes: Arc::new(tokio::sync::watch::channel(0).0),
+        }
+    }
+}
 
 impl SlotBoard {
     pub fn all(&self) -> Vec<SlotView> {
-        self.0
+        self.views
             .read()
             .map(|m| m.values().cloned().collect())
             .unwrap_or_default()
     }
 
     pub fn update(&self, slot: SlotId, f: impl FnOnce(&mut SlotView)) {
-        if let Ok(mut m) = self.0.write() {
-            if let Some(v) = m.get_mut(&slot.0) {
-                let before = v.clone();
-                f(v);
-                // `since` is when the slot last changed, not when it was
-                // last looked at.
-                if *v != before {
-                    v.since = crate::store::ts(time::OffsetDateTime::now_utc());
+        let changed = match self.views.write() {
+            Ok(mut m) => match m.get_mut(&slot.0) {
+                Some(v) => {
+                    let before = v.clone();
+                    f(v);
+                    // `since` is when the slot last changed, not when it
+                    // was last looked at.
+                    let changed = *v != before;
+                    if changed {
+                        v.since = crate::store::ts(time::OffsetDateTime::now_utc());
+                    }
+                    changed
                 }
-            }
+                None => false,
+            },
+            Err(_) => false,
+        };
+        if changed {
+            self.changes.send_modify(|n| *n += 1);
         }
     }
 
+    /// Waits for the next change.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// The person signed in at a slot.
+    pub fn operator(&self, slot: SlotId) -> Option<String> {
+        self.views.read().ok()?.get(&slot.0)?.operator.clone()
+    }
+
     pub fn add(&self, slot: SlotId, device: &str, simulated: bool) {
-        if let Ok(mut m) = self.0.write() {
+        if let Ok(mut m) = self.views.write() {
             m.insert(
                 slot.0,
                 SlotView {
@@ -70,6 +104,7 @@ impl SlotBoard {
                     certificate_serial: None,
                     error_code: None,
                     error: None,
+                    operator: None,
                     since: crate::store::ts(time::OffsetDateTime::now_utc()),
                 },
             );

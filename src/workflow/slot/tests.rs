@@ -73,6 +73,7 @@ fn driver(dir: &std::path::Path, ca_failures: Vec<String>) -> SlotDriver {
             iot_hubs: vec![],
         }),
         uploads: Default::default(),
+        work_order: Default::default(),
     }
 }
 
@@ -91,7 +92,9 @@ async fn a_ca_failure_fails_the_board_and_records_no_certificate() {
         answer("FINISH", ok(&[])),
         link_down(),
     ]);
-    let e = d.drive(&mut link).await;
+    let e = d
+        .drive(&mut link, &mut tokio::sync::mpsc::channel(1).1)
+        .await;
     assert_eq!(e.code(), "serial_failed");
     assert!(link.finished(), "every scripted exchange happened");
 
@@ -127,7 +130,8 @@ async fn a_board_pulled_between_steps_is_failed_as_removed() {
         // No FINISH: there is no board left to show a verdict.
         link_down(),
     ]);
-    d.drive(&mut link).await;
+    d.drive(&mut link, &mut tokio::sync::mpsc::channel(1).1)
+        .await;
     assert!(link.finished());
     let guid: crate::ids::Guid = GUID.parse().unwrap();
     let board = d.store.board(&guid).unwrap().unwrap();

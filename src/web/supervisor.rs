@@ -1,0 +1,89 @@
+//! The supervisor's page: DPS uploads that need attention, and retrying
+//! them. Operators are refused.
+
+use askama::Template;
+use axum::Form;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use serde::Deserialize;
+
+use super::auth::Caller;
+use super::{ApiError, AppState, query};
+use crate::store::{JobRow, Role};
+
+#[derive(Template)]
+#[template(path = "supervisor.html")]
+struct Supervisor {
+    user: String,
+    csrf: String,
+    connectivity: &'static str,
+    paused: Option<String>,
+    pending: i64,
+    enrolled: i64,
+    parked: Vec<JobRow>,
+}
+
+/// A page saying who may open it, for people whose role is too low.
+fn refused(caller: &Caller, need: Role) -> Response {
+    let body = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Not allowed</title><link rel=\"stylesheet\" href=\"/static/station.css\"></head><body><h1>Not allowed</h1><p role=\"alert\">This page is for the {} role. You are signed in as {} ({}).</p><p><a href=\"/\">Back to the line</a></p></body></html>",
+        need.as_str(),
+        askama::filters::escape(&caller.name, askama::filters::Html)
+            .map(|e| e.to_string())
+            .unwrap_or_default(),
+        caller.role.as_str()
+    );
+    (StatusCode::FORBIDDEN, Html(body)).into_response()
+}
+
+pub async fn page(
+    State(s): State<AppState>,
+    caller: Result<Caller, ApiError>,
+) -> Result<Response, ApiError> {
+    let Ok(caller) = caller else {
+        return Ok(Redirect::to("/login").into_response());
+    };
+    if caller.require(Role::Supervisor).is_err() {
+        return Ok(refused(&caller, Role::Supervisor));
+    }
+    let (counts, parked) = query(&s.store, |st| {
+        Ok((st.outbox_counts()?, st.outbox_jobs(Some("parked"), 1000)?))
+    })
+    .await?;
+    let status = s
+        .outbox
+        .lock()
+        .map(|g| (g.connectivity, g.paused.clone()))
+        .unwrap_or(("unknown", None));
+    let page = Supervisor {
+        user: caller.name.clone(),
+        csrf: caller.csrf.clone().unwrap_or_default(),
+        connectivity: status.0,
+        paused: status.1,
+        pending: counts.pending,
+        enrolled: counts.enrolled,
+        parked,
+    };
+    page.render()
+        .map(|h| Html(h).into_response())
+        .map_err(|e| ApiError::Internal(format!("the supervisor page could not be drawn: {e}")))
+}
+
+#[derive(Deserialize)]
+pub struct RetryForm {
+    csrf: String,
+}
+
+pub async fn retry(
+    State(s): State<AppState>,
+    caller: Caller,
+    Form(f): Form<RetryForm>,
+) -> Result<Response, ApiError> {
+    caller.require(Role::Supervisor)?;
+    caller.check_csrf(Some(&f.csrf))?;
+    let (by, now) = (caller.name.clone(), time::OffsetDateTime::now_utc());
+    query(&s.store, move |st| st.retry_parked(None, &by, now)).await?;
+    s.uploads.notify_one();
+    Ok(Redirect::to("/supervisor").into_response())
+}

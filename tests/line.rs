@@ -1,0 +1,233 @@
+//! The line view's actions over HTTP: signing in at a slot, the work
+//! order, retry and abort, and the pushed slot tiles.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use station::sim::SimOptions;
+use station::store::{NewUser, Role};
+
+fn bare() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+fn cookie_of(r: &reqwest::Response, name: &str) -> String {
+    r.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|v| {
+            v.strip_prefix(&format!("{name}="))
+                .map(|x| x.split(';').next().unwrap().to_string())
+        })
+        .unwrap()
+}
+
+fn csrf_in(html: &str) -> String {
+    let k = "name=\"csrf\" value=\"";
+    let at = html.find(k).unwrap() + k.len();
+    html[at..].split('"').next().unwrap().to_string()
+}
+
+/// An operator's session: (cookie header, csrf).
+async fn operator_session(st: &TestStation) -> (String, String) {
+    let now = time::OffsetDateTime::now_utc();
+    let new = NewUser {
+        name: "ana",
+        role: Role::Operator,
+        badge: Some("B-1"),
+        pin: Some("1111"),
+        password: None,
+    };
+    st.store().add_user(&new, "t", now).unwrap();
+    let c = bare();
+    let page = c.get(format!("{}/login", st.base)).send().await.unwrap();
+    let pre = cookie_of(&page, "station_login_csrf");
+    let csrf = csrf_in(&page.text().await.unwrap());
+    let r = c
+        .post(format!("{}/login", st.base))
+        .header("cookie", format!("station_login_csrf={pre}"))
+        .form(&[("csrf", csrf.as_str()), ("badge", "B-1"), ("pin", "1111")])
+        .send()
+        .await
+        .unwrap();
+    let cookie = format!("station_session={}", cookie_of(&r, "station_session"));
+    let page = c
+        .get(&st.base)
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    (cookie, csrf_in(&page))
+}
+
+async fn post(
+    st: &TestStation,
+    session: &(String, String),
+    path: &str,
+    form: &[(&str, &str)],
+) -> reqwest::Response {
+    let mut f = vec![("csrf", session.1.as_str())];
+    f.extend_from_slice(form);
+    bare()
+        .post(format!("{}{path}", st.base))
+        .header("cookie", &session.0)
+        .form(&f)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_at_the_slot_and_the_work_order_are_stamped_on_boards() {
+    let board = SimOptions {
+        first_insert_after: Duration::from_millis(1500),
+        ..quick_board()
+    };
+    let st = TestStation::start(vec![board]).await;
+    let session = operator_session(&st).await;
+    assert_eq!(
+        post(&st, &session, "/slots/1/action", &[("action", "claim")])
+            .await
+            .status(),
+        303
+    );
+    assert_eq!(
+        post(
+            &st,
+            &session,
+            "/work-order",
+            &[("work_order", "WO-2026-77")]
+        )
+        .await
+        .status(),
+        303
+    );
+    let boards = st.wait_finished(1, Duration::from_secs(20)).await;
+    assert_eq!(boards[0]["operator"], "ana");
+    assert_eq!(boards[0]["work_order"], "WO-2026-77");
+    let job: serde_json::Value =
+        serde_json::from_str(&st.store().due_jobs(1).unwrap()[0].body).unwrap();
+    assert_eq!(job["initialTwin"]["tags"]["workOrder"], "WO-2026-77");
+    assert_eq!(job["initialTwin"]["tags"]["operator"], "ana");
+    let actions: Vec<String> = st
+        .store()
+        .audit_rows()
+        .unwrap()
+        .into_iter()
+        .map(|r| r.action)
+        .collect();
+    assert!(
+        actions.contains(&"slot_signed_in".into()) && actions.contains(&"setting_changed".into())
+    );
+    // The certificate is on record as issued while ana was at the slot.
+    let issued = st
+        .store()
+        .audit_rows()
+        .unwrap()
+        .into_iter()
+        .find(|r| r.action == "certificate_issued")
+        .unwrap();
+    assert_eq!(issued.actor, "ana");
+    // Without the CSRF token the same requests are refused.
+    let r = bare()
+        .post(format!("{}/work-order", st.base))
+        .header("cookie", &session.0)
+        .form(&[("work_order", "WO-X")])
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_client_error());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_provisions_a_failed_board_and_abort_stops_one() {
+    let flaky = SimOptions {
+        fault: Some("wrong_key".parse().unwrap()),
+        fault_times: Some(1),
+        ..quick_board()
+    };
+    let slow = SimOptions {
+        keygen_time: Duration::from_millis(1500),
+        ..quick_board()
+    };
+    let st = TestStation::start_with(vec![flaky, slow], 3000, "", |_| ()).await;
+    let session = operator_session(&st).await;
+
+    // Slot 1 failed once; Retry provisions the same board.
+    let first = st.wait_finished(1, Duration::from_secs(20)).await;
+    assert_eq!(first[0]["error_code"], "csr_bad_signature");
+    assert_eq!(
+        post(&st, &session, "/slots/1/action", &[("action", "retry")])
+            .await
+            .status(),
+        303
+    );
+
+    // Slot 2 is making its key: Abort stops it before the next step.
+    assert_eq!(
+        post(&st, &session, "/slots/2/action", &[("action", "abort")])
+            .await
+            .status(),
+        303
+    );
+    let all = st.wait_finished(3, Duration::from_secs(20)).await;
+    let slot1: Vec<&serde_json::Value> = all.iter().filter(|b| b["slot"] == 1).collect();
+    assert!(
+        slot1.iter().any(|b| b["status"] == "provisioned"),
+        "{all:#?}"
+    );
+    let slot2 = all.iter().find(|b| b["slot"] == 2).unwrap();
+    assert_eq!(slot2["error_code"], "aborted", "{slot2:#}");
+    assert!(
+        st.ledger(slot2["guid"].as_str().unwrap()).is_empty(),
+        "aborted before any certificate"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slot_tiles_are_pushed_as_they_change() {
+    // The board arrives once the operator is signed in and watching.
+    let board = SimOptions {
+        first_insert_after: Duration::from_millis(5000),
+        ..quick_board()
+    };
+    let st = TestStation::start(vec![board]).await;
+    let session = operator_session(&st).await;
+    let mut r = bare()
+        .get(format!("{}/events", st.base))
+        .header("cookie", &session.0)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["content-type"], "text/event-stream");
+    let mut seen = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !seen.contains("PASS") {
+        let chunk = tokio::time::timeout_at(deadline, r.chunk())
+            .await
+            .expect("no PASS pushed")
+            .unwrap()
+            .unwrap();
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(
+        seen.contains("Waiting for a board"),
+        "the first push is the state at connection"
+    );
+    assert!(
+        seen.contains("data: <section class=\"tile pass\""),
+        "{seen}"
+    );
+}
