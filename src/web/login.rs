@@ -180,3 +180,22 @@ pub async fn logout(
     );
     Ok(r)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sign_in_page_snapshot() {
+        let html = LoginPage {
+            station: "station-01".into(),
+            csrf: "CSRF".into(),
+            error: Some(
+                "That badge and PIN were not recognised. Try again, or ask a supervisor.".into(),
+            ),
+        }
+        .render()
+        .unwrap();
+        insta::assert_snapshot!("sign_in", html);
+    }
+}

@@ -76,7 +76,7 @@ impl Tile {
             label,
             progress,
             guid: v.guid.clone(),
-            error: v.error.clone(),
+            error: v.error.as_deref().map(sentence),
             link_error: v.link_error.clone(),
             operator: v.operator.clone(),
             can_retry: matches!(v.state, "failed" | "done"),
@@ -87,6 +87,15 @@ impl Tile {
             },
             can_abort: v.state == "provisioning",
         }
+    }
+}
+
+/// The message as a sentence: capital first letter.
+fn sentence(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_uppercase().chain(c).collect(),
+        None => String::new(),
     }
 }
 
@@ -277,4 +286,94 @@ pub async fn set_work_order(
     })
     .await?;
     Ok(Redirect::to("/").into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(slot: u16, state: &'static str) -> SlotView {
+        SlotView {
+            slot,
+            device: format!("/dev/ttyUSB{slot}"),
+            simulated: false,
+            link: "connected",
+            link_error: None,
+            state,
+            step: None,
+            guid: None,
+            certificate_serial: None,
+            error_code: None,
+            error: None,
+            operator: None,
+            since: "2026-11-22T10:00:00.000Z".into(),
+        }
+    }
+
+    /// Every state a tile can show, drawn with fixed data.
+    fn tiles() -> Vec<Tile> {
+        let mut busy = view(3, "provisioning");
+        busy.step = Some("keygen");
+        busy.guid = Some("0a1b2c3d-0000-4000-8000-0000000000aa".into());
+        busy.operator = Some("ana".into());
+        let mut pass = view(4, "provisioned");
+        pass.guid = Some("0a1b2c3d-0000-4000-8000-0000000000bb".into());
+        let mut fail = view(5, "failed");
+        fail.guid = Some("0a1b2c3d-0000-4000-8000-0000000000cc".into());
+        fail.error =
+            Some("the board refused STORE: flash_write_failed (sector did not erase)".into());
+        let mut down = view(6, "empty");
+        down.link = "disconnected";
+        down.link_error = Some("the serial device /dev/ttyUSB6 failed: no such device".into());
+        [
+            view(1, "empty"),
+            view(2, "testing"),
+            busy,
+            pass,
+            fail,
+            view(7, "done"),
+            down,
+        ]
+        .iter()
+        .map(Tile::of)
+        .collect()
+    }
+
+    #[test]
+    fn slot_tiles_snapshot() {
+        let html = Slots {
+            tiles: tiles(),
+            csrf: "CSRF".into(),
+        }
+        .render()
+        .unwrap();
+        insta::assert_snapshot!("slot_tiles", html);
+    }
+
+    #[test]
+    fn line_view_snapshot() {
+        let slots_html = Slots {
+            tiles: tiles().into_iter().take(2).collect(),
+            csrf: "CSRF".into(),
+        }
+        .render()
+        .unwrap();
+        let page = Line {
+            user: "ana".into(),
+            role: "operator",
+            csrf: "CSRF".into(),
+            station: "station-01".into(),
+            line: "line-1".into(),
+            work_order: "WO-7".into(),
+            slots_html,
+            boards: vec![],
+        };
+        insta::assert_snapshot!("line_view", page.render().unwrap());
+    }
+
+    #[test]
+    fn failures_read_as_sentences() {
+        assert_eq!(sentence("the board refused"), "The board refused");
+        assert_eq!(sentence(""), "");
+    }
 }
