@@ -138,7 +138,7 @@ async fn an_operator_watches_the_line_in_a_browser() {
         Some("badge")
     );
     focused.send_keys("0042\u{E004}4711\u{E007}").await.unwrap();
-    c.wait_for_find(Locator::Id("slots")).await.unwrap();
+    c.wait().for_element(Locator::Id("slots")).await.unwrap();
     shot(&c, "line-signed-in").await;
     // Marks this page load: if the page reloads, the mark is gone.
     c.execute("window.stationMark = 42;", vec![]).await.unwrap();
