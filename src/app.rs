@@ -210,6 +210,7 @@ pub async fn start(cfg: &Config, demo_ca: bool) -> anyhow::Result<App> {
         throttle: Default::default(),
         slot_commands: Arc::new(slot_commands),
         work_order,
+        config_view: Arc::new(cfg.public_view()),
     };
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await

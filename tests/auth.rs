@@ -324,3 +324,99 @@ async fn failed_sign_ins_are_throttled_and_audited() {
         station::store::AuditCheck::Intact { .. }
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn supervisors_override_and_admins_see_people_and_configuration() {
+    let fake = common::fake_dps::FakeDps::start().await;
+    let st = TestStation::start_with(vec![], 300, &dps_section(&fake, 1000), |_| ()).await;
+    let now = time::OffsetDateTime::now_utc();
+    let op = client_with_token(
+        &st.store()
+            .create_token("op", Role::Operator, "t", now)
+            .unwrap(),
+    );
+    let sup = client_with_token(
+        &st.store()
+            .create_token("sup", Role::Supervisor, "t", now)
+            .unwrap(),
+    );
+    let url = |p: &str| format!("{}{p}", st.base);
+
+    for path in ["/api/v1/ca", "/api/v1/users", "/api/v1/config"] {
+        assert_eq!(
+            op.get(url(path)).send().await.unwrap().status(),
+            403,
+            "{path} is for admins"
+        );
+        assert_eq!(
+            sup.get(url(path)).send().await.unwrap().status(),
+            403,
+            "{path} is for admins"
+        );
+        assert_eq!(
+            st.client.get(url(path)).send().await.unwrap().status(),
+            200,
+            "{path}"
+        );
+    }
+    let config = st
+        .client
+        .get(url("/api/v1/config"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let key = fake
+        .connection_string()
+        .rsplit_once("SharedAccessKey=")
+        .unwrap()
+        .1
+        .to_string();
+    assert!(
+        config.contains("\"configured\":true") && !config.contains(&key),
+        "no secret in the view: {config}"
+    );
+
+    let guid = "0a1b2c3d-0000-4000-8000-0000000000ab";
+    let path = url(&format!("/api/v1/boards/{guid}/override"));
+    let body = serde_json::json!({"reason": "rework after RF fix"});
+    assert_eq!(
+        op.post(&path).json(&body).send().await.unwrap().status(),
+        403
+    );
+    assert_eq!(
+        sup.post(&path)
+            .json(&serde_json::json!({"reason": " "}))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        400
+    );
+    assert_eq!(
+        sup.post(url("/api/v1/boards/nope/override"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        400
+    );
+    assert_eq!(
+        sup.post(&path).json(&body).send().await.unwrap().status(),
+        200
+    );
+    let row = st
+        .store()
+        .audit_rows()
+        .unwrap()
+        .into_iter()
+        .find(|r| r.action == "override_granted")
+        .unwrap();
+    assert_eq!(
+        (row.actor.as_str(), row.subject.as_deref()),
+        ("sup", Some(guid))
+    );
+}

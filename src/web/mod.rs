@@ -2,6 +2,7 @@
 //! plain HTML page of slots and boards. Handlers stay thin: they parse the
 //! request, ask the store or the slot board, and shape the answer.
 
+mod admin;
 mod api;
 pub mod auth;
 mod login;
@@ -39,6 +40,8 @@ pub struct AppState {
     >,
     /// The work order in production, shared with the slot tasks.
     pub work_order: Arc<std::sync::RwLock<Option<String>>>,
+    /// The configuration as admins may see it (no secrets).
+    pub config_view: Arc<serde_json::Value>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -51,6 +54,12 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/boards", get(api::boards))
         .route("/api/v1/boards/{guid}", get(api::board))
         .route("/api/v1/ca", get(api::ca))
+        .route(
+            "/api/v1/boards/{guid}/override",
+            axum::routing::post(admin::grant_override),
+        )
+        .route("/api/v1/users", get(admin::users))
+        .route("/api/v1/config", get(admin::config))
         .route("/static/station.css", get(page::stylesheet))
         .route("/static/line.js", get(page::script))
         .route("/events", get(page::events))
