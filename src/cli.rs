@@ -144,6 +144,17 @@ pub enum UserCommand {
 
 #[derive(Subcommand)]
 pub enum TokenCommand {
+    /// List tokens (names, roles, dates; never the tokens).
+    List {
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Revoke every token of this name.
+    Revoke {
+        name: String,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
     /// Make a bearer token; it is printed once and stored only as a hash.
     Create {
         /// operator, supervisor or admin.
@@ -477,7 +488,36 @@ pub fn user_command(cmd: &UserCommand) -> anyhow::Result<()> {
 }
 
 pub fn token_command(cmd: &TokenCommand) -> anyhow::Result<()> {
-    let TokenCommand::Create { role, name, config } = cmd;
+    let (role, name, config) = match cmd {
+        TokenCommand::List { config } => {
+            for t in store_of(config)?.tokens()? {
+                let state = t
+                    .revoked_at
+                    .map(|r| format!("revoked {r}"))
+                    .unwrap_or_else(|| "live".into());
+                println!(
+                    "{:<24} {:<10} created {}  {state}",
+                    t.name,
+                    t.role.as_str(),
+                    t.created_at
+                );
+            }
+            return Ok(());
+        }
+        TokenCommand::Revoke { name, config } => {
+            let n = store_of(config)?.revoke_token(
+                name,
+                &cli_actor(),
+                time::OffsetDateTime::now_utc(),
+            )?;
+            if n == 0 {
+                anyhow::bail!("no live token named {name:?}");
+            }
+            println!("revoked {n} token(s) named {name}");
+            return Ok(());
+        }
+        TokenCommand::Create { role, name, config } => (role, name, config),
+    };
     let role: crate::store::Role = role.parse().map_err(anyhow::Error::msg)?;
     let token = store_of(config)?.create_token(
         name,

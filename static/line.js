@@ -7,3 +7,8 @@ events.onmessage = (e) => {
   const slots = document.getElementById("slots");
   if (slots) slots.innerHTML = e.data;
 };
+// The stream ends with the session (idle timeout, sign-out): the browser
+// cannot reconnect, so go and sign in again.
+events.onerror = () => {
+  if (events.readyState === EventSource.CLOSED) window.location.href = "/login";
+};

@@ -353,9 +353,31 @@ fn users_and_tokens_from_the_command_line() {
         .unwrap();
     assert_ne!(stored, token);
 
+    let list =
+        String::from_utf8_lossy(&station(&["token", "list", "--config", c]).stdout).to_string();
+    assert!(
+        list.contains("mes") && list.contains("live") && !list.contains(&token),
+        "{list}"
+    );
+    assert!(
+        station(&["token", "revoke", "mes", "--config", c])
+            .status
+            .success()
+    );
+    assert!(
+        String::from_utf8_lossy(&station(&["token", "list", "--config", c]).stdout)
+            .contains("revoked")
+    );
+    assert!(
+        !station(&["token", "revoke", "mes", "--config", c])
+            .status
+            .success(),
+        "nothing left to revoke"
+    );
+
     let out = station(&["audit", "verify", "--config", c]);
     assert!(
-        String::from_utf8_lossy(&out.stdout).contains("intact: 5 rows"),
+        String::from_utf8_lossy(&out.stdout).contains("intact: 6 rows"),
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );

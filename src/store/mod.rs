@@ -25,7 +25,7 @@ use time::format_description::well_known::Rfc3339;
 
 pub use audit::{AuditCheck, AuditRow, GENESIS};
 pub use outbox::{Job, JobRow, OutboxCounts};
-pub use people::{NewUser, PeopleError, Role, Session, User, check_password, check_pin};
+pub use people::{NewUser, PeopleError, Role, Session, TokenRow, User, check_password, check_pin};
 
 use crate::core::{Failure, Review, Step};
 use crate::ids::{Guid, Serial, SlotId};

@@ -376,6 +376,15 @@ impl Store {
     }
 }
 
+/// An API token as listed: never its value.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct TokenRow {
+    pub name: String,
+    pub role: Role,
+    pub created_at: String,
+    pub revoked_at: Option<String>,
+}
+
 /// A signed-in user's session, as the web layer sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Session {
@@ -414,12 +423,34 @@ impl Store {
     }
 
     /// The live session for a cookie: its user enabled, idle for less than
-    /// `idle`. Touches it; an expired one is removed.
+    /// `idle`. Touches it (a person acted); an expired one is removed.
     pub fn session(
         &self,
         cookie: &str,
         idle: time::Duration,
         now: OffsetDateTime,
+    ) -> Result<Option<Session>, StoreError> {
+        self.session_check(cookie, idle, now, true)
+    }
+
+    /// As [`Store::session`], without counting as activity: for what the
+    /// browser does by itself (the live event stream), which must not keep
+    /// an unattended session alive.
+    pub fn session_peek(
+        &self,
+        cookie: &str,
+        idle: time::Duration,
+        now: OffsetDateTime,
+    ) -> Result<Option<Session>, StoreError> {
+        self.session_check(cookie, idle, now, false)
+    }
+
+    fn session_check(
+        &self,
+        cookie: &str,
+        idle: time::Duration,
+        now: OffsetDateTime,
+        touch: bool,
     ) -> Result<Option<Session>, StoreError> {
         let h = token_hash(cookie);
         self.with(|c| {
@@ -443,7 +474,9 @@ impl Store {
                 c.execute("DELETE FROM sessions WHERE token_hash = ?1", [&h])?;
                 return Ok(None);
             }
-            c.execute("UPDATE sessions SET last_seen = ?2 WHERE token_hash = ?1", params![h, ts(now)])?;
+            if touch {
+                c.execute("UPDATE sessions SET last_seen = ?2 WHERE token_hash = ?1", params![h, ts(now)])?;
+            }
             Ok(Some(Session { user, csrf }))
         })
     }
@@ -468,19 +501,77 @@ impl Store {
         })
     }
 
-    /// Records a refused sign-in.
+    /// Records a refused sign-in. The subject is the user whose badge or
+    /// name was given, if there is one; what was typed is not kept (it may
+    /// be a PIN typed into the wrong field).
     pub fn failed_login(
         &self,
-        who: &str,
+        typed: &str,
+        by_badge: bool,
         reason: &str,
         now: OffsetDateTime,
     ) -> Result<(), StoreError> {
+        let column = if by_badge { "badge" } else { "name" };
+        let known: Option<String> = self.with(|c| {
+            c.query_row(
+                &format!("SELECT name FROM users WHERE {column} = ?1"),
+                [typed],
+                |r| r.get(0),
+            )
+            .optional()
+        })?;
+        let subject = known.unwrap_or_else(|| format!("(an unknown {column})"));
         self.audit(
             "unknown",
             "failed_login",
-            Some(who),
+            Some(&subject),
             &serde_json::json!({ "reason": reason }),
             now,
         )
+    }
+
+    /// Tokens, without their values.
+    pub fn tokens(&self) -> Result<Vec<TokenRow>, StoreError> {
+        self.with(|c| {
+            let mut st =
+                c.prepare("SELECT name, role, created_at, revoked_at FROM api_tokens ORDER BY id")?;
+            st.query_map([], |r| {
+                Ok(TokenRow {
+                    name: r.get(0)?,
+                    role: r.get::<_, String>(1)?.parse().unwrap_or(Role::Operator),
+                    created_at: r.get(2)?,
+                    revoked_at: r.get(3)?,
+                })
+            })?
+            .collect()
+        })
+    }
+
+    /// Revokes every live token of this name; returns how many.
+    pub fn revoke_token(
+        &self,
+        name: &str,
+        by: &str,
+        now: OffsetDateTime,
+    ) -> Result<usize, StoreError> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let n = tx.execute(
+                "UPDATE api_tokens SET revoked_at = ?2 WHERE name = ?1 AND revoked_at IS NULL",
+                params![name, ts(now)],
+            )?;
+            if n > 0 {
+                audit::append(
+                    &tx,
+                    by,
+                    "token_revoked",
+                    Some(name),
+                    &serde_json::json!({ "tokens": n }),
+                    now,
+                )?;
+            }
+            tx.commit()?;
+            Ok(n)
+        })
     }
 }

@@ -514,3 +514,79 @@ fn sessions_expire_when_idle_and_with_their_user() {
         "a disabled user's session ends"
     );
 }
+
+#[test]
+fn watching_does_not_keep_a_session_alive() {
+    use crate::store::Role;
+    let (_d, s) = store();
+    let u = s
+        .add_user(
+            &NewUser {
+                name: "ana",
+                role: Role::Operator,
+                badge: None,
+                pin: None,
+                password: Some("a long password"),
+            },
+            "t",
+            now(),
+        )
+        .unwrap();
+    let (cookie, _) = s.open_session(&u, now()).unwrap();
+    let idle = time::Duration::minutes(30);
+    assert!(
+        s.session_peek(&cookie, idle, now() + time::Duration::minutes(20))
+            .unwrap()
+            .is_some()
+    );
+    // Peeking did not count as activity: 31 minutes after sign-in it is over.
+    assert!(
+        s.session(&cookie, idle, now() + time::Duration::minutes(31))
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[test]
+fn failed_sign_ins_keep_no_typed_secrets_and_tokens_can_be_revoked() {
+    use crate::store::Role;
+    let (_d, s) = store();
+    s.add_user(
+        &NewUser {
+            name: "ana",
+            role: Role::Operator,
+            badge: Some("B-1"),
+            pin: Some("1111"),
+            password: None,
+        },
+        "t",
+        now(),
+    )
+    .unwrap();
+    s.failed_login("B-1", true, "wrong PIN", now()).unwrap();
+    s.failed_login("4711", true, "unknown", now()).unwrap();
+    let subjects: Vec<Option<String>> = s
+        .audit_rows()
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.action == "failed_login")
+        .map(|r| r.subject)
+        .collect();
+    assert_eq!(
+        subjects,
+        [
+            Some("ana".to_string()),
+            Some("(an unknown badge)".to_string())
+        ]
+    );
+
+    let t = s.create_token("mes", Role::Supervisor, "t", now()).unwrap();
+    assert_eq!(s.revoke_token("mes", "t", now()).unwrap(), 1);
+    assert_eq!(
+        s.token_role(&t).unwrap(),
+        None,
+        "a revoked token opens nothing"
+    );
+    assert_eq!(s.revoke_token("mes", "t", now()).unwrap(), 0);
+    assert!(s.tokens().unwrap()[0].revoked_at.is_some());
+}

@@ -144,7 +144,10 @@ pub async fn submit(
             } else {
                 "user name or password not recognised"
             };
-            let _ = query(&s.store, move |st| st.failed_login(&who, reason, now)).await;
+            let _ = query(&s.store, move |st| {
+                st.failed_login(&who, by_badge, reason, now)
+            })
+            .await;
             let msg = if by_badge {
                 "That badge and PIN were not recognised. Try again, or ask a supervisor."
             } else {

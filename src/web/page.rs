@@ -177,25 +177,44 @@ pub async fn index(
     Ok(Html(render(&page)?).into_response())
 }
 
-/// The slot tiles, drawn, each time a slot changes.
+/// The slot tiles, drawn, each time a slot changes. The stream is the
+/// browser's doing, not the person's: it does not keep a session alive, and
+/// it ends when the session does (the page then goes to sign-in).
 pub async fn events(
     State(s): State<AppState>,
-    caller: Caller,
+    headers: axum::http::HeaderMap,
 ) -> Result<impl IntoResponse, ApiError> {
-    caller.require(Role::Operator)?;
-    let csrf = caller.csrf.unwrap_or_default();
+    let session = super::auth::cookie(&headers, super::auth::SESSION_COOKIE)
+        .map(str::to_string)
+        .ok_or(ApiError::Unauthorized)?;
+    let (idle, c) = (s.session_idle, session.clone());
+    let now = time::OffsetDateTime::now_utc();
+    let found = query(&s.store, move |st| st.session_peek(&c, idle, now)).await?;
+    let csrf = found.ok_or(ApiError::Unauthorized)?.csrf;
     let changes = s.slots.subscribe();
-    let stream = futures_util::stream::unfold(
-        (changes, s, csrf, true),
-        |(mut changes, s, csrf, first)| async move {
-            if !first && changes.changed().await.is_err() {
-                return None;
+    let state = (changes, s, csrf, session, true);
+    let stream =
+        futures_util::stream::unfold(state, |(mut changes, s, csrf, session, first)| async move {
+            if !first {
+                // A change, or a look each minute whether the session is over.
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(60), changes.changed())
+                    .await;
+                let (idle, c) = (s.session_idle, session.clone());
+                let now = time::OffsetDateTime::now_utc();
+                if !matches!(
+                    query(&s.store, move |st| st.session_peek(&c, idle, now)).await,
+                    Ok(Some(_))
+                ) {
+                    return None;
+                }
             }
             let html = slots_html(&s, &csrf).unwrap_or_default();
             let event = Event::default().data(html);
-            Some((Ok::<Event, Infallible>(event), (changes, s, csrf, false)))
-        },
-    );
+            Some((
+                Ok::<Event, Infallible>(event),
+                (changes, s, csrf, session, false),
+            ))
+        });
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 
