@@ -149,9 +149,10 @@ pub async fn start(cfg: &Config, demo_ca: bool) -> anyhow::Result<App> {
     let mut slot_commands = std::collections::BTreeMap::new();
     // The work order in production: the one set at the UI (kept across
     // restarts), else the configured one.
-    let current = store
-        .setting("work_order")?
-        .or_else(|| cfg.work_order.clone());
+    let current = match store.setting("work_order")? {
+        Some(set) => (!set.is_empty()).then_some(set),
+        None => cfg.work_order.clone(),
+    };
     let work_order = Arc::new(std::sync::RwLock::new(current));
     for sc in &cfg.slots {
         let (opener, device, simulated) = match &sc.link {

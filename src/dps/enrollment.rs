@@ -10,7 +10,6 @@ use crate::store::EnrollmentFacts;
 #[derive(Debug, Clone)]
 pub struct EnrollmentTemplate {
     pub line: String,
-    pub work_order: Option<String>,
     pub desired_properties: serde_json::Map<String, Value>,
     pub allocation_policy: Option<String>,
     pub iot_hubs: Vec<String>,
@@ -20,7 +19,6 @@ impl EnrollmentTemplate {
     pub fn from_config(cfg: &Config) -> EnrollmentTemplate {
         EnrollmentTemplate {
             line: cfg.line.clone(),
-            work_order: cfg.work_order.clone(),
             desired_properties: cfg.dps.desired_properties.clone(),
             allocation_policy: cfg.dps.allocation_policy.clone(),
             iot_hubs: cfg.dps.iot_hubs.clone(),
@@ -38,10 +36,7 @@ impl EnrollmentTemplate {
             "provisionedAt": f.provisioned_at,
         });
         for (k, v) in [
-            (
-                "workOrder",
-                &f.work_order.clone().or_else(|| self.work_order.clone()),
-            ),
+            ("workOrder", &f.work_order),
             ("hardwareRevision", &f.hw_revision),
             ("firmwareVersion", &f.fw_version),
             ("mac", &f.mac),
@@ -83,7 +78,6 @@ mod tests {
     fn body_has_the_contract_fields() {
         let t = EnrollmentTemplate {
             line: "line-1".into(),
-            work_order: Some("WO-7".into()),
             desired_properties: json!({"telemetryInterval": 60})
                 .as_object()
                 .unwrap()
@@ -99,7 +93,7 @@ mod tests {
             station: "st-1".into(),
             slot: 3,
             operator: None,
-            work_order: None,
+            work_order: Some("WO-7".into()),
             certificate_pem: "-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n"
                 .into(),
             provisioned_at: "2026-11-22T10:00:00.000Z".into(),

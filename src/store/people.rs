@@ -57,7 +57,10 @@ pub struct User {
     pub id: i64,
     pub name: String,
     pub role: Role,
+    /// Half of a badge sign-in: never sent out (see `has_badge`).
+    #[serde(skip_serializing)]
     pub badge: Option<String>,
+    pub has_badge: bool,
     pub has_pin: bool,
     pub has_password: bool,
     pub created_at: String,
@@ -145,6 +148,7 @@ fn user_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
         id: r.get(0)?,
         name: r.get(1)?,
         role: role.parse().unwrap_or(Role::Operator),
+        has_badge: r.get::<_, Option<String>>(3)?.is_some(),
         badge: r.get(3)?,
         has_pin: r.get::<_, Option<String>>(4)?.is_some(),
         has_password: r.get::<_, Option<String>>(5)?.is_some(),

@@ -176,6 +176,13 @@ pub async fn logout(
         let now = time::OffsetDateTime::now_utc();
         query(&s.store, move |st| st.close_session(&c, now)).await?;
     }
+    // Whoever signs out is no longer at any slot.
+    for v in s.slots.all() {
+        if v.operator.as_deref() == Some(caller.name.as_str()) {
+            s.slots
+                .update(crate::ids::SlotId(v.slot), |x| x.operator = None);
+        }
+    }
     let mut r = Redirect::to("/login").into_response();
     r.headers_mut().append(
         header::SET_COOKIE,

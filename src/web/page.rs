@@ -239,8 +239,7 @@ pub async fn slot_action(
         .ok_or_else(|| ApiError::NotFound(format!("there is no slot {slot}")))?;
     match f.action.as_str() {
         "claim" => {
-            let name = caller.name.clone();
-            s.slots.update(SlotId(slot), |v| v.operator = Some(name));
+            // On record first, then in effect.
             let (by, now) = (caller.name.clone(), time::OffsetDateTime::now_utc());
             query(&s.store, move |st| {
                 st.audit(
@@ -252,6 +251,8 @@ pub async fn slot_action(
                 )
             })
             .await?;
+            let name = caller.name.clone();
+            s.slots.update(SlotId(slot), |v| v.operator = Some(name));
         }
         "retry" | "abort" => {
             let cmd = if f.action == "retry" {
@@ -295,15 +296,20 @@ pub async fn set_work_order(
             "a work order is up to 64 printable characters".into(),
         ));
     }
-    let value = (!wo.is_empty()).then_some(wo);
-    if let Ok(mut w) = s.work_order.write() {
-        w.clone_from(&value);
-    }
-    let (by, now) = (caller.name.clone(), time::OffsetDateTime::now_utc());
+    // Saved first ("" records a deliberate clearing, so that a restart does
+    // not bring back the configured one), then in effect.
+    let (by, now, saved) = (
+        caller.name.clone(),
+        time::OffsetDateTime::now_utc(),
+        wo.clone(),
+    );
     query(&s.store, move |st| {
-        st.set_setting("work_order", value.as_deref(), &by, now)
+        st.set_setting("work_order", Some(&saved), &by, now)
     })
     .await?;
+    if let Ok(mut w) = s.work_order.write() {
+        *w = (!wo.is_empty()).then_some(wo);
+    }
     Ok(Redirect::to("/").into_response())
 }
 

@@ -67,7 +67,6 @@ fn driver(dir: &std::path::Path, ca_failures: Vec<String>) -> SlotDriver {
         view,
         enrollment: Arc::new(EnrollmentTemplate {
             line: "l".into(),
-            work_order: None,
             desired_properties: Default::default(),
             allocation_policy: None,
             iot_hubs: vec![],
