@@ -8,30 +8,6 @@ mod common;
 use common::*;
 use station::store::{NewUser, Role};
 
-fn bare() -> reqwest::Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
-}
-
-fn set_cookie(r: &reqwest::Response, name: &str) -> Option<String> {
-    r.headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find_map(|v| {
-            v.strip_prefix(&format!("{name}="))
-                .map(|rest| rest.split(';').next().unwrap_or("").to_string())
-        })
-}
-
-fn hidden_csrf(html: &str) -> String {
-    let at = html.find("name=\"csrf\" value=\"").unwrap() + "name=\"csrf\" value=\"".len();
-    html[at..].split('"').next().unwrap().to_string()
-}
-
 async fn add_people(st: &TestStation) {
     let now = time::OffsetDateTime::now_utc();
     let s = st.store();
@@ -61,24 +37,10 @@ async fn add_people(st: &TestStation) {
     .unwrap();
 }
 
-/// Signs in with a badge; returns the session cookie.
-async fn sign_in(st: &TestStation, badge: &str, pin: &str) -> reqwest::Response {
-    let c = bare();
-    let page = c.get(format!("{}/login", st.base)).send().await.unwrap();
-    let pre = set_cookie(&page, "station_login_csrf").unwrap();
-    let csrf = hidden_csrf(&page.text().await.unwrap());
-    c.post(format!("{}/login", st.base))
-        .header("cookie", format!("station_login_csrf={pre}"))
-        .form(&[("csrf", csrf.as_str()), ("badge", badge), ("pin", pin)])
-        .send()
-        .await
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_without_a_session_or_token_are_refused() {
     let st = TestStation::start(vec![]).await;
-    let c = bare();
+    let c = bare_client();
     for path in [
         "/api/v1/boards",
         "/api/v1/slots",
@@ -161,7 +123,7 @@ async fn roles_are_enforced_for_tokens() {
 async fn sessions_sign_in_need_csrf_and_sign_out() {
     let st = TestStation::start(vec![]).await;
     add_people(&st).await;
-    let c = bare();
+    let c = bare_client();
 
     // A sign-in without the form's CSRF cookie is refused.
     let r = c
@@ -172,7 +134,7 @@ async fn sessions_sign_in_need_csrf_and_sign_out() {
         .unwrap();
     assert_eq!(r.status(), 403);
 
-    let r = sign_in(&st, "B-2", "2222").await;
+    let r = sign_in_badge(&st, "B-2", "2222").await;
     assert_eq!(r.status(), 303, "{:?}", r.text().await);
     let cookie_header = format!(
         "station_session={}",
@@ -227,7 +189,7 @@ async fn sessions_sign_in_need_csrf_and_sign_out() {
     assert_eq!(r.status(), 200);
 
     // An operator's session cannot do a supervisor's action.
-    let r = sign_in(&st, "B-1", "1111").await;
+    let r = sign_in_badge(&st, "B-1", "1111").await;
     let ana = format!(
         "station_session={}",
         set_cookie(&r, "station_session").unwrap()
@@ -303,12 +265,12 @@ async fn failed_sign_ins_are_throttled_and_audited() {
     let st = TestStation::start(vec![]).await;
     add_people(&st).await;
     for _ in 0..5 {
-        let r = sign_in(&st, "B-1", "0000").await;
+        let r = sign_in_badge(&st, "B-1", "0000").await;
         assert_eq!(r.status(), 401);
         assert!(r.text().await.unwrap().contains("not recognised"));
     }
     // Even the right PIN waits now.
-    let r = sign_in(&st, "B-1", "1111").await;
+    let r = sign_in_badge(&st, "B-1", "1111").await;
     assert_eq!(r.status(), 429);
     assert!(r.text().await.unwrap().contains("Too many failed sign-ins"));
     let failed = st

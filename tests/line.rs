@@ -11,32 +11,6 @@ use common::*;
 use station::sim::SimOptions;
 use station::store::{NewUser, Role};
 
-fn bare() -> reqwest::Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
-}
-
-fn cookie_of(r: &reqwest::Response, name: &str) -> String {
-    r.headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find_map(|v| {
-            v.strip_prefix(&format!("{name}="))
-                .map(|x| x.split(';').next().unwrap().to_string())
-        })
-        .unwrap()
-}
-
-fn csrf_in(html: &str) -> String {
-    let k = "name=\"csrf\" value=\"";
-    let at = html.find(k).unwrap() + k.len();
-    html[at..].split('"').next().unwrap().to_string()
-}
-
 /// An operator's session: (cookie header, csrf).
 async fn operator_session(st: &TestStation) -> (String, String) {
     let now = time::OffsetDateTime::now_utc();
@@ -48,19 +22,12 @@ async fn operator_session(st: &TestStation) -> (String, String) {
         password: None,
     };
     st.store().add_user(&new, "t", now).unwrap();
-    let c = bare();
-    let page = c.get(format!("{}/login", st.base)).send().await.unwrap();
-    let pre = cookie_of(&page, "station_login_csrf");
-    let csrf = csrf_in(&page.text().await.unwrap());
-    let r = c
-        .post(format!("{}/login", st.base))
-        .header("cookie", format!("station_login_csrf={pre}"))
-        .form(&[("csrf", csrf.as_str()), ("badge", "B-1"), ("pin", "1111")])
-        .send()
-        .await
-        .unwrap();
-    let cookie = format!("station_session={}", cookie_of(&r, "station_session"));
-    let page = c
+    let r = sign_in_badge(st, "B-1", "1111").await;
+    let cookie = format!(
+        "station_session={}",
+        set_cookie(&r, "station_session").unwrap()
+    );
+    let page = bare_client()
         .get(&st.base)
         .header("cookie", &cookie)
         .send()
@@ -69,7 +36,7 @@ async fn operator_session(st: &TestStation) -> (String, String) {
         .text()
         .await
         .unwrap();
-    (cookie, csrf_in(&page))
+    (cookie, hidden_csrf(&page))
 }
 
 async fn post(
@@ -80,7 +47,7 @@ async fn post(
 ) -> reqwest::Response {
     let mut f = vec![("csrf", session.1.as_str())];
     f.extend_from_slice(form);
-    bare()
+    bare_client()
         .post(format!("{}{path}", st.base))
         .header("cookie", &session.0)
         .form(&f)
@@ -141,7 +108,7 @@ async fn the_operator_at_the_slot_and_the_work_order_are_stamped_on_boards() {
         .unwrap();
     assert_eq!(issued.actor, "ana");
     // Without the CSRF token the same requests are refused.
-    let r = bare()
+    let r = bare_client()
         .post(format!("{}/work-order", st.base))
         .header("cookie", &session.0)
         .form(&[("work_order", "WO-X")])
@@ -205,7 +172,7 @@ async fn slot_tiles_are_pushed_as_they_change() {
     };
     let st = TestStation::start(vec![board]).await;
     let session = operator_session(&st).await;
-    let mut r = bare()
+    let mut r = bare_client()
         .get(format!("{}/events", st.base))
         .header("cookie", &session.0)
         .send()

@@ -23,6 +23,50 @@ pub fn http_client() -> reqwest::Client {
     reqwest::Client::new()
 }
 
+/// An HTTP client without credentials that does not follow redirects, for
+/// the sign-in pages.
+pub fn bare_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// The value a response sets for a cookie.
+pub fn set_cookie(r: &reqwest::Response, name: &str) -> Option<String> {
+    r.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|v| {
+            v.strip_prefix(&format!("{name}="))
+                .map(|rest| rest.split(';').next().unwrap_or("").to_string())
+        })
+}
+
+/// The first hidden `csrf` field of a page.
+pub fn hidden_csrf(html: &str) -> String {
+    let k = "name=\"csrf\" value=\"";
+    let at = html.find(k).unwrap() + k.len();
+    html[at..].split('"').next().unwrap().to_string()
+}
+
+/// Signs in with a badge and PIN through the sign-in page; the response
+/// carries the session cookie.
+pub async fn sign_in_badge(st: &TestStation, badge: &str, pin: &str) -> reqwest::Response {
+    let c = bare_client();
+    let page = c.get(format!("{}/login", st.base)).send().await.unwrap();
+    let pre = set_cookie(&page, "station_login_csrf").unwrap();
+    let csrf = hidden_csrf(&page.text().await.unwrap());
+    c.post(format!("{}/login", st.base))
+        .header("cookie", format!("station_login_csrf={pre}"))
+        .form(&[("csrf", csrf.as_str()), ("badge", badge), ("pin", pin)])
+        .send()
+        .await
+        .unwrap()
+}
+
 /// An HTTP client that sends `token` as its bearer token.
 pub fn client_with_token(token: &str) -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
