@@ -382,3 +382,21 @@ fn users_and_tokens_from_the_command_line() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+#[test]
+fn audit_verify_names_a_deleted_row() {
+    let (dir, cfg) = prepare(&[], 300);
+    seed_provisioned(&cfg, 3, |_, _| ());
+    let c = dir.path().join("station.toml");
+    let db = rusqlite::Connection::open(cfg.database_path()).unwrap();
+    db.execute_batch("DROP TRIGGER audit_no_delete; DELETE FROM audit WHERE id = 2;")
+        .unwrap();
+    drop(db);
+    let out = station(&["audit", "verify", "--config", c.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success());
+    assert!(
+        text.contains("BROKEN at row 3") && text.contains("missing (deleted)"),
+        "{text}"
+    );
+}
