@@ -247,25 +247,13 @@ impl Store {
         by: &str,
         now: OffsetDateTime,
     ) -> Result<bool, StoreError> {
-        self.with(|c| {
-            let tx = c.transaction()?;
-            let n = tx.execute(
-                "UPDATE users SET disabled_at = ?2 WHERE name = ?1 AND disabled_at IS NULL",
-                params![name, ts(now)],
-            )?;
-            if n > 0 {
-                audit::append(
-                    &tx,
-                    by,
-                    "user_disabled",
-                    Some(name),
-                    &serde_json::json!({}),
-                    now,
-                )?;
-            }
-            tx.commit()?;
-            Ok(n > 0)
-        })
+        let n = self.change_audited(
+            "UPDATE users SET disabled_at = ?2 WHERE name = ?1 AND disabled_at IS NULL",
+            params![name, ts(now)],
+            (by, "user_disabled", name, &|_| serde_json::json!({})),
+            now,
+        )?;
+        Ok(n > 0)
     }
 
     /// Sets a user's PIN. Returns false if there is no such user.
@@ -278,25 +266,13 @@ impl Store {
     ) -> Result<bool, PeopleError> {
         check_pin(pin)?;
         let h = hash_secret(pin)?;
-        Ok(self.with(|c| {
-            let tx = c.transaction()?;
-            let n = tx.execute(
-                "UPDATE users SET pin_hash = ?2 WHERE name = ?1",
-                params![name, h],
-            )?;
-            if n > 0 {
-                audit::append(
-                    &tx,
-                    by,
-                    "pin_changed",
-                    Some(name),
-                    &serde_json::json!({}),
-                    now,
-                )?;
-            }
-            tx.commit()?;
-            Ok(n > 0)
-        })?)
+        let n = self.change_audited(
+            "UPDATE users SET pin_hash = ?2 WHERE name = ?1",
+            params![name, h],
+            (by, "pin_changed", name, &|_| serde_json::json!({})),
+            now,
+        )?;
+        Ok(n > 0)
     }
 
     /// The enabled user with this badge, if the PIN is right.
@@ -558,21 +534,34 @@ impl Store {
         by: &str,
         now: OffsetDateTime,
     ) -> Result<usize, StoreError> {
+        self.change_audited(
+            "UPDATE api_tokens SET revoked_at = ?2 WHERE name = ?1 AND revoked_at IS NULL",
+            params![name, ts(now)],
+            (
+                by,
+                "token_revoked",
+                name,
+                &|n| serde_json::json!({ "tokens": n }),
+            ),
+            now,
+        )
+    }
+
+    /// Runs one change and, if it changed any row, records it in the audit
+    /// trail in the same transaction (`detail` sees the row count). Returns
+    /// the rows changed.
+    fn change_audited(
+        &self,
+        sql: &str,
+        args: impl rusqlite::Params,
+        (by, action, subject, detail): (&str, &str, &str, &dyn Fn(usize) -> serde_json::Value),
+        now: OffsetDateTime,
+    ) -> Result<usize, StoreError> {
         self.with(|c| {
             let tx = c.transaction()?;
-            let n = tx.execute(
-                "UPDATE api_tokens SET revoked_at = ?2 WHERE name = ?1 AND revoked_at IS NULL",
-                params![name, ts(now)],
-            )?;
+            let n = tx.execute(sql, args)?;
             if n > 0 {
-                audit::append(
-                    &tx,
-                    by,
-                    "token_revoked",
-                    Some(name),
-                    &serde_json::json!({ "tokens": n }),
-                    now,
-                )?;
+                audit::append(&tx, by, action, Some(subject), &detail(n), now)?;
             }
             tx.commit()?;
             Ok(n)
