@@ -400,3 +400,56 @@ fn audit_verify_names_a_deleted_row() {
         "{text}"
     );
 }
+
+#[test]
+fn outbox_list_and_retry_from_the_command_line() {
+    let (dir, cfg) = prepare(&[], 300);
+    let guids = seed_provisioned(&cfg, 2, |_, _| ());
+    let c = dir.path().join("station.toml");
+    let c = c.to_str().unwrap();
+    let store = station::store::Store::open(&cfg.database_path()).unwrap();
+    let job = store.due_jobs(1).unwrap()[0].id;
+    store
+        .park(
+            &[job],
+            "DPS refused the enrollment (400: bad)",
+            time::OffsetDateTime::now_utc(),
+        )
+        .unwrap();
+
+    let out = station(&["outbox", "list", "--config", c]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(
+        text.starts_with("pending 1  enrolled 0  parked 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("parked") && text.contains(&guids[0]) && text.contains("400: bad"),
+        "{text}"
+    );
+    let out = station(&["outbox", "list", "--state", "lost", "--config", c]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("choose pending, enrolled or parked"));
+
+    let retries = store.retry_count().unwrap();
+    let out = station(&["outbox", "retry", "--config", c]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1 parked job(s) queued again"));
+    assert_eq!(store.outbox_counts().unwrap().pending, 2);
+    assert_eq!(
+        store.retry_count().unwrap(),
+        retries + 1,
+        "a paused uploader in another process sees it"
+    );
+    let row = store
+        .audit_rows()
+        .unwrap()
+        .into_iter()
+        .find(|r| r.action == "outbox_retry")
+        .unwrap();
+    assert!(row.actor.starts_with("cli:"), "{}", row.actor);
+    assert!(
+        !station(&["outbox", "retry", "not-a-guid", "--config", c])
+            .status
+            .success()
+    );
+}
