@@ -13,6 +13,9 @@
 //! - [`workflow`]: one task per jig slot driving [`core`], persisting each
 //!   transition before acting on it.
 //! - [`config`]: `station.toml`, parsed into a validated configuration.
+//! - [`label`]: label content: the ZPL template and the SVG preview.
+//! - [`printer`]: label printers (raw TCP with Zebra host status, spool
+//!   folder, CUPS, a scripted fake) and the worker printing queued labels.
 //! - [`dps`]: DPS enrollments: body, SAS, client, outbox uploader.
 //! - [`web`]: the JSON API, metrics and a plain HTML page.
 //! - [`app`]: wiring it all together for `station serve`.
@@ -28,6 +31,8 @@ pub mod dps;
 pub mod failpoint;
 pub mod ids;
 pub mod jig;
+pub mod label;
+pub mod printer;
 pub mod random;
 pub mod sim;
 pub mod store;

@@ -164,4 +164,34 @@ CREATE TABLE settings (
     value  TEXT
 );
 "#,
+    // 7: label print jobs (printed by the label worker, never holding up
+    // the line) and scan-back checks of printed labels.
+    r#"
+CREATE TABLE labels (
+    id            INTEGER PRIMARY KEY,
+    -- The board's GUID; the all-zero GUID for a test label.
+    guid          TEXT NOT NULL,
+    board_id      INTEGER REFERENCES boards (id),
+    kind          TEXT NOT NULL CHECK (kind IN ('board', 'reprint', 'test')),
+    state         TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'printed', 'cancelled')),
+    attempts      INTEGER NOT NULL DEFAULT 0,
+    last_error    TEXT,
+    requested_by  TEXT NOT NULL,
+    created_at    TEXT NOT NULL,
+    updated_at    TEXT NOT NULL,
+    printed_at    TEXT
+);
+CREATE INDEX labels_pending ON labels (state, id);
+CREATE INDEX labels_guid ON labels (guid);
+CREATE TABLE label_scans (
+    id          INTEGER PRIMARY KEY,
+    slot        INTEGER NOT NULL,
+    -- The GUID of the board in the slot, and what the scanner read.
+    expected    TEXT NOT NULL,
+    scanned     TEXT NOT NULL,
+    matched     INTEGER NOT NULL,
+    scanned_by  TEXT NOT NULL,
+    scanned_at  TEXT NOT NULL
+);
+"#,
 ];

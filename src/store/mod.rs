@@ -9,6 +9,7 @@
 //! survives a power cut before the certificate is sent to the board.
 
 mod audit;
+mod labels;
 mod migrations;
 mod outbox;
 mod people;
@@ -24,6 +25,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 pub use audit::{AuditCheck, AuditRow, GENESIS};
+pub use labels::{LabelCounts, LabelJob, LabelRecord, LabelState, TEST_LABEL_GUID};
 pub use outbox::{Job, JobRow, OutboxCounts};
 pub use people::{NewUser, PeopleError, Role, Session, TokenRow, User, check_password, check_pin};
 
@@ -531,13 +533,15 @@ impl Store {
     /// With `enroll`, the DPS enrollment job is queued in the same
     /// transaction: a provisioned board always has its job, and a job
     /// always belongs to a provisioned board. `enroll` turns the board's
-    /// recorded facts into the enrollment body.
+    /// recorded facts into the enrollment body. With `label`, the board's
+    /// label job is queued in the same transaction too.
     pub fn complete(
         &self,
         board: BoardId,
         serial: &Serial,
         now: OffsetDateTime,
         enroll: Option<&dyn Fn(&EnrollmentFacts) -> String>,
+        label: bool,
     ) -> Result<(), StoreError> {
         self.with(|c| {
             let tx = c.transaction()?;
@@ -570,6 +574,9 @@ impl Store {
                     },
                 )?;
                 outbox::enqueue(&tx, board.0, &build(&facts), now)?;
+            }
+            if label {
+                labels::enqueue_in(&tx, board.0, now)?;
             }
             tx.commit()
         })

@@ -109,7 +109,8 @@ fn review_resume_already_and_override() {
         }
         other => panic!("{other:?}"),
     }
-    s.complete(b, &Serial("aa".into()), now(), None).unwrap();
+    s.complete(b, &Serial("aa".into()), now(), None, false)
+        .unwrap();
 
     // A later visit of the same GUID: already provisioned.
     let b2 = s.open_board("st", SlotId(2), now()).unwrap();
@@ -135,7 +136,8 @@ fn review_resume_already_and_override() {
         }
     );
     commit(&s, b2, G1, "bb", true);
-    s.complete(b2, &Serial("bb".into()), now(), None).unwrap();
+    s.complete(b2, &Serial("bb".into()), now(), None, false)
+        .unwrap();
     let b3 = s.open_board("st", SlotId(2), now()).unwrap();
     assert!(matches!(
         s.review(b3, &g1, now()).unwrap(),

@@ -300,7 +300,8 @@ impl SlotDriver {
                 let sn = serial.clone();
                 let template = self.enrollment.clone();
                 let build = move |f: &crate::store::EnrollmentFacts| template.body(f).to_string();
-                let result = blocking(move || store.complete(board, &sn, now, Some(&build))).await;
+                let result =
+                    blocking(move || store.complete(board, &sn, now, Some(&build), true)).await;
                 self.uploads.notify_one();
                 match result {
                     Ok(()) => {

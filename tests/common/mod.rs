@@ -409,7 +409,7 @@ pub fn seed_provisioned(
             body.to_string()
         };
         store
-            .complete(b, &Serial(leaf.serial.0.clone()), now, Some(&build))
+            .complete(b, &Serial(leaf.serial.0.clone()), now, Some(&build), true)
             .unwrap();
         guids.push(guid.to_string());
     }

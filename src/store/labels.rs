@@ -1,0 +1,277 @@
+//! Label print jobs: one written with each completed board (in the same
+//! transaction), reprints and test labels asked for at the UI; taken in
+//! order by the label worker and marked printed. Also the scan-back checks.
+
+use rusqlite::{OptionalExtension, Transaction, params};
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use super::{Store, StoreError, audit, ts};
+
+/// The GUID a test label carries.
+pub const TEST_LABEL_GUID: &str = "00000000-0000-0000-0000-000000000000";
+
+/// A label job waiting for the printer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LabelJob {
+    pub id: i64,
+    pub guid: String,
+    /// `board`, `reprint` or `test`.
+    pub kind: String,
+    pub attempts: i64,
+}
+
+/// A board's facts as its label shows them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LabelRecord {
+    pub guid: String,
+    pub hw_revision: Option<String>,
+    pub fw_version: Option<String>,
+    pub mac: Option<String>,
+    pub work_order: Option<String>,
+    pub finished_at: Option<String>,
+    pub serial: String,
+    pub station: String,
+    pub slot: u16,
+}
+
+/// Label figures for the API, the line view and metrics.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct LabelCounts {
+    pub pending: i64,
+    pub printed: i64,
+    /// When the oldest pending label was asked for.
+    pub oldest_pending: Option<String>,
+}
+
+/// The latest label of a GUID, for the board view.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct LabelState {
+    pub state: String,
+    pub kind: String,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+    pub printed_at: Option<String>,
+}
+
+/// Queues the label of a board that has just been provisioned.
+pub(super) fn enqueue_in(
+    tx: &Transaction<'_>,
+    board_id: i64,
+    now: OffsetDateTime,
+) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO labels (guid, board_id, kind, requested_by, created_at, updated_at)
+         SELECT guid, id, 'board', COALESCE(operator, 'station'), ?2, ?2 FROM boards WHERE id = ?1",
+        params![board_id, ts(now)],
+    )?;
+    Ok(())
+}
+
+impl Store {
+    /// The oldest pending label jobs, at most `limit`.
+    pub fn pending_labels(&self, limit: u32) -> Result<Vec<LabelJob>, StoreError> {
+        self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT id, guid, kind, attempts FROM labels WHERE state = 'pending' ORDER BY id LIMIT ?1",
+            )?;
+            st.query_map([limit], |r| {
+                Ok(LabelJob {
+                    id: r.get(0)?,
+                    guid: r.get(1)?,
+                    kind: r.get(2)?,
+                    attempts: r.get(3)?,
+                })
+            })?
+            .collect()
+        })
+    }
+
+    /// The printer took the label.
+    pub fn label_printed(&self, id: i64, now: OffsetDateTime) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE labels SET state = 'printed', attempts = attempts + 1, last_error = NULL, printed_at = ?2, updated_at = ?2 WHERE id = ?1",
+                params![id, ts(now)],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// The label did not print; it stays pending.
+    pub fn label_failed(
+        &self,
+        id: i64,
+        error: &str,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE labels SET attempts = attempts + 1, last_error = ?2, updated_at = ?3 WHERE id = ?1",
+                params![id, error, ts(now)],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// What the label of the newest provisioned board with this GUID shows;
+    /// `None` if there is none.
+    pub fn label_record(&self, guid: &str) -> Result<Option<LabelRecord>, StoreError> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT b.guid, b.hw_revision, b.fw_version, b.mac, b.work_order, b.finished_at, c.serial, b.station, b.slot
+                 FROM boards b JOIN certificates c ON c.board_id = b.id AND c.state = 'installed'
+                 WHERE b.guid = ?1 AND b.status = 'provisioned' ORDER BY b.id DESC LIMIT 1",
+                [guid],
+                |r| {
+                    Ok(LabelRecord {
+                        guid: r.get(0)?,
+                        hw_revision: r.get(1)?,
+                        fw_version: r.get(2)?,
+                        mac: r.get(3)?,
+                        work_order: r.get(4)?,
+                        finished_at: r.get(5)?,
+                        serial: r.get(6)?,
+                        station: r.get(7)?,
+                        slot: r.get(8)?,
+                    })
+                },
+            )
+            .optional()
+        })
+    }
+
+    /// Queues another label for a provisioned board, with an audit row.
+    /// `None` when the station provisioned no board with this GUID.
+    pub fn reprint_label(
+        &self,
+        guid: &str,
+        by: &str,
+        reason: &str,
+        now: OffsetDateTime,
+    ) -> Result<Option<i64>, StoreError> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let board: Option<i64> = tx
+                .query_row(
+                    "SELECT id FROM boards WHERE guid = ?1 AND status = 'provisioned' ORDER BY id DESC LIMIT 1",
+                    [guid],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let Some(board) = board else {
+                return Ok(None);
+            };
+            tx.execute(
+                "INSERT INTO labels (guid, board_id, kind, requested_by, created_at, updated_at) VALUES (?1, ?2, 'reprint', ?3, ?4, ?4)",
+                params![guid, board, by, ts(now)],
+            )?;
+            let id = tx.last_insert_rowid();
+            audit::append(&tx, by, "label_reprint", Some(guid), &serde_json::json!({ "job": id, "reason": reason }), now)?;
+            tx.commit()?;
+            Ok(Some(id))
+        })
+    }
+
+    /// Queues a test label, with an audit row.
+    pub fn test_label(&self, by: &str, now: OffsetDateTime) -> Result<i64, StoreError> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            tx.execute(
+                "INSERT INTO labels (guid, kind, requested_by, created_at, updated_at) VALUES (?1, 'test', ?2, ?3, ?3)",
+                params![TEST_LABEL_GUID, by, ts(now)],
+            )?;
+            let id = tx.last_insert_rowid();
+            audit::append(&tx, by, "label_test", None, &serde_json::json!({ "job": id }), now)?;
+            tx.commit()?;
+            Ok(id)
+        })
+    }
+
+    pub fn label_counts(&self) -> Result<LabelCounts, StoreError> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT COALESCE(SUM(state = 'pending'), 0), COALESCE(SUM(state = 'printed'), 0),
+                        MIN(CASE WHEN state = 'pending' THEN created_at END) FROM labels",
+                [],
+                |r| {
+                    Ok(LabelCounts {
+                        pending: r.get(0)?,
+                        printed: r.get(1)?,
+                        oldest_pending: r.get(2)?,
+                    })
+                },
+            )
+        })
+    }
+
+    /// The newest label job of a GUID.
+    pub fn label_state(&self, guid: &str) -> Result<Option<LabelState>, StoreError> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT state, kind, attempts, last_error, printed_at FROM labels WHERE guid = ?1 ORDER BY id DESC LIMIT 1",
+                [guid],
+                |r| {
+                    Ok(LabelState {
+                        state: r.get(0)?,
+                        kind: r.get(1)?,
+                        attempts: r.get(2)?,
+                        last_error: r.get(3)?,
+                        printed_at: r.get(4)?,
+                    })
+                },
+            )
+            .optional()
+        })
+    }
+
+    /// Records a scan-back check; a mismatch also goes in the audit trail.
+    pub fn record_scan(
+        &self,
+        slot: u16,
+        expected: &str,
+        scanned: &str,
+        by: &str,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let matched = expected.eq_ignore_ascii_case(scanned);
+        self.with(|c| {
+            let tx = c.transaction()?;
+            tx.execute(
+                "INSERT INTO label_scans (slot, expected, scanned, matched, scanned_by, scanned_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![slot, expected, scanned, matched, by, ts(now)],
+            )?;
+            if !matched {
+                audit::append(
+                    &tx,
+                    by,
+                    "label_scan_mismatch",
+                    Some(expected),
+                    &serde_json::json!({ "slot": slot, "scanned": scanned }),
+                    now,
+                )?;
+            }
+            tx.commit()?;
+            Ok(matched)
+        })
+    }
+}
+
+impl Store {
+    /// A job that can never print (its board record is gone) leaves the
+    /// queue, with the reason.
+    pub fn label_cancelled(
+        &self,
+        id: i64,
+        reason: &str,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE labels SET state = 'cancelled', last_error = ?2, updated_at = ?3 WHERE id = ?1",
+                params![id, reason, ts(now)],
+            )?;
+            Ok(())
+        })
+    }
+}
