@@ -12,6 +12,7 @@ use crate::config::{Config, DPS_ENV, SlotLink};
 use crate::dps::{EnrollmentTemplate, HttpDps, OutboxStatus, Uploader};
 use crate::jig::link::open_serial;
 use crate::jig::{JigLink, LinkTiming};
+use crate::printer::{LabelWorker, PrinterState, SharedPrinterState};
 use crate::sim::PtySim;
 use crate::store::Store;
 use crate::web::{AppState, router};
@@ -23,6 +24,7 @@ pub struct App {
     pub store: Store,
     pub slots: SlotBoard,
     pub outbox: crate::dps::SharedStatus,
+    pub printer: SharedPrinterState,
     /// In demo mode with nobody registered: the sign-in (user name,
     /// password) and API token made for the demo, to show once.
     pub demo_access: Option<(String, String, String)>,
@@ -145,6 +147,27 @@ pub async fn start(cfg: &Config, demo_ca: bool) -> anyhow::Result<App> {
             "no DPS connection string ([dps] connection_string or {DPS_ENV}): enrollments are queued and sent once one is configured"
         ),
     }
+    let printer = crate::printer::from_config(&cfg.printer);
+    let printer_state = PrinterState::new(printer.describe());
+    let label_wake = Arc::new(tokio::sync::Notify::new());
+    let labeler = Arc::new(cfg.label.labeler.clone());
+    tracing::info!(printer = %printer.describe(), template = %cfg.label.template_origin, "labels print to {}", printer.describe());
+    tasks.push(tokio::spawn(
+        LabelWorker {
+            store: store.clone(),
+            printer,
+            labeler: labeler.clone(),
+            state: printer_state.clone(),
+            wake: label_wake.clone(),
+            station: cfg.station_id.clone(),
+            max_wait: cfg.printer.retry_max,
+            on_change: {
+                let slots = slots.clone();
+                Arc::new(move || slots.touch())
+            },
+        }
+        .run(),
+    ));
     let mut sims = Vec::new();
     let mut slot_commands = std::collections::BTreeMap::new();
     // The work order in production: the one set at the UI (kept across
@@ -192,6 +215,7 @@ pub async fn start(cfg: &Config, demo_ca: bool) -> anyhow::Result<App> {
             view: slots.clone(),
             enrollment: enrollment.clone(),
             uploads: uploads.clone(),
+            labels: label_wake.clone(),
             work_order: work_order.clone(),
         };
         let (tx, rx) = tokio::sync::mpsc::channel(4);
@@ -212,6 +236,12 @@ pub async fn start(cfg: &Config, demo_ca: bool) -> anyhow::Result<App> {
         slot_commands: Arc::new(slot_commands),
         work_order,
         config_view: Arc::new(cfg.public_view()),
+        labels: crate::web::Labels {
+            labeler,
+            printer: printer_state.clone(),
+            wake: label_wake,
+            scan_back: cfg.label.scan_back,
+        },
     };
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
@@ -230,6 +260,7 @@ pub async fn start(cfg: &Config, demo_ca: bool) -> anyhow::Result<App> {
         store,
         slots,
         outbox,
+        printer: printer_state,
         demo_access,
         sims,
         tasks,

@@ -14,6 +14,10 @@ use crate::ids::SlotId;
 use crate::jig::LinkTiming;
 use crate::sim::{Fault, LineCycle, SimOptions};
 
+mod label;
+
+pub use label::{LabelConfig, PrinterBackend, PrinterConfig};
+
 #[derive(Debug, thiserror::Error)]
 #[error("{file}: {key}: {reason}")]
 pub struct ConfigError {
@@ -39,6 +43,10 @@ struct RawConfig {
     dps: RawDps,
     #[serde(default)]
     ui: RawUi,
+    #[serde(default)]
+    label: label::RawLabel,
+    #[serde(default)]
+    printer: label::RawPrinter,
 }
 
 #[derive(Debug, Deserialize)]
@@ -202,6 +210,8 @@ pub struct Config {
     pub dps: DpsConfig,
     /// A web session idle this long ends.
     pub session_idle: Duration,
+    pub label: LabelConfig,
+    pub printer: PrinterConfig,
 }
 
 /// `[dps]`: where and how enrollments are uploaded.
@@ -495,7 +505,13 @@ impl Config {
             ));
         }
 
+        let label = label::label_config(&raw.label, base).map_err(|(k, r)| err(&k, r))?;
+        let printer =
+            label::printer_config(&raw.printer, base, &data_dir).map_err(|(k, r)| err(&k, r))?;
+
         Ok(Config {
+            label,
+            printer,
             work_order,
             dps,
             session_idle: Duration::from_secs(u64::from(raw.ui.session_idle_minutes) * 60),
@@ -557,6 +573,8 @@ impl Config {
                 "iot_hubs": self.dps.iot_hubs,
             },
             "ui": { "session_idle_minutes": self.session_idle.as_secs() / 60 },
+            "label": self.label.public_view(),
+            "printer": self.printer.public_view(),
         })
     }
 

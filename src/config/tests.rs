@@ -102,8 +102,8 @@ fn unknown_keys_are_refused_with_their_line() {
     let msg = with(|s| s.replace("[jig]\n", "[jig]\ntimeuot_ms = 5\n"));
     assert!(msg.contains("timeuot_ms"), "{msg}");
     assert!(msg.contains(": line "), "{msg}");
-    let msg = with(|s| s + "\n[printer]\nbackend = \"tcp\"\n");
-    assert!(msg.contains("printer"), "{msg}");
+    let msg = with(|s| s + "\n[erp]\nbackend = \"tcp\"\n");
+    assert!(msg.contains("erp"), "{msg}");
 }
 
 #[test]
@@ -259,4 +259,130 @@ fn dps_tags_and_desired_properties() {
     assert_eq!(c.work_order.as_deref(), Some("WO-42"));
     assert_eq!(c.dps.desired_properties["telemetryInterval"], 60);
     assert_eq!(c.dps.iot_hubs, ["hub1.azure-devices.net"]);
+}
+
+#[test]
+fn label_and_printer_defaults() {
+    let c = parse(&base()).unwrap();
+    assert_eq!(
+        c.printer.backend,
+        PrinterBackend::Spool {
+            dir: PathBuf::from("/etc/station/data/labels")
+        }
+    );
+    assert_eq!(c.label.template_origin, "built-in reference");
+    let size = c.label.labeler.template.size();
+    assert_eq!((size.width_mm, size.height_mm, size.dpmm), (60.0, 30.0, 8));
+    assert!(!c.label.scan_back);
+    let c = parse(&reference()).unwrap();
+    assert!(matches!(c.printer.backend, PrinterBackend::Spool { .. }));
+
+    let text = base()
+        + "\n[printer]\nbackend = \"tcp\"\naddress = \"10.0.0.7:9100\"\n\n[label]\nwidth_mm = 50.8\nheight_mm = 25.4\ndensity_dpmm = 12\nscan_back = true\n[label.fields]\nsite = \"Plant 2\"\n";
+    let c = parse(&text).unwrap();
+    assert_eq!(
+        c.printer.backend,
+        PrinterBackend::Tcp {
+            address: "10.0.0.7:9100".into()
+        }
+    );
+    assert_eq!(c.label.labeler.template.size().width_dots(), 610);
+    assert!(c.label.scan_back);
+    let c = parse(&(base() + "\n[printer]\nbackend = \"cups\"\nqueue = \"zebra-1\"\n")).unwrap();
+    assert_eq!(
+        c.printer.backend,
+        PrinterBackend::Cups {
+            queue: "zebra-1".into()
+        }
+    );
+}
+
+#[test]
+fn bad_label_and_printer_values_are_named() {
+    let cases = [
+        (
+            "[printer]\nbackend = \"usb\"",
+            "printer.backend",
+            "not \"tcp\"",
+        ),
+        (
+            "[printer]\nbackend = \"tcp\"",
+            "printer.address",
+            "host:port",
+        ),
+        (
+            "[printer]\nbackend = \"tcp\"\naddress = \"printer\"",
+            "printer.address",
+            "host:port",
+        ),
+        (
+            "[printer]\nbackend = \"tcp\"\naddress = \"p:9100\"\nqueue = \"q\"",
+            "printer.queue",
+            "not used",
+        ),
+        (
+            "[printer]\nbackend = \"cups\"",
+            "printer.queue",
+            "queue name",
+        ),
+        (
+            "[printer]\nbackend = \"cups\"\nqueue = \"a b\"",
+            "printer.queue",
+            "queue name",
+        ),
+        ("[printer]\nspool_dir = \"\"", "printer.spool_dir", "empty"),
+        ("[printer]\ntimeout_ms = 5", "printer.timeout_ms", "between"),
+        (
+            "[printer]\nretry_max_seconds = 0",
+            "printer.retry_max_seconds",
+            "between",
+        ),
+        (
+            "[label]\ndensity_dpmm = 7",
+            "label.density_dpmm",
+            "6, 8, 12 or 24",
+        ),
+        ("[label]\nwidth_mm = 2", "label.width_mm", "between"),
+        ("[label]\nheight_mm = 2000", "label.height_mm", "between"),
+        (
+            "[label.fields]\nguid = \"x\"",
+            "label.fields.guid",
+            "not a built-in",
+        ),
+        (
+            "[label.fields]\n\"Site Name\" = \"x\"",
+            "label.fields.Site Name",
+            "lower-case",
+        ),
+        (
+            "[label]\ntemplate = \"missing.zpl\"",
+            "label.template",
+            "cannot read /etc/station/missing.zpl",
+        ),
+        ("[label]\ncolour = \"red\"", "line", "unknown field"),
+    ];
+    for (extra, key, reason) in cases {
+        let e = parse(&format!("{}\n{extra}\n", base()))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(key) && e.contains(reason), "{extra}: {e}");
+    }
+}
+
+#[test]
+fn a_broken_template_file_is_named_with_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("label.zpl"),
+        "^XA\n^FO0,0^BXN,4,200^FH^FD{{guid}}^FS\n^FO0,40^FH^FD{{lot_number}}^FS\n^XZ\n",
+    )
+    .unwrap();
+    let path = dir.path().join("station.toml");
+    let text = base() + "\n[label]\ntemplate = \"label.zpl\"\n";
+    let e = Config::parse(&text, &path).unwrap_err().to_string();
+    assert!(e.contains("label.template"), "{e}");
+    assert!(
+        e.contains("label.zpl line 3: {{lot_number}} is not a label field"),
+        "{e}"
+    );
 }

@@ -80,6 +80,39 @@ mod tests {
         }
     }
 
+    fn sample() -> LabelFacts {
+        LabelFacts {
+            guid: "0f8fad5b-d9cb-469f-a165-70867728950e".into(),
+            product: String::new(),
+            hw_revision: "B2".into(),
+            fw_version: "1.4.2".into(),
+            mac: "02:00:5e:10:00:01".into(),
+            lot: "WO-2026_11 Müller^1".into(),
+            date: "2026-11-22".into(),
+            serial: "7f3a".into(),
+            station: "station-01".into(),
+            slot: "3".into(),
+        }
+    }
+
+    #[test]
+    fn reference_label_zpl_snapshot() {
+        insta::assert_snapshot!("reference_label_8dpmm", reference(8).zpl(&sample()));
+        insta::assert_snapshot!("reference_label_12dpmm", reference(12).zpl(&sample()));
+    }
+
+    #[test]
+    fn the_preview_draws_what_the_zpl_says() {
+        let svg = reference(8).svg(&sample());
+        assert!(svg.contains(r#"viewBox="0 0 480 240""#), "{svg}");
+        assert!(
+            svg.contains(">Lot WO-2026_11 Müller^1  2026-11-22</text>"),
+            "{svg}"
+        );
+        assert!(svg.contains(">Widget</text>"), "{svg}");
+        assert!(svg.contains(r#"data-content="0f8fad5b-d9cb-469f-a165-70867728950e""#));
+    }
+
     #[test]
     fn the_reference_template_is_valid_at_every_density() {
         for dpmm in [6, 8, 12, 24] {

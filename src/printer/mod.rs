@@ -90,3 +90,13 @@ pub trait Printer: Send + Sync {
     /// taken all of it.
     async fn print(&self, job: &PrintJob) -> Result<(), PrintError>;
 }
+
+/// The printer `station.toml` names.
+pub fn from_config(c: &crate::config::PrinterConfig) -> std::sync::Arc<dyn Printer> {
+    use crate::config::PrinterBackend;
+    match &c.backend {
+        PrinterBackend::Tcp { address } => std::sync::Arc::new(TcpPrinter::new(address, c.timeout)),
+        PrinterBackend::Spool { dir } => std::sync::Arc::new(SpoolPrinter { dir: dir.clone() }),
+        PrinterBackend::Cups { queue } => std::sync::Arc::new(cups::CupsPrinter::new(queue)),
+    }
+}

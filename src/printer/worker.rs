@@ -77,6 +77,9 @@ pub struct LabelWorker {
     /// Longest wait between tries while the printer has a problem, and
     /// between status checks while idle.
     pub max_wait: Duration,
+    /// Called when the printer's state or the queue changes (the line view
+    /// redraws).
+    pub on_change: Arc<dyn Fn() + Send + Sync>,
 }
 
 /// What became of one job.
@@ -206,11 +209,91 @@ impl LabelWorker {
                 tracing::info!(printer = %s.printer, "printer is ready again");
             }
         }
+        let message = problem.map(ToString::to_string);
+        let changed = printed || s.state != state || s.message != message;
         s.state = state;
         s.code = code;
-        s.message = problem.map(ToString::to_string);
+        s.message = message;
         if printed {
             s.printed += 1;
         }
+        drop(s);
+        if changed {
+            (self.on_change)();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::label::{LabelSize, LabelTemplate, REFERENCE_TEMPLATE};
+    use crate::printer::ScriptedPrinter;
+
+    fn labeler() -> Arc<Labeler> {
+        let size = LabelSize {
+            width_mm: 60.0,
+            height_mm: 30.0,
+            dpmm: 8,
+        };
+        Arc::new(Labeler {
+            template: LabelTemplate::parse(REFERENCE_TEMPLATE, "ref", size, Default::default())
+                .unwrap(),
+            product: "Widget".into(),
+        })
+    }
+
+    #[tokio::test]
+    async fn a_printer_problem_keeps_jobs_queued_until_they_print_once_each_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("station.db")).unwrap();
+        let now = OffsetDateTime::now_utc();
+        let ids: Vec<i64> = (0..3)
+            .map(|_| store.test_label("sup", now).unwrap())
+            .collect();
+        let paper = || {
+            Err(PrintError::PaperOut {
+                address: "p".into(),
+            })
+        };
+        let printer = Arc::new(ScriptedPrinter::with_script([paper(), paper()]));
+        let state = PrinterState::new(printer.describe());
+        let changes = Arc::new(AtomicUsize::new(0));
+        let counted = changes.clone();
+        let worker = LabelWorker {
+            store: store.clone(),
+            printer: printer.clone(),
+            labeler: labeler(),
+            state: state.clone(),
+            wake: Arc::default(),
+            station: "st".into(),
+            max_wait: Duration::from_millis(40),
+            on_change: Arc::new(move || {
+                counted.fetch_add(1, Ordering::SeqCst);
+            }),
+        };
+        let task = tokio::spawn(worker.run());
+        for _ in 0..200 {
+            if printer.printed().len() == 3 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        task.abort();
+        let printed: Vec<i64> = printer.printed().iter().map(|j| j.id).collect();
+        assert_eq!(printed, ids, "each once, in order");
+        assert!(printer.printed()[0].zpl.contains("^FDTEST LABEL^FS"));
+        assert_eq!(store.label_counts().unwrap().pending, 0);
+        let s = state.lock().unwrap().clone();
+        assert_eq!((s.state, s.code, s.printed), ("ready", None, 3));
+        // problem, then three prints
+        assert!(changes.load(Ordering::SeqCst) >= 4);
+        let first = store
+            .label_state(crate::store::TEST_LABEL_GUID)
+            .unwrap()
+            .unwrap();
+        assert_eq!(first.state, "printed");
     }
 }

@@ -275,3 +275,88 @@ impl Store {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{G1, commit, ident, now, store};
+    use super::*;
+    use crate::ids::{Serial, SlotId};
+
+    /// A board provisioned through the store's own steps, label queued.
+    pub(crate) fn provisioned(s: &Store, guid: &str, serial: &str) {
+        let b = s.open_board("st", SlotId(2), now()).unwrap();
+        let b = s.record_identity(b, &ident(guid), now()).unwrap();
+        commit(s, b, guid, serial, false);
+        s.complete(b, &Serial(serial.into()), now(), None, true)
+            .unwrap();
+    }
+
+    #[test]
+    fn a_completed_board_has_its_label_queued_and_reprints_are_audited() {
+        let (_d, s) = store();
+        provisioned(&s, G1, "aa");
+        let jobs = s.pending_labels(10).unwrap();
+        assert_eq!(jobs.len(), 1);
+        assert_eq!(
+            (jobs[0].guid.as_str(), jobs[0].kind.as_str()),
+            (G1, "board")
+        );
+        let r = s.label_record(G1).unwrap().unwrap();
+        assert_eq!(
+            (r.serial.as_str(), r.slot, r.mac.as_deref()),
+            ("aa", 2, Some("02:00:00:00:00:01"))
+        );
+        assert!(r.finished_at.is_some());
+
+        s.label_failed(jobs[0].id, "paper out", now()).unwrap();
+        let st = s.label_state(G1).unwrap().unwrap();
+        assert_eq!(
+            (st.state.as_str(), st.attempts, st.last_error.as_deref()),
+            ("pending", 1, Some("paper out"))
+        );
+        s.label_printed(jobs[0].id, now()).unwrap();
+        let st = s.label_state(G1).unwrap().unwrap();
+        assert_eq!(
+            (st.state.as_str(), st.attempts, st.last_error),
+            ("printed", 2, None)
+        );
+
+        let other = "0a1b2c3d-0000-4000-8000-0000000000ff";
+        assert_eq!(s.reprint_label(other, "ana", "", now()).unwrap(), None);
+        let id = s.reprint_label(G1, "ana", "torn", now()).unwrap().unwrap();
+        let t = s.test_label("sup", now()).unwrap();
+        let pending: Vec<i64> = s.pending_labels(10).unwrap().iter().map(|j| j.id).collect();
+        assert_eq!(pending, vec![id, t], "in the order asked");
+        let c = s.label_counts().unwrap();
+        assert_eq!((c.pending, c.printed), (2, 1));
+        assert!(c.oldest_pending.is_some());
+        s.label_cancelled(t, "gone", now()).unwrap();
+        assert_eq!(s.label_counts().unwrap().pending, 1);
+
+        let actions: Vec<(String, String)> = s
+            .audit_rows()
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.action, r.actor))
+            .collect();
+        assert!(actions.contains(&("label_reprint".into(), "ana".into())));
+        assert!(actions.contains(&("label_test".into(), "sup".into())));
+        assert!(matches!(
+            s.verify_audit().unwrap(),
+            crate::store::AuditCheck::Intact { .. }
+        ));
+    }
+
+    #[test]
+    fn scans_are_recorded_and_mismatches_audited() {
+        let (_d, s) = store();
+        assert!(
+            s.record_scan(1, G1, &G1.to_uppercase(), "ana", now())
+                .unwrap()
+        );
+        assert!(!s.record_scan(1, G1, "nope", "ana", now()).unwrap());
+        let rows = s.audit_rows().unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].action, "label_scan_mismatch");
+    }
+}

@@ -14,7 +14,7 @@ mod migrations;
 mod outbox;
 mod people;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};

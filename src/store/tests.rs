@@ -2,13 +2,13 @@ use super::*;
 use crate::core::IssuedCert;
 use crate::store::{AuditCheck, GENESIS, NewUser};
 
-fn store() -> (tempfile::TempDir, Store) {
+pub(crate) fn store() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
     let s = Store::open(&dir.path().join("station.db")).unwrap();
     (dir, s)
 }
 
-fn ident(guid: &str) -> BoardIdentity {
+pub(crate) fn ident(guid: &str) -> BoardIdentity {
     BoardIdentity {
         guid: guid.parse().unwrap(),
         hw_revision: "B2".into(),
@@ -17,14 +17,14 @@ fn ident(guid: &str) -> BoardIdentity {
     }
 }
 
-const G1: &str = "0a1b2c3d-0000-4000-8000-000000000001";
+pub(crate) const G1: &str = "0a1b2c3d-0000-4000-8000-000000000001";
 const G2: &str = "0a1b2c3d-0000-4000-8000-000000000002";
 
-fn now() -> OffsetDateTime {
+pub(crate) fn now() -> OffsetDateTime {
     OffsetDateTime::now_utc()
 }
 
-fn commit(s: &Store, b: BoardId, guid: &str, serial: &str, override_used: bool) {
+pub(crate) fn commit(s: &Store, b: BoardId, guid: &str, serial: &str, override_used: bool) {
     let guid: Guid = guid.parse().unwrap();
     let serial = Serial(serial.into());
     let pem = crate::ca::pem_encode("CERTIFICATE", &[1, 2, 3]);

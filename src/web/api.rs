@@ -65,6 +65,9 @@ pub struct BoardDetail {
     /// DPS upload of this board's enrollment: `pending`, `enrolled` or
     /// `parked`; null when none was queued.
     enrollment: Option<String>,
+    /// The newest label job of this GUID: `pending`, `printed` or
+    /// `cancelled`, with the printer's last problem; null when none.
+    label: Option<crate::store::LabelState>,
     steps: Vec<StepRow>,
 }
 
@@ -83,12 +86,13 @@ pub async fn board(
             "no board {guid} on this station"
         )));
     };
-    let id = board.id;
-    let (steps, cert, enrollment) = query(&s.store, move |st| {
+    let (id, g) = (board.id, guid.as_str().to_string());
+    let (steps, cert, enrollment, label) = query(&s.store, move |st| {
         Ok((
             st.steps(id)?,
             st.certificate_of_board(id)?,
             st.enrollment_state(id)?,
+            st.label_state(&g)?,
         ))
     })
     .await?;
@@ -98,6 +102,7 @@ pub async fn board(
         certificate_fingerprint_sha256: cert.as_ref().map(|c| c.fingerprint_sha256.clone()),
         certificate_state: cert.map(|c| c.state),
         enrollment,
+        label,
         steps,
     }))
 }

@@ -5,6 +5,7 @@
 mod admin;
 mod api;
 pub mod auth;
+mod labels;
 mod login;
 mod outbox;
 pub mod page;
@@ -42,6 +43,19 @@ pub struct AppState {
     pub work_order: Arc<std::sync::RwLock<Option<String>>>,
     /// The configuration as admins may see it (no secrets).
     pub config_view: Arc<serde_json::Value>,
+    pub labels: Labels,
+}
+
+/// What the web layer needs for labels.
+#[derive(Clone)]
+pub struct Labels {
+    /// Fills in the template, for previews.
+    pub labeler: Arc<crate::label::Labeler>,
+    pub printer: crate::printer::SharedPrinterState,
+    /// Wakes the label worker after a reprint or test label.
+    pub wake: Arc<tokio::sync::Notify>,
+    /// Operators scan each printed label back at the slot.
+    pub scan_back: bool,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -57,6 +71,29 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/api/v1/boards/{guid}/override",
             axum::routing::post(admin::grant_override),
+        )
+        .route("/api/v1/boards/{guid}/label.svg", get(labels::preview))
+        .route(
+            "/api/v1/boards/{guid}/label/reprint",
+            axum::routing::post(labels::reprint),
+        )
+        .route("/api/v1/printer", get(labels::printer))
+        .route(
+            "/api/v1/printer/test",
+            axum::routing::post(labels::test_label),
+        )
+        .route(
+            "/api/v1/slots/{slot}/scan",
+            axum::routing::post(labels::scan),
+        )
+        .route(
+            "/slots/{slot}/reprint",
+            axum::routing::post(labels::reprint_form),
+        )
+        .route("/slots/{slot}/scan", axum::routing::post(labels::scan_form))
+        .route(
+            "/supervisor/test-label",
+            axum::routing::post(labels::test_label_form),
         )
         .route("/api/v1/users", get(admin::users))
         .route("/api/v1/config", get(admin::config))
@@ -86,6 +123,8 @@ pub enum ApiError {
     /// Signed in, but not allowed (role, CSRF).
     Forbidden(String),
     NotFound(String),
+    /// The request does not fit the current state (a slot without a board).
+    Conflict(String),
     Store(StoreError),
     /// A fault of the station itself; the detail goes to the log only.
     Internal(String),
@@ -105,6 +144,7 @@ impl IntoResponse for ApiError {
                     .into_response();
             }
             ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, m),
+            ApiError::Conflict(m) => (StatusCode::CONFLICT, m),
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, m),
             ApiError::Internal(e) => {
                 tracing::error!("API request failed: {e}");

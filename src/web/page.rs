@@ -16,7 +16,7 @@ use super::auth::Caller;
 use super::{ApiError, AppState, query};
 use crate::ids::SlotId;
 use crate::store::{BoardRow, Role};
-use crate::workflow::{SlotCommand, SlotView};
+use crate::workflow::{LabelScan, SlotCommand, SlotView};
 
 /// The steps, in order, for the progress bar.
 const STEPS: [&str; 9] = [
@@ -38,10 +38,16 @@ pub struct Tile {
     can_retry: bool,
     retry_label: &'static str,
     can_abort: bool,
+    /// A provisioned board: its label preview and a reprint button.
+    has_label: bool,
+    /// The scan-back field is shown for a provisioned board not yet
+    /// checked (or checked wrong).
+    ask_scan: bool,
+    label_scan: Option<LabelScan>,
 }
 
 impl Tile {
-    fn of(v: &SlotView) -> Tile {
+    fn of(v: &SlotView, scan_back: bool) -> Tile {
         let (class, mark, label) = match v.state {
             "empty" => ("idle", "○", "Waiting for a board".to_string()),
             "testing" => ("busy", "…", "Board in: functional test running".to_string()),
@@ -86,6 +92,12 @@ impl Tile {
                 "Start"
             },
             can_abort: v.state == "provisioning",
+            has_label: v.state == "provisioned" && v.guid.is_some(),
+            ask_scan: scan_back
+                && v.state == "provisioned"
+                && v.guid.is_some()
+                && !v.label_scan.as_ref().is_some_and(|l| l.matched),
+            label_scan: v.label_scan.clone(),
         }
     }
 }
@@ -104,6 +116,16 @@ fn sentence(s: &str) -> String {
 pub struct Slots {
     pub tiles: Vec<Tile>,
     pub csrf: String,
+    pub printer: PrinterBanner,
+}
+
+/// The printer line above the tiles.
+pub struct PrinterBanner {
+    /// `ready`, `problem` or `unknown`.
+    pub state: &'static str,
+    pub printer: String,
+    pub message: Option<String>,
+    pub pending: i64,
 }
 
 #[derive(Template)]
@@ -124,10 +146,28 @@ fn render(t: &impl Template) -> Result<String, ApiError> {
         .map_err(|e| ApiError::Internal(format!("a page could not be drawn: {e}")))
 }
 
-fn slots_html(s: &AppState, csrf: &str) -> Result<String, ApiError> {
+async fn slots_html(s: &AppState, csrf: &str) -> Result<String, ApiError> {
+    let counts = query(&s.store, |st| st.label_counts()).await?;
+    let printer = s
+        .labels
+        .printer
+        .lock()
+        .map(|p| PrinterBanner {
+            state: p.state,
+            printer: p.printer.clone(),
+            message: p.message.clone(),
+            pending: counts.pending,
+        })
+        .map_err(|_| ApiError::Internal("the printer state is unavailable".into()))?;
     render(&Slots {
-        tiles: s.slots.all().iter().map(Tile::of).collect(),
+        tiles: s
+            .slots
+            .all()
+            .iter()
+            .map(|v| Tile::of(v, s.labels.scan_back))
+            .collect(),
         csrf: csrf.to_string(),
+        printer,
     })
 }
 
@@ -162,7 +202,7 @@ pub async fn index(
     let page = Line {
         user: caller.name.clone(),
         role: caller.role.as_str(),
-        slots_html: slots_html(&s, &csrf)?,
+        slots_html: slots_html(&s, &csrf).await?,
         csrf,
         station: s.station_id.to_string(),
         line: s.line.to_string(),
@@ -208,7 +248,7 @@ pub async fn events(
                     return None;
                 }
             }
-            let html = slots_html(&s, &csrf).unwrap_or_default();
+            let html = slots_html(&s, &csrf).await.unwrap_or_default();
             let event = Event::default().data(html);
             Some((
                 Ok::<Event, Infallible>(event),
@@ -331,6 +371,7 @@ mod tests {
             error_code: None,
             error: None,
             operator: None,
+            label_scan: None,
             since: "2026-11-22T10:00:00.000Z".into(),
         }
     }
@@ -347,6 +388,18 @@ mod tests {
         fail.guid = Some("0a1b2c3d-0000-4000-8000-0000000000cc".into());
         fail.error =
             Some("the board refused STORE: flash_write_failed (sector did not erase)".into());
+        let mut wrong_label = view(8, "provisioned");
+        wrong_label.guid = Some("0a1b2c3d-0000-4000-8000-0000000000dd".into());
+        wrong_label.label_scan = Some(LabelScan {
+            matched: false,
+            scanned: "0a1b2c3d-0000-4000-8000-0000000000bb".into(),
+        });
+        let mut checked = view(9, "provisioned");
+        checked.guid = Some("0a1b2c3d-0000-4000-8000-0000000000ee".into());
+        checked.label_scan = Some(LabelScan {
+            matched: true,
+            scanned: "0a1b2c3d-0000-4000-8000-0000000000ee".into(),
+        });
         let mut down = view(6, "empty");
         down.link = "disconnected";
         down.link_error = Some("the serial device /dev/ttyUSB6 failed: no such device".into());
@@ -358,9 +411,11 @@ mod tests {
             fail,
             view(7, "done"),
             down,
+            wrong_label,
+            checked,
         ]
         .iter()
-        .map(Tile::of)
+        .map(|v| Tile::of(v, true))
         .collect()
     }
 
@@ -369,6 +424,15 @@ mod tests {
         let html = Slots {
             tiles: tiles(),
             csrf: "CSRF".into(),
+            printer: PrinterBanner {
+                state: "problem",
+                printer: "tcp 127.0.0.1:9100".into(),
+                message: Some(
+                    "printer 127.0.0.1:9100 is out of labels: load a new roll and close the head"
+                        .into(),
+                ),
+                pending: 3,
+            },
         }
         .render()
         .unwrap();
@@ -380,6 +444,12 @@ mod tests {
         let slots_html = Slots {
             tiles: tiles().into_iter().take(2).collect(),
             csrf: "CSRF".into(),
+            printer: PrinterBanner {
+                state: "ready",
+                printer: "spool /var/lib/station/labels".into(),
+                message: None,
+                pending: 0,
+            },
         }
         .render()
         .unwrap();

@@ -22,6 +22,10 @@ struct Supervisor {
     pending: i64,
     enrolled: i64,
     parked: Vec<JobRow>,
+    printer: String,
+    printer_problem: Option<String>,
+    labels_pending: i64,
+    labels_printed: i64,
 }
 
 /// A page saying who may open it, for people whose role is too low.
@@ -47,10 +51,20 @@ pub async fn page(
     if caller.require(Role::Supervisor).is_err() {
         return Ok(refused(&caller, Role::Supervisor));
     }
-    let (counts, parked) = query(&s.store, |st| {
-        Ok((st.outbox_counts()?, st.outbox_jobs(Some("parked"), 1000)?))
+    let (counts, parked, labels) = query(&s.store, |st| {
+        Ok((
+            st.outbox_counts()?,
+            st.outbox_jobs(Some("parked"), 1000)?,
+            st.label_counts()?,
+        ))
     })
     .await?;
+    let (printer, printer_problem) = s
+        .labels
+        .printer
+        .lock()
+        .map(|p| (format!("{} ({})", p.printer, p.state), p.message.clone()))
+        .unwrap_or_default();
     let status = s
         .outbox
         .lock()
@@ -64,6 +78,10 @@ pub async fn page(
         pending: counts.pending,
         enrolled: counts.enrolled,
         parked,
+        printer,
+        printer_problem,
+        labels_pending: labels.pending,
+        labels_printed: labels.printed,
     };
     page.render()
         .map(|h| Html(h).into_response())

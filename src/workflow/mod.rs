@@ -11,4 +11,4 @@ mod slot;
 mod view;
 
 pub use slot::{LinkOpener, SlotCommand, SlotDriver, SlotSettings};
-pub use view::{SlotBoard, SlotView};
+pub use view::{LabelScan, SlotBoard, SlotView};

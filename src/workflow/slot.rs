@@ -50,6 +50,8 @@ pub struct SlotDriver {
     pub enrollment: Arc<EnrollmentTemplate>,
     /// Wakes the DPS uploader when a job is queued.
     pub uploads: Arc<tokio::sync::Notify>,
+    /// Wakes the label worker when a board's label is queued.
+    pub labels: Arc<tokio::sync::Notify>,
     /// The work order in production, stamped on each new board.
     pub work_order: Arc<std::sync::RwLock<Option<String>>>,
 }
@@ -303,6 +305,7 @@ impl SlotDriver {
                 let result =
                     blocking(move || store.complete(board, &sn, now, Some(&build), true)).await;
                 self.uploads.notify_one();
+                self.labels.notify_one();
                 match result {
                     Ok(()) => {
                         tracing::info!(board.guid = visit.guid.as_deref().unwrap_or(""), serial = %serial, "board provisioned")

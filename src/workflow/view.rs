@@ -27,7 +27,16 @@ pub struct SlotView {
     pub error: Option<String>,
     /// The person signed in at this slot; stamped on the boards it starts.
     pub operator: Option<String>,
+    /// The scan-back check of the provisioned board's label, once done.
+    pub label_scan: Option<LabelScan>,
     pub since: String,
+}
+
+/// What the operator scanned from the printed label.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct LabelScan {
+    pub matched: bool,
+    pub scanned: String,
 }
 
 /// The slots' views, by slot id, and a counter that moves with every
@@ -78,6 +87,12 @@ impl SlotBoard {
         }
     }
 
+    /// Says that something else the line view shows has changed (the
+    /// printer), so that the view is drawn again.
+    pub fn touch(&self) {
+        self.changes.send_modify(|n| *n += 1);
+    }
+
     /// Waits for the next change.
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
         self.changes.subscribe()
@@ -105,6 +120,7 @@ impl SlotBoard {
                     error_code: None,
                     error: None,
                     operator: None,
+                    label_scan: None,
                     since: crate::store::ts(time::OffsetDateTime::now_utc()),
                 },
             );
@@ -114,6 +130,10 @@ impl SlotBoard {
 
 /// Copies the core's state into a view.
 pub fn show_state(v: &mut SlotView, s: &SlotState, guid: Option<&str>) {
+    // A scan-back result belongs to the board that passed.
+    if v.guid.as_deref() != guid || !matches!(s, SlotState::Done(Outcome::Provisioned { .. })) {
+        v.label_scan = None;
+    }
     v.guid = guid.map(str::to_string);
     v.step = None;
     match s {

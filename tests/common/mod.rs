@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod fake_dps;
+pub mod fake_zebra;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

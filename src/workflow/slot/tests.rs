@@ -72,6 +72,7 @@ fn driver(dir: &std::path::Path, ca_failures: Vec<String>) -> SlotDriver {
             iot_hubs: vec![],
         }),
         uploads: Default::default(),
+        labels: Default::default(),
         work_order: Default::default(),
     }
 }
