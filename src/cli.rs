@@ -656,6 +656,22 @@ pub async fn check(args: &ConfigArgs) -> bool {
             ),
         );
     }
+    let size = cfg.label.labeler.template.size();
+    report(
+        true,
+        format!(
+            "label template {} ({} x {} mm at {} dots/mm)",
+            cfg.label.template_origin, size.width_mm, size.height_mm, size.dpmm
+        ),
+    );
+    let printer = crate::printer::from_config(&cfg.printer);
+    match printer.check().await {
+        Ok(()) => report(true, format!("printer {}: ready", printer.describe())),
+        Err(e) => report(
+            false,
+            format!("printer: {e} (labels wait in the queue until it is ready)"),
+        ),
+    }
     let timing = LinkTiming {
         attempts: 1,
         ..cfg.timing

@@ -108,7 +108,7 @@ async fn an_operator_watches_the_line_in_a_browser() {
     let st = TestStation::start_with(
         vec![later(None), later(Some("wrong_guid"))],
         2000,
-        "",
+        "\n[label]\nscan_back = true\n",
         |_| (),
     )
     .await;
@@ -161,6 +161,43 @@ async fn an_operator_watches_the_line_in_a_browser() {
         "updates arrived without a reload"
     );
     shot(&c, "line-1280x800").await;
+
+    // The passed board's label preview is drawn in its tile.
+    let mut width = serde_json::Value::Null;
+    for _ in 0..50 {
+        width = c
+            .execute(
+                "const i = document.querySelector('#slot-1 img.label-preview'); return i && i.complete ? i.naturalWidth : 0;",
+                vec![],
+            )
+            .await
+            .unwrap();
+        if width.as_i64().unwrap_or(0) > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        width.as_i64().unwrap_or(0) > 0,
+        "the label preview loads: {width}"
+    );
+    // Scan-back: the scanner types another board's GUID and Enter.
+    c.find(Locator::Id("scan-1"))
+        .await
+        .unwrap()
+        .send_keys("11111111-2222-4333-8444-555555555555\u{E007}")
+        .await
+        .unwrap();
+    let mut pass = String::new();
+    for _ in 0..50 {
+        pass = tile(&c, 1, "pass").await;
+        if pass.contains("LABEL DOES NOT MATCH THIS BOARD") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(pass.contains("LABEL DOES NOT MATCH THIS BOARD"), "{pass}");
+    shot(&c, "label-mismatch").await;
 
     c.set_window_size(390, 844).await.unwrap();
     let width = c

@@ -159,6 +159,32 @@ async fn check_preflights_a_live_jig() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
     assert!(text.contains("jig answers"), "{text}");
+    assert!(
+        text.contains("ok       label template built-in reference (60 x 30 mm at 8 dots/mm)"),
+        "{text}"
+    );
+    assert!(text.contains("ok       printer spool "), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_names_a_printer_with_a_problem() {
+    use common::fake_zebra::{FakeZebra, Status};
+    let zebra = FakeZebra::start(Status::HeadOpen).await;
+    let (dir, _cfg) = prepare_with(&[], 500, &zebra.section());
+    let cfg = dir.path().join("station.toml");
+    let out =
+        tokio::task::spawn_blocking(move || station(&["check", "--config", cfg.to_str().unwrap()]))
+            .await
+            .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains(&format!(
+            "PROBLEM  printer: printer {} has its head open",
+            zebra.addr
+        )),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -185,6 +185,22 @@ async fn labels_wait_for_the_printer_and_print_once_each() {
         assert!(p.text.iter().any(|t| t.starts_with("MAC ")), "{:?}", p.text);
     }
     assert!(zebra.faults().is_empty(), "{:?}", zebra.faults());
+    let metrics = st
+        .client
+        .get(format!("{}/metrics", st.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "station_labels{state=\"pending\"} 0",
+        "station_labels{state=\"printed\"} 6",
+        "station_printer_state{state=\"ready\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line} in {metrics}");
+    }
     let guid = &guids[0];
     let (_, b) = st.get(&format!("/api/v1/boards/{guid}")).await;
     assert_eq!(b["label"]["state"], "printed", "{b:#}");

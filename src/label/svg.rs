@@ -43,7 +43,7 @@ fn element(s: &mut String, e: &Element) {
             // wide as `width` says; the baseline sits near the cell bottom.
             let _ = write!(
                 s,
-                r#"<text x="{x}" y="{}" font-family="Arial Narrow, Liberation Sans Narrow, sans-serif" font-weight="bold" font-size="{height}" data-char-width="{width}">{}</text>"#,
+                r#"<text xml:space="preserve" x="{x}" y="{}" font-family="Arial Narrow, Liberation Sans Narrow, sans-serif" font-weight="bold" font-size="{height}" data-char-width="{width}">{}</text>"#,
                 y + height * 9 / 10,
                 xml_escape(text)
             );

@@ -42,14 +42,20 @@ impl Printer for SpoolPrinter {
         format!("spool {}", self.dir.display())
     }
 
+    /// Ready if the folder exists, or could be made by the first label
+    /// (its nearest existing ancestor is a folder). Makes nothing.
     async fn check(&self) -> Result<(), PrintError> {
-        let meta = tokio::fs::metadata(&self.dir)
-            .await
-            .map_err(|e| self.error(e))?;
-        if meta.is_dir() {
-            Ok(())
-        } else {
-            Err(self.error("it is not a folder"))
+        let mut at = self.dir.as_path();
+        loop {
+            match tokio::fs::metadata(at).await {
+                Ok(meta) if meta.is_dir() => return Ok(()),
+                Ok(_) => return Err(self.error(format!("{} is not a folder", at.display()))),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => match at.parent() {
+                    Some(p) => at = p,
+                    None => return Err(self.error(e)),
+                },
+                Err(e) => return Err(self.error(e)),
+            }
         }
     }
 
@@ -88,7 +94,8 @@ mod tests {
             name: "ab/../c".into(),
             zpl: "^XA^XZ".into(),
         };
-        assert_eq!(p.check().await.unwrap_err().code(), "spool_failed");
+        p.check().await.unwrap();
+        assert!(!tmp.path().join("spool").exists(), "a check makes nothing");
         p.print(&job).await.unwrap();
         let written =
             std::fs::read_to_string(tmp.path().join("spool/00000007-ab____c.zpl")).unwrap();
@@ -96,7 +103,9 @@ mod tests {
         p.check().await.unwrap();
         let file = tmp.path().join("file");
         std::fs::write(&file, "").unwrap();
-        let bad = SpoolPrinter { dir: file.clone() };
+        let bad = SpoolPrinter {
+            dir: file.join("labels"),
+        };
         let e = bad.print(&job).await.unwrap_err();
         assert!(e.to_string().contains(&file.display().to_string()), "{e}");
         assert_eq!(bad.check().await.unwrap_err().code(), "spool_failed");

@@ -98,8 +98,10 @@ pub async fn retry(
 
 /// Prometheus text exposition.
 pub async fn metrics(State(s): State<AppState>) -> Result<impl IntoResponse, ApiError> {
-    let (counts, boards) =
-        query(&s.store, |st| Ok((st.outbox_counts()?, st.board_counts()?))).await?;
+    let (counts, boards, labels) = query(&s.store, |st| {
+        Ok((st.outbox_counts()?, st.board_counts()?, st.label_counts()?))
+    })
+    .await?;
     let status = snapshot(&s)?;
     let mut out = String::new();
     out.push_str("# HELP station_boards Board records by status.\n# TYPE station_boards gauge\n");
@@ -137,5 +139,27 @@ pub async fn metrics(State(s): State<AppState>) -> Result<impl IntoResponse, Api
         "station_dps_paused {}\n",
         u8::from(status.paused.is_some())
     ));
+    out.push_str("# HELP station_labels Label jobs by state.\n# TYPE station_labels gauge\n");
+    for (state, n) in [("pending", labels.pending), ("printed", labels.printed)] {
+        out.push_str(&format!("station_labels{{state=\"{state}\"}} {n}\n"));
+    }
+    out.push_str("# HELP station_labels_oldest_pending_seconds Age of the oldest label waiting for the printer.\n# TYPE station_labels_oldest_pending_seconds gauge\n");
+    out.push_str(&format!(
+        "station_labels_oldest_pending_seconds {}\n",
+        age_s(&labels.oldest_pending).unwrap_or(0)
+    ));
+    let printer = s
+        .labels
+        .printer
+        .lock()
+        .map(|p| p.state)
+        .unwrap_or("unknown");
+    out.push_str("# HELP station_printer_state 1 for the current label printer state.\n# TYPE station_printer_state gauge\n");
+    for state in ["ready", "problem", "unknown"] {
+        out.push_str(&format!(
+            "station_printer_state{{state=\"{state}\"}} {}\n",
+            u8::from(printer == state)
+        ));
+    }
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out))
 }
