@@ -14,15 +14,26 @@ pub struct CupsPrinter {
     /// The `lp` and `lpstat` programs (found on `PATH` by default).
     pub lp: PathBuf,
     pub lpstat: PathBuf,
+    /// For each command; a command still running then is stopped.
+    pub timeout: std::time::Duration,
 }
 
 impl CupsPrinter {
-    pub fn new(queue: &str) -> CupsPrinter {
+    pub fn new(queue: &str, timeout: std::time::Duration) -> CupsPrinter {
         CupsPrinter {
             queue: queue.to_string(),
             lp: "lp".into(),
             lpstat: "lpstat".into(),
+            timeout,
         }
+    }
+
+    fn too_slow(&self, program: &std::path::Path) -> PrintError {
+        self.error(format!(
+            "{} did not finish within {} ms: is the CUPS service running?",
+            program.display(),
+            self.timeout.as_millis()
+        ))
     }
 
     fn error(&self, reason: impl std::fmt::Display) -> PrintError {
@@ -61,12 +72,15 @@ impl Printer for CupsPrinter {
     }
 
     async fn check(&self) -> Result<(), PrintError> {
-        let out = Command::new(&self.lpstat)
+        let run = Command::new(&self.lpstat)
             .arg("-p")
             .arg(&self.queue)
             .stdin(Stdio::null())
-            .output()
+            .kill_on_drop(true)
+            .output();
+        let out = tokio::time::timeout(self.timeout, run)
             .await
+            .map_err(|_| self.too_slow(&self.lpstat))?
             .map_err(|e| self.spawn_error(&self.lpstat, e))?;
         if !out.status.success() {
             return Err(self.error(format!("the queue is not known to CUPS: {}", said(&out))));
@@ -87,15 +101,22 @@ impl Printer for CupsPrinter {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
+            .kill_on_drop(true)
             .spawn()
             .map_err(|e| self.spawn_error(&self.lp, e))?;
-        if let Some(mut stdin) = child.stdin.take() {
-            stdin
-                .write_all(job.zpl.as_bytes())
-                .await
-                .map_err(|e| self.error(format!("lp did not take the label: {e}")))?;
-        }
-        let out = child.wait_with_output().await.map_err(|e| self.error(e))?;
+        let stdin = child.stdin.take();
+        let run = async {
+            if let Some(mut stdin) = stdin {
+                stdin
+                    .write_all(job.zpl.as_bytes())
+                    .await
+                    .map_err(|e| self.error(format!("lp did not take the label: {e}")))?;
+            }
+            child.wait_with_output().await.map_err(|e| self.error(e))
+        };
+        let out = tokio::time::timeout(self.timeout, run)
+            .await
+            .map_err(|_| self.too_slow(&self.lp))??;
         if out.status.success() {
             Ok(())
         } else {
@@ -131,9 +152,9 @@ mod tests {
             "echo \"printer $2 is idle.  enabled since now\"",
         );
         let p = CupsPrinter {
-            queue: "zebra1".into(),
             lp,
             lpstat,
+            ..CupsPrinter::new("zebra1", std::time::Duration::from_secs(5))
         };
         p.check().await.unwrap();
         let job = PrintJob {
@@ -151,6 +172,7 @@ mod tests {
     async fn failures_say_what_cups_said() {
         let tmp = tempfile::tempdir().unwrap();
         let p = CupsPrinter {
+            timeout: std::time::Duration::from_secs(5),
             queue: "zebra1".into(),
             lp: script(
                 tmp.path(),
@@ -173,11 +195,20 @@ mod tests {
         let e = p.check().await.unwrap_err().to_string();
         assert!(e.contains("cupsenable zebra1"), "{e}");
         let missing = CupsPrinter {
-            queue: "q".into(),
             lp: tmp.path().join("nope"),
             lpstat: tmp.path().join("nope"),
+            ..CupsPrinter::new("q", std::time::Duration::from_secs(5))
         };
         let e = missing.print(&job).await.unwrap_err().to_string();
         assert!(e.contains("install the cups-client package"), "{e}");
+        let hung = CupsPrinter {
+            lp: script(tmp.path(), "lp-hung", "sleep 30"),
+            lpstat: script(tmp.path(), "lpstat-hung", "sleep 30"),
+            ..CupsPrinter::new("q", std::time::Duration::from_millis(200))
+        };
+        let e = hung.print(&job).await.unwrap_err().to_string();
+        assert!(e.contains("did not finish within 200 ms"), "{e}");
+        let e = hung.check().await.unwrap_err().to_string();
+        assert!(e.contains("is the CUPS service running"), "{e}");
     }
 }

@@ -97,6 +97,8 @@ pub fn from_config(c: &crate::config::PrinterConfig) -> std::sync::Arc<dyn Print
     match &c.backend {
         PrinterBackend::Tcp { address } => std::sync::Arc::new(TcpPrinter::new(address, c.timeout)),
         PrinterBackend::Spool { dir } => std::sync::Arc::new(SpoolPrinter { dir: dir.clone() }),
-        PrinterBackend::Cups { queue } => std::sync::Arc::new(cups::CupsPrinter::new(queue)),
+        PrinterBackend::Cups { queue } => {
+            std::sync::Arc::new(cups::CupsPrinter::new(queue, c.timeout))
+        }
     }
 }
