@@ -500,3 +500,62 @@ async fn scan_back_confirms_the_label_or_says_loudly_it_does_not_match() {
     .await;
     assert_eq!(s, 400);
 }
+
+/// Signs `name` in with a badge; returns the session cookie's value.
+async fn session_of(st: &TestStation, name: &str, badge: &str) -> String {
+    let new = station::store::NewUser {
+        name,
+        role: station::store::Role::Operator,
+        badge: Some(badge),
+        pin: Some("1234"),
+        password: None,
+    };
+    st.store()
+        .add_user(&new, "tests", time::OffsetDateTime::now_utc())
+        .unwrap();
+    let r = sign_in_badge(st, badge, "1234").await;
+    set_cookie(&r, "station_session").unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn previews_redrawn_by_the_line_view_do_not_keep_a_session_alive() {
+    let st = TestStation::start(vec![quick_board()]).await;
+    let guid = st.wait_finished(1, Duration::from_secs(30)).await[0]["guid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let watching = session_of(&st, "ana", "B-1").await;
+    let working = session_of(&st, "ben", "B-2").await;
+    let signed_in = time::OffsetDateTime::now_utc();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for (cookie, path) in [
+        (&watching, format!("/api/v1/boards/{guid}/label.svg")),
+        (&working, "/api/v1/printer".to_string()),
+    ] {
+        let r = bare_client()
+            .get(format!("{}{path}", st.base))
+            .header("cookie", format!("station_session={cookie}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+    }
+    // With a 1 s idle limit, 1.2 s after signing in: a session last seen
+    // at sign-in is over, one seen since is not.
+    let at = signed_in + time::Duration::milliseconds(1200);
+    let idle = time::Duration::seconds(1);
+    assert!(
+        st.store()
+            .session_peek(&working, idle, at)
+            .unwrap()
+            .is_some(),
+        "an API call is activity"
+    );
+    assert!(
+        st.store()
+            .session_peek(&watching, idle, at)
+            .unwrap()
+            .is_none(),
+        "a preview is not"
+    );
+}

@@ -84,40 +84,67 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
+/// A caller whose request is the page's doing, not the person's (the line
+/// view's label previews, redrawn with every slot change): a session is
+/// checked but not kept alive by it.
+pub struct Watcher(pub Caller);
+
+impl FromRequestParts<AppState> for Watcher {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Watcher, ApiError> {
+        caller(parts, state, false).await.map(Watcher)
+    }
+}
+
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Caller, ApiError> {
-        if let Some(auth) = parts.headers.get(axum::http::header::AUTHORIZATION) {
-            let token = auth
-                .to_str()
-                .ok()
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .ok_or(ApiError::Unauthorized)?
-                .trim()
-                .to_string();
-            let found = query(&state.store, move |s| s.token_role(&token)).await?;
-            let (name, role) = found.ok_or(ApiError::Unauthorized)?;
+        caller(parts, state, true).await
+    }
+}
+
+/// Who is asking: a bearer token, or a session (kept alive by the request
+/// when `activity`).
+async fn caller(parts: &Parts, state: &AppState, activity: bool) -> Result<Caller, ApiError> {
+    if let Some(auth) = parts.headers.get(axum::http::header::AUTHORIZATION) {
+        let token = auth
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or(ApiError::Unauthorized)?
+            .trim()
+            .to_string();
+        let found = query(&state.store, move |s| s.token_role(&token)).await?;
+        let (name, role) = found.ok_or(ApiError::Unauthorized)?;
+        return Ok(Caller {
+            name,
+            role,
+            csrf: None,
+        });
+    }
+    if let Some(c) = cookie(&parts.headers, SESSION_COOKIE) {
+        let c = c.to_string();
+        let idle = state.session_idle;
+        let now = time::OffsetDateTime::now_utc();
+        let found = query(&state.store, move |st| {
+            if activity {
+                st.session(&c, idle, now)
+            } else {
+                st.session_peek(&c, idle, now)
+            }
+        })
+        .await?;
+        if let Some(s) = found {
             return Ok(Caller {
-                name,
-                role,
-                csrf: None,
+                name: s.user.name,
+                role: s.user.role,
+                csrf: Some(s.csrf),
             });
         }
-        if let Some(c) = cookie(&parts.headers, SESSION_COOKIE) {
-            let c = c.to_string();
-            let idle = state.session_idle;
-            let now = time::OffsetDateTime::now_utc();
-            if let Some(s) = query(&state.store, move |st| st.session(&c, idle, now)).await? {
-                return Ok(Caller {
-                    name: s.user.name,
-                    role: s.user.role,
-                    csrf: Some(s.csrf),
-                });
-            }
-        }
-        Err(ApiError::Unauthorized)
     }
+    Err(ApiError::Unauthorized)
 }
 
 /// Failed sign-ins per key (the badge or user name tried, and the client

@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::{Form, Json};
 use serde::{Deserialize, Serialize};
 
-use super::auth::Caller;
+use super::auth::{Caller, Watcher};
 use super::{ApiError, AppState, query};
 use crate::ids::{Guid, SlotId};
 use crate::printer::PrinterState;
@@ -28,7 +28,7 @@ fn csrf_header(headers: &HeaderMap) -> Option<&str> {
 /// `GET /api/v1/boards/{guid}/label.svg`: the label as it prints.
 pub async fn preview(
     State(s): State<AppState>,
-    caller: Caller,
+    Watcher(caller): Watcher,
     Path(guid): Path<String>,
 ) -> Result<Response, ApiError> {
     caller.require(Role::Operator)?;
@@ -43,7 +43,9 @@ pub async fn preview(
     Ok((
         [
             (header::CONTENT_TYPE, "image/svg+xml; charset=utf-8"),
-            (header::CACHE_CONTROL, "no-store"),
+            // A provisioned board's label seldom changes (a re-provisioning
+            // after an override): the line view's redraws reuse it.
+            (header::CACHE_CONTROL, "private, max-age=60"),
         ],
         svg,
     )
@@ -281,11 +283,14 @@ pub async fn reprint_form(
 ) -> Result<Response, ApiError> {
     caller.require(Role::Operator)?;
     caller.check_csrf(Some(&f.csrf))?;
-    let guid = s
+    let view = s
         .slots
         .all()
         .into_iter()
-        .find(|v| v.slot == slot && v.state == "provisioned")
+        .find(|v| v.slot == slot)
+        .ok_or_else(|| ApiError::NotFound(format!("there is no slot {slot}")))?;
+    let guid = Some(view)
+        .filter(|v| v.state == "provisioned")
         .and_then(|v| v.guid)
         .ok_or_else(|| {
             ApiError::Conflict(format!("slot {slot} has no provisioned board to label"))
