@@ -8,15 +8,17 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use crate::ca::{CaSigner, FileCa};
-use crate::config::{Config, DPS_ENV, SlotLink};
+use crate::config::{Config, DPS_ENV, Keygen, SlotLink, TpmKeys};
 use crate::dps::{EnrollmentTemplate, HttpDps, OutboxStatus, Uploader};
 use crate::jig::link::open_serial;
 use crate::jig::{JigLink, LinkTiming};
 use crate::printer::{LabelWorker, PrinterState, SharedPrinterState};
-use crate::sim::PtySim;
+use crate::sim::swtpm::SimTpm;
+use crate::sim::{InsertHook, PtySim};
 use crate::store::Store;
+use crate::tpm::TpmSlot;
 use crate::web::{AppState, router};
-use crate::workflow::{LinkOpener, SlotBoard, SlotDriver, SlotSettings};
+use crate::workflow::{KeySource, LinkOpener, SlotBoard, SlotDriver, SlotSettings};
 
 /// A running station.
 pub struct App {
@@ -30,6 +32,8 @@ pub struct App {
     pub demo_access: Option<(String, String, String)>,
     /// Simulated jigs inside the station, by slot (for tests and the demo).
     pub sims: Vec<(u16, PtySim)>,
+    /// The swtpm of each simulated TPM slot.
+    pub sim_tpms: Vec<Arc<SimTpm>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
 }
@@ -177,8 +181,50 @@ pub async fn start(cfg: &Config, demo_ca: bool) -> anyhow::Result<App> {
         None => cfg.work_order.clone(),
     };
     let work_order = Arc::new(std::sync::RwLock::new(current));
+    if !crate::tpm::BUILT
+        && let Some(sc) = cfg
+            .slots
+            .iter()
+            .find(|s| matches!(s.keygen, Keygen::Tpm(_)))
+    {
+        anyhow::bail!(
+            "slot {} uses keygen = \"tpm\", but this station was built without TPM support: build it with `cargo build --release --features tpm` (needs libtss2-dev)",
+            sc.id
+        );
+    }
+    let mut sim_tpms = Vec::new();
     for sc in &cfg.slots {
-        let (opener, device, simulated) = match &sc.link {
+        // A simulated TPM slot: each board brings a fresh swtpm.
+        let mut sim_tcti = None;
+        let mut link = sc.link.clone();
+        if let (SlotLink::Simulated(opts), Keygen::Tpm(TpmKeys { tcti: None, .. })) =
+            (&mut link, &sc.keygen)
+        {
+            let state = cfg.data_dir.join("swtpm").join(format!("slot-{}", sc.id));
+            let tpm = Arc::new(SimTpm::start(state).map_err(anyhow::Error::msg)?);
+            sim_tcti = Some(tpm.tcti());
+            let t = tpm.clone();
+            opts.on_insert = Some(InsertHook(Arc::new(move || {
+                if let Err(e) = t.fresh() {
+                    tracing::error!("the simulated board's TPM did not start: {e}");
+                }
+            })));
+            tracing::warn!(slot = sc.id.0, tcti = %tpm.tcti(), "slot {} has a SIMULATED TPM (swtpm)", sc.id);
+            sim_tpms.push(tpm);
+        }
+        let keys = match &sc.keygen {
+            Keygen::Board => KeySource::Board,
+            Keygen::Station => KeySource::Station,
+            Keygen::Tpm(k) => {
+                let slot = TpmSlot {
+                    tcti: k.tcti.clone().or(sim_tcti).unwrap_or_default(),
+                    key_handle: k.key_handle,
+                    cert_nv_index: k.cert_nv_index,
+                };
+                KeySource::Tpm(Arc::new(move || crate::tpm::open(&slot)))
+            }
+        };
+        let (opener, device, simulated) = match &link {
             SlotLink::Serial { device, baud } => (
                 serial_opener(device.clone(), *baud, cfg.timing),
                 device.clone(),
@@ -217,6 +263,7 @@ pub async fn start(cfg: &Config, demo_ca: bool) -> anyhow::Result<App> {
             uploads: uploads.clone(),
             labels: label_wake.clone(),
             work_order: work_order.clone(),
+            keys,
         };
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         slot_commands.insert(sc.id.0, tx);
@@ -263,6 +310,7 @@ pub async fn start(cfg: &Config, demo_ca: bool) -> anyhow::Result<App> {
         printer: printer_state,
         demo_access,
         sims,
+        sim_tpms,
         tasks,
         server,
     })

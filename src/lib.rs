@@ -9,6 +9,8 @@
 //! - [`random`]: OS randomness for serials, nonces and ids.
 //! - [`ca`]: CSR intake, the leaf profile, the CA signer.
 //! - [`core`]: the per-board state machine. No I/O.
+//! - [`tpm`]: a board's TPM 2.0 (tss-esapi with the `tpm` feature) and a
+//!   software fake.
 //! - [`store`]: SQLite; the only module with SQL.
 //! - [`workflow`]: one task per jig slot driving [`core`], persisting each
 //!   transition before acting on it.
@@ -36,5 +38,6 @@ pub mod printer;
 pub mod random;
 pub mod sim;
 pub mod store;
+pub mod tpm;
 pub mod web;
 pub mod workflow;

@@ -9,6 +9,7 @@
 mod csr;
 mod file;
 mod proof;
+mod request;
 
 use std::sync::Mutex;
 
@@ -21,6 +22,7 @@ use time::OffsetDateTime;
 pub use csr::{CheckedCsr, CsrError, check_csr};
 pub use file::{FileCa, pem_to_der};
 pub use proof::{fingerprint, verify_key_proof};
+pub use request::{ExternalKey, build_csr};
 
 use crate::ids::Serial;
 

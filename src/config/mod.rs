@@ -14,8 +14,10 @@ use crate::ids::SlotId;
 use crate::jig::LinkTiming;
 use crate::sim::{Fault, LineCycle, SimOptions};
 
+mod keygen;
 mod label;
 
+pub use keygen::{Attestation, Keygen, TpmKeys};
 pub use label::{LabelConfig, PrinterBackend, PrinterConfig};
 
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +76,8 @@ struct RawDps {
     allocation_policy: Option<String>,
     iot_hubs: Vec<String>,
     desired_properties: toml::Table,
+    attestation: String,
+    tpm_registration_id: String,
 }
 
 impl Default for RawDps {
@@ -87,6 +91,8 @@ impl Default for RawDps {
             allocation_policy: None,
             iot_hubs: Vec::new(),
             desired_properties: toml::Table::new(),
+            attestation: "x509".into(),
+            tpm_registration_id: "guid".into(),
         }
     }
 }
@@ -158,6 +164,9 @@ struct RawSlot {
     keygen: String,
     fault: Option<String>,
     fault_times: Option<u32>,
+    tcti: Option<String>,
+    key_handle: Option<u32>,
+    cert_nv_index: Option<u32>,
 }
 
 fn default_link() -> String {
@@ -175,6 +184,7 @@ struct RawDemo {
     test_ms: u64,
     dwell_ms: u64,
     pause_ms: u64,
+    keygen: String,
 }
 
 impl Default for RawDemo {
@@ -185,6 +195,7 @@ impl Default for RawDemo {
             test_ms: 800,
             dwell_ms: 1500,
             pause_ms: 1500,
+            keygen: "board".into(),
         }
     }
 }
@@ -212,6 +223,8 @@ pub struct Config {
     pub session_idle: Duration,
     pub label: LabelConfig,
     pub printer: PrinterConfig,
+    /// How `--demo N`'s simulated boards get their keys (`[demo] keygen`).
+    pub demo_keygen: Keygen,
 }
 
 /// `[dps]`: where and how enrollments are uploaded.
@@ -229,6 +242,7 @@ pub struct DpsConfig {
     pub allocation_policy: Option<String>,
     pub iot_hubs: Vec<String>,
     pub desired_properties: serde_json::Map<String, serde_json::Value>,
+    pub attestation: Attestation,
 }
 
 /// The environment variable that carries the DPS connection string; it
@@ -259,11 +273,6 @@ pub enum SlotLink {
     },
     /// A simulated board on a pseudo-terminal inside the station.
     Simulated(Box<SimOptions>),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Keygen {
-    Board,
 }
 
 impl Config {
@@ -422,24 +431,14 @@ impl Config {
                     ),
                 ));
             }
-            let keygen = match rs.keygen.as_str() {
-                "board" => Keygen::Board,
-                "tpm" | "station" => {
-                    return Err(err(
-                        &key("keygen"),
-                        format!(
-                            "{:?} is not available in this station yet; use \"board\"",
-                            rs.keygen
-                        ),
-                    ));
-                }
-                other => {
-                    return Err(err(
-                        &key("keygen"),
-                        format!("{other:?} is not one of \"board\", \"tpm\", \"station\""),
-                    ));
-                }
-            };
+            let keygen = keygen::keygen(&keygen::RawKeygen {
+                keygen: &rs.keygen,
+                tcti: rs.tcti.as_deref(),
+                key_handle: rs.key_handle,
+                cert_nv_index: rs.cert_nv_index,
+                simulated: rs.link == "simulated",
+            })
+            .map_err(|(k, r)| err(&key(k), r))?;
             let link = match rs.link.as_str() {
                 "serial" => {
                     let device = rs.device.clone().filter(|d| !d.is_empty()).ok_or_else(|| {
@@ -496,6 +495,26 @@ impl Config {
         }
 
         let dps = dps_config(&raw.dps, dps_env).map_err(|(k, r)| err(k, r))?;
+        let demo_keygen = keygen::keygen(&keygen::RawKeygen {
+            keygen: &raw.demo.keygen,
+            tcti: None,
+            key_handle: None,
+            cert_nv_index: None,
+            simulated: true,
+        })
+        .map_err(|(_, r)| err("demo.keygen", r))?;
+        if matches!(dps.attestation, Attestation::Tpm { .. })
+            && let Some(s) = slots.iter().find(|s| !matches!(s.keygen, Keygen::Tpm(_)))
+        {
+            return Err(err(
+                "dps.attestation",
+                format!(
+                    "\"tpm\" needs every slot to use keygen = \"tpm\" (slot {} uses {:?})",
+                    s.id,
+                    s.keygen.as_str()
+                ),
+            ));
+        }
         let work_order = s.work_order.clone().filter(|w| !w.trim().is_empty());
 
         if !(1..=24 * 60).contains(&raw.ui.session_idle_minutes) {
@@ -510,6 +529,7 @@ impl Config {
             label::printer_config(&raw.printer, base, &data_dir).map_err(|(k, r)| err(&k, r))?;
 
         Ok(Config {
+            demo_keygen,
             label,
             printer,
             work_order,
@@ -535,14 +555,23 @@ impl Config {
         let slots: Vec<serde_json::Value> = self
             .slots
             .iter()
-            .map(|s| match &s.link {
-                SlotLink::Serial { device, baud } => {
-                    serde_json::json!({ "id": s.id.0, "link": "serial", "device": device, "baud": baud, "keygen": "board" })
+            .map(|s| {
+                let mut v = match &s.link {
+                    SlotLink::Serial { device, baud } => {
+                        serde_json::json!({ "id": s.id.0, "link": "serial", "device": device, "baud": baud })
+                    }
+                    SlotLink::Simulated(o) => serde_json::json!({
+                        "id": s.id.0, "link": "simulated",
+                        "fault": o.fault.as_ref().map(|f| f.to_string()),
+                    }),
+                };
+                v["keygen"] = s.keygen.as_str().into();
+                if let Keygen::Tpm(t) = &s.keygen {
+                    v["tcti"] = t.tcti.clone().into();
+                    v["key_handle"] = format!("{:#010x}", t.key_handle).into();
+                    v["cert_nv_index"] = format!("{:#010x}", t.cert_nv_index).into();
                 }
-                SlotLink::Simulated(o) => serde_json::json!({
-                    "id": s.id.0, "link": "simulated", "keygen": "board",
-                    "fault": o.fault.as_ref().map(|f| f.to_string()),
-                }),
+                v
             })
             .collect();
         serde_json::json!({
@@ -571,6 +600,10 @@ impl Config {
                 "ops_per_minute": self.dps.ops_per_minute,
                 "allocation_policy": self.dps.allocation_policy,
                 "iot_hubs": self.dps.iot_hubs,
+                "attestation": match self.dps.attestation {
+                    Attestation::X509 => "x509",
+                    Attestation::Tpm { .. } => "tpm",
+                },
             },
             "ui": { "session_idle_minutes": self.session_idle.as_secs() / 60 },
             "label": self.label.public_view(),
@@ -584,7 +617,7 @@ impl Config {
             .map(|i| SlotConfig {
                 id: SlotId(i),
                 link: SlotLink::Simulated(Box::new(self.demo.clone())),
-                keygen: Keygen::Board,
+                keygen: self.demo_keygen.clone(),
             })
             .collect();
     }
@@ -679,6 +712,7 @@ fn dps_config(d: &RawDps, env: Option<String>) -> Result<DpsConfig, (&'static st
         allocation_policy: d.allocation_policy.clone(),
         iot_hubs: d.iot_hubs.clone(),
         desired_properties,
+        attestation: keygen::attestation(&d.attestation, &d.tpm_registration_id)?,
     })
 }
 

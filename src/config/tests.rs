@@ -71,7 +71,7 @@ fn bad_values_name_file_key_and_reason() {
         ),
         (
             Box::new(|s| s.replace(S1, &S1.replace("keygen = \"board\"", "keygen = \"tpm\""))),
-            "slot[0].keygen",
+            "slot[0].tcti",
         ),
         (
             Box::new(|s| s.replace(S1, &S1.replace("keygen = \"board\"", "keygen = \"magic\""))),
@@ -385,4 +385,75 @@ fn a_broken_template_file_is_named_with_its_line() {
         e.contains("label.zpl line 3: {{lot_number}} is not a label field"),
         "{e}"
     );
+}
+
+#[test]
+fn keygen_modes_and_tpm_keys() {
+    let tpm = "[[slot]]\nid = 1\nlink = \"serial\"\ndevice = \"/dev/ttyUSB0\"\nkeygen = \"tpm\"\ntcti = \"device:/dev/tpmrm0\"\nkey_handle = 0x81010002\n";
+    let c = parse(&reference().replace(S1, tpm)).unwrap();
+    assert_eq!(
+        c.slots[0].keygen,
+        Keygen::Tpm(TpmKeys {
+            tcti: Some("device:/dev/tpmrm0".into()),
+            key_handle: 0x8101_0002,
+            cert_nv_index: 0x0150_0001,
+        })
+    );
+    let c = parse(&reference().replace(S1, &S1.replace("\"board\"", "\"station\""))).unwrap();
+    assert_eq!(c.slots[0].keygen, Keygen::Station);
+    // A simulated TPM slot gets a swtpm of its own.
+    let sim = "[[slot]]\nid = 1\nlink = \"simulated\"\nkeygen = \"tpm\"\n";
+    let c = parse(&reference().replace(S1, sim)).unwrap();
+    assert!(matches!(&c.slots[0].keygen, Keygen::Tpm(t) if t.tcti.is_none()));
+
+    let cases = [
+        (
+            tpm.replace("0x81010002", "0x01010002"),
+            "slot[0].key_handle",
+            "owner persistent handle",
+        ),
+        (
+            format!("{tpm}cert_nv_index = 0x81000000\n"),
+            "slot[0].cert_nv_index",
+            "not an NV index",
+        ),
+        (
+            tpm.replace("device:/dev/tpmrm0", "device /dev/tpm"),
+            "slot[0].tcti",
+            "not a TCTI",
+        ),
+        (
+            S1.replace(
+                "keygen = \"board\"",
+                "keygen = \"board\"\ntcti = \"device:/dev/tpmrm0\"",
+            ),
+            "slot[0].tcti",
+            "for keygen = \"tpm\"",
+        ),
+    ];
+    for (slot, key, reason) in cases {
+        let e = parse(&reference().replace(S1, &slot))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(key) && e.contains(reason), "{slot}: {e}");
+    }
+    let e = parse(&(base() + "\n[dps]\nattestation = \"tpm\"\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("dps.attestation") && e.contains("every slot"),
+        "{e}"
+    );
+    let e = parse(&(base() + "\n[dps]\nattestation = \"sym\"\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("dps.attestation"), "{e}");
+    let e = parse(&(base() + "\n[dps]\ntpm_registration_id = \"dps\"\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("dps.tpm_registration_id"), "{e}");
+    let e = parse(&reference().replace("pause_ms = 1500", "pause_ms = 1500\nkeygen = \"hsm\""))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("demo.keygen"), "{e}");
 }

@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-use crate::config::Config;
+use crate::config::{Attestation, Config};
 use crate::store::EnrollmentFacts;
 
 /// What every enrollment from this station carries besides the board's own
@@ -13,6 +13,7 @@ pub struct EnrollmentTemplate {
     pub desired_properties: serde_json::Map<String, Value>,
     pub allocation_policy: Option<String>,
     pub iot_hubs: Vec<String>,
+    pub attestation: Attestation,
 }
 
 impl EnrollmentTemplate {
@@ -22,12 +23,14 @@ impl EnrollmentTemplate {
             desired_properties: cfg.dps.desired_properties.clone(),
             allocation_policy: cfg.dps.allocation_policy.clone(),
             iot_hubs: cfg.dps.iot_hubs.clone(),
+            attestation: cfg.dps.attestation,
         }
     }
 
-    /// The enrollment: registrationId = deviceId = GUID, X.509 attestation
-    /// with the leaf as primary certificate, disabled, tagged with where and
-    /// how the device was made.
+    /// The enrollment: deviceId = GUID, disabled, tagged with where and how
+    /// the device was made. X.509 attestation with the leaf as primary
+    /// certificate and registrationId = GUID; or TPM attestation with the
+    /// endorsement key, registrationId the GUID or DPS's convention.
     pub fn body(&self, f: &EnrollmentFacts) -> Value {
         let mut tags = json!({
             "station": f.station,
@@ -46,14 +49,38 @@ impl EnrollmentTemplate {
                 tags[k] = json!(v);
             }
         }
+        let (registration_id, attestation) = match (self.attestation, &f.tpm_ek) {
+            (
+                Attestation::Tpm {
+                    dps_registration_id,
+                },
+                Some(ek),
+            ) => {
+                use base64::Engine;
+                let id = if dps_registration_id {
+                    tpm_registration_id(ek)
+                } else {
+                    f.guid.clone()
+                };
+                let ek = base64::engine::general_purpose::STANDARD.encode(ek);
+                (
+                    id,
+                    json!({ "type": "tpm", "tpm": { "endorsementKey": ek } }),
+                )
+            }
+            _ => (
+                f.guid.clone(),
+                json!({
+                    "type": "x509",
+                    "x509": { "clientCertificates": { "primary": { "certificate": f.certificate_pem } } }
+                }),
+            ),
+        };
         let mut body = json!({
-            "registrationId": f.guid,
+            "registrationId": registration_id,
             "deviceId": f.guid,
             "provisioningStatus": "disabled",
-            "attestation": {
-                "type": "x509",
-                "x509": { "clientCertificates": { "primary": { "certificate": f.certificate_pem } } }
-            },
+            "attestation": attestation,
             "initialTwin": {
                 "tags": tags,
                 "properties": { "desired": self.desired_properties }
@@ -70,6 +97,27 @@ impl EnrollmentTemplate {
     }
 }
 
+/// DPS's registration id for a TPM: SHA-256 over the endorsement key
+/// (TPM2B_PUBLIC), base32 (RFC 4648), lower case, without padding.
+pub fn tpm_registration_id(ek: &[u8]) -> String {
+    const ALPHABET: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
+    let digest = ring::digest::digest(&ring::digest::SHA256, ek);
+    let mut out = String::new();
+    let (mut buffer, mut bits) = (0u32, 0u32);
+    for b in digest.as_ref() {
+        buffer = (buffer << 8) | u32::from(*b);
+        bits += 8;
+        while bits >= 5 {
+            bits -= 5;
+            out.push(char::from(ALPHABET[((buffer >> bits) & 31) as usize]));
+        }
+    }
+    if bits > 0 {
+        out.push(char::from(ALPHABET[((buffer << (5 - bits)) & 31) as usize]));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,6 +132,7 @@ mod tests {
                 .clone(),
             allocation_policy: Some("static".into()),
             iot_hubs: vec!["hub.azure-devices.net".into()],
+            attestation: Attestation::X509,
         };
         let f = EnrollmentFacts {
             guid: "0a1b2c3d-0000-4000-8000-0000000000aa".into(),
@@ -97,6 +146,7 @@ mod tests {
             certificate_pem: "-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n"
                 .into(),
             provisioned_at: "2026-11-22T10:00:00.000Z".into(),
+            tpm_ek: Some(b"\x00\x03abc".to_vec()),
         };
         let b = t.body(&f);
         assert_eq!(b["registrationId"], f.guid);
@@ -123,5 +173,45 @@ mod tests {
         );
         assert_eq!(b["allocationPolicy"], "static");
         assert_eq!(b["iotHubs"][0], "hub.azure-devices.net");
+    }
+
+    #[test]
+    fn tpm_attestation_carries_the_endorsement_key() {
+        let mut t = EnrollmentTemplate {
+            line: "l".into(),
+            desired_properties: Default::default(),
+            allocation_policy: None,
+            iot_hubs: vec![],
+            attestation: Attestation::Tpm {
+                dps_registration_id: false,
+            },
+        };
+        let f = EnrollmentFacts {
+            guid: "0a1b2c3d-0000-4000-8000-0000000000aa".into(),
+            hw_revision: None,
+            fw_version: None,
+            mac: None,
+            station: "st".into(),
+            slot: 1,
+            operator: None,
+            work_order: None,
+            certificate_pem: String::new(),
+            provisioned_at: "2026-11-22T10:00:00.000Z".into(),
+            tpm_ek: Some(b"\x00\x03abc".to_vec()),
+        };
+        let b = t.body(&f);
+        assert_eq!(b["attestation"]["type"], "tpm");
+        assert_eq!(b["attestation"]["tpm"]["endorsementKey"], "AANhYmM=");
+        assert!(b["attestation"].get("x509").is_none());
+        assert_eq!(b["registrationId"], f.guid);
+        t.attestation = Attestation::Tpm {
+            dps_registration_id: true,
+        };
+        // Known answer from Python: base32(sha256(ek)).lower(), no padding.
+        assert_eq!(
+            t.body(&f)["registrationId"],
+            "ov7q32u2uda7rxk2wwwjwmhhu4qsxmi3oaumaii6xvislsvco76q"
+        );
+        assert_eq!(t.body(&f)["deviceId"], f.guid);
     }
 }

@@ -333,7 +333,9 @@ impl Uploader {
     /// device was provisioned again elsewhere): it is parked, not written.
     async fn reconcile(&self, pacer: &Pacer, job: &Job, body: &Value) -> Next {
         pacer.slot().await;
-        let existing = match self.client.get(&job.guid).await {
+        // The id sent: the GUID, or a TPM's registration id.
+        let id = body["registrationId"].as_str().unwrap_or(&job.guid);
+        let existing = match self.client.get(id).await {
             Ok(e) => e,
             Err(e) => return self.failed(std::slice::from_ref(job), e).await,
         };
@@ -477,6 +479,19 @@ enum Held {
 }
 
 fn compare_certificates(existing: &Value, ours: &Value) -> Held {
+    // TPM attestation: the same endorsement key is the same device; DPS
+    // says nothing of an endorsement key's age.
+    if ours["attestation"]["type"] == "tpm" {
+        let ek = |v: &Value| {
+            v["attestation"]["tpm"]["endorsementKey"]
+                .as_str()
+                .map(str::to_string)
+        };
+        return match (ek(existing), ek(ours)) {
+            (Some(a), Some(b)) if a == b => Held::Same,
+            _ => Held::Unknown,
+        };
+    }
     let primary = |v: &Value| v["attestation"]["x509"]["clientCertificates"]["primary"].clone();
     let our_pem = primary(ours)["certificate"]
         .as_str()

@@ -89,7 +89,16 @@ impl Frame {
 
     /// The frame as it goes on the line, CRC and `\r\n` included.
     pub fn encode(&self) -> Vec<u8> {
-        let mut body = Vec::with_capacity(64);
+        // Sized once: a buffer that grew would leave copies of the values
+        // (a key on its way to a board) in memory it gave back.
+        let size = 16
+            + self.verb.len()
+            + self
+                .args
+                .iter()
+                .map(|(k, v)| k.len() + 3 * v.len() + 2)
+                .sum::<usize>();
+        let mut body = Vec::with_capacity(size);
         body.push(self.kind.to_byte());
         body.extend_from_slice(format!("{:04X} ", self.id).as_bytes());
         body.extend_from_slice(self.verb.as_bytes());
@@ -102,6 +111,17 @@ impl Frame {
         let crc = CRC.checksum(&body);
         body.extend_from_slice(format!("*{crc:04X}\r\n").as_bytes());
         body
+    }
+}
+
+impl Frame {
+    /// Overwrites the argument values (after a frame that carried a key
+    /// has been sent).
+    pub fn wipe(&mut self) {
+        use zeroize::Zeroize;
+        for (_, v) in &mut self.args {
+            v.zeroize();
+        }
     }
 }
 

@@ -179,7 +179,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> JigLink for FramedLink<T> {
         let id = self.next_id;
         self.next_id = self.next_id.wrapping_add(1);
         let verb = req.verb();
-        let bytes = req.to_frame(id).encode();
+        // Both copies are wiped when the call ends: a KEYLOAD carries a key.
+        let mut frame = req.to_frame(id);
+        let bytes = zeroize::Zeroizing::new(frame.encode());
+        frame.wipe();
         let wait = if req.is_slow() {
             self.timing.slow_timeout
         } else {

@@ -35,17 +35,43 @@ pub struct BoardIdentity {
     pub mac: Mac,
 }
 
+/// A P-256 private key on its way to a board (`KEYLOAD`): wiped from
+/// memory when dropped, and never shown by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretScalar(pub zeroize::Zeroizing<[u8; 32]>);
+
+impl std::fmt::Debug for SecretScalar {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretScalar([redacted])")
+    }
+}
+
 /// A request from station to board.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
-    Hello { station: String },
+    Hello {
+        station: String,
+    },
     Status,
     Ident,
-    KeyGen { cn: Guid },
-    Store { chain: Vec<Vec<u8>> },
+    KeyGen {
+        cn: Guid,
+    },
+    /// Take this key (made by the station) as the board's key.
+    KeyLoad {
+        key: SecretScalar,
+    },
+    Store {
+        chain: Vec<Vec<u8>>,
+    },
     ReadCert,
-    Sign { nonce: [u8; NONCE_LEN] },
-    Finish { pass: bool, code: Option<String> },
+    Sign {
+        nonce: [u8; NONCE_LEN],
+    },
+    Finish {
+        pass: bool,
+        code: Option<String>,
+    },
 }
 
 impl Request {
@@ -55,6 +81,7 @@ impl Request {
             Request::Status => "STATUS",
             Request::Ident => "IDENT",
             Request::KeyGen { .. } => "KEYGEN",
+            Request::KeyLoad { .. } => "KEYLOAD",
             Request::Store { .. } => "STORE",
             Request::ReadCert => "READCERT",
             Request::Sign { .. } => "SIGN",
@@ -65,7 +92,10 @@ impl Request {
     /// Requests that may legitimately take long on the board (key
     /// generation, flash writes) get the slow timeout.
     pub fn is_slow(&self) -> bool {
-        matches!(self, Request::KeyGen { .. } | Request::Store { .. })
+        matches!(
+            self,
+            Request::KeyGen { .. } | Request::KeyLoad { .. } | Request::Store { .. }
+        )
     }
 
     pub fn to_frame(&self, id: u16) -> Frame {
@@ -76,6 +106,9 @@ impl Request {
                 .arg("station", station.clone()),
             Request::Status | Request::Ident | Request::ReadCert => f,
             Request::KeyGen { cn } => f.arg("alg", "p256").arg("cn", cn.to_string()),
+            Request::KeyLoad { key } => f
+                .arg("alg", "p256")
+                .arg("key", B64.encode(key.0.as_slice())),
             Request::Store { chain } => f.arg("chain", encode_chain(chain)),
             Request::Sign { nonce } => f.arg("nonce", B64.encode(nonce)),
             Request::Finish { pass, code } => {
@@ -99,6 +132,21 @@ impl Request {
             "KEYGEN" => Request::KeyGen {
                 cn: need(f, "cn")?.parse().map_err(|e| bad(f, "cn", e))?,
             },
+            "KEYLOAD" => {
+                if need(f, "alg")? != "p256" {
+                    return Err(bad(f, "alg", "only p256 is known"));
+                }
+                let key = zeroize::Zeroizing::new(
+                    B64.decode(need(f, "key")?).map_err(|e| bad(f, "key", e))?,
+                );
+                let scalar: [u8; 32] = key
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| bad(f, "key", "it is not 32 bytes"))?;
+                Request::KeyLoad {
+                    key: SecretScalar(zeroize::Zeroizing::new(scalar)),
+                }
+            }
             "STORE" => Request::Store {
                 chain: decode_chain(need(f, "chain")?).map_err(|e| bad(f, "chain", e))?,
             },
@@ -292,6 +340,16 @@ pub fn parse_csr(f: &Frame) -> Result<Vec<u8>, AnswerError> {
 /// Station side: the chain in a `READCERT` answer.
 pub fn parse_chain(f: &Frame) -> Result<Vec<Vec<u8>>, AnswerError> {
     decode_chain(need(f, "chain")?).map_err(|e| bad(f, "chain", e))
+}
+
+/// Station side: the public key (uncompressed SEC1 point) a board reports
+/// in its `KEYLOAD` answer.
+pub fn parse_public_key(f: &Frame) -> Result<Vec<u8>, AnswerError> {
+    let public = B64.decode(need(f, "pub")?).map_err(|e| bad(f, "pub", e))?;
+    if public.len() != 65 || public[0] != 0x04 {
+        return Err(bad(f, "pub", "it is not an uncompressed P-256 point"));
+    }
+    Ok(public)
 }
 
 /// Station side: the signature in a `SIGN` answer.

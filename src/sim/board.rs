@@ -20,11 +20,20 @@ pub struct ObservedBoard {
     pub stored: Vec<Vec<u8>>,
     /// Every nonce the board signed, with its signature.
     pub signatures: Vec<([u8; NONCE_LEN], Vec<u8>)>,
+    /// The private key the station sent with `KEYLOAD`, if it sent one (a
+    /// test looks for it where it must not be).
+    pub loaded_key: Option<[u8; 32]>,
+}
+
+/// The board's key: made by the board, or loaded from the station.
+enum BoardKey {
+    Made(KeyPair),
+    Loaded(p256::ecdsa::SigningKey),
 }
 
 pub struct Board {
     identity: BoardIdentity,
-    key: Option<KeyPair>,
+    key: Option<BoardKey>,
     pub stored: Vec<Vec<u8>>,
     signatures: Vec<([u8; NONCE_LEN], Vec<u8>)>,
 }
@@ -76,15 +85,32 @@ impl Board {
             params.serialize_request(&key)
         }
         .map_err(|e| e.to_string())?;
-        self.key = Some(key);
+        self.key = Some(BoardKey::Made(key));
         Ok(csr.der().to_vec())
     }
 
+    /// Takes the station's key; answers its public point (uncompressed).
+    pub fn load_key(&mut self, scalar: &[u8; 32]) -> Result<Vec<u8>, String> {
+        let key = p256::ecdsa::SigningKey::from_slice(scalar).map_err(|e| e.to_string())?;
+        let public = key
+            .verifying_key()
+            .to_encoded_point(false)
+            .as_bytes()
+            .to_vec();
+        self.key = Some(BoardKey::Loaded(key));
+        Ok(public)
+    }
+
     pub fn sign(&mut self, nonce: &[u8; NONCE_LEN]) -> Result<Vec<u8>, String> {
-        let key = self.key.as_ref().ok_or("no key has been made")?;
-        let sig = key
-            .sign(&key_proof_message(nonce))
-            .map_err(|e| e.to_string())?;
+        let msg = key_proof_message(nonce);
+        let sig = match self.key.as_ref().ok_or("no key has been made")? {
+            BoardKey::Made(key) => key.sign(&msg).map_err(|e| e.to_string())?,
+            BoardKey::Loaded(key) => {
+                use p256::ecdsa::signature::Signer;
+                let s: p256::ecdsa::Signature = key.sign(&msg);
+                s.to_der().as_bytes().to_vec()
+            }
+        };
         self.signatures.push((*nonce, sig.clone()));
         Ok(sig)
     }
@@ -92,7 +118,20 @@ impl Board {
     pub fn observed(&self) -> ObservedBoard {
         ObservedBoard {
             guid: self.identity.guid.clone(),
-            public_key_spki: self.key.as_ref().map(|k| k.subject_public_key_info()),
+            public_key_spki: self.key.as_ref().and_then(|k| match k {
+                BoardKey::Made(k) => Some(k.subject_public_key_info()),
+                BoardKey::Loaded(k) => {
+                    use p256::pkcs8::EncodePublicKey;
+                    p256::PublicKey::from(k.verifying_key())
+                        .to_public_key_der()
+                        .ok()
+                        .map(|d| d.as_bytes().to_vec())
+                }
+            }),
+            loaded_key: self.key.as_ref().and_then(|k| match k {
+                BoardKey::Loaded(k) => Some(k.to_bytes().into()),
+                BoardKey::Made(_) => None,
+            }),
             stored: self.stored.clone(),
             signatures: self.signatures.clone(),
         }

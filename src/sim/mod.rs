@@ -9,6 +9,7 @@
 
 mod board;
 mod fault;
+pub mod swtpm;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -47,6 +48,19 @@ pub struct SimOptions {
     pub fault_times: Option<u32>,
     /// In line mode, how many boards come through (`None`: no end).
     pub boards: Option<u32>,
+    /// Run as each new board is inserted, before the jig says so (a
+    /// simulated board's TPM is made fresh here).
+    pub on_insert: Option<InsertHook>,
+}
+
+/// Something to do when a simulated board arrives.
+#[derive(Clone)]
+pub struct InsertHook(pub std::sync::Arc<dyn Fn() + Send + Sync>);
+
+impl std::fmt::Debug for InsertHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("InsertHook")
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -69,6 +83,7 @@ impl Default for SimOptions {
             fault: None,
             fault_times: None,
             boards: None,
+            on_insert: None,
         }
     }
 }
@@ -211,6 +226,9 @@ impl Sim {
                     .next_guid
                     .take()
                     .unwrap_or_else(|| Guid::from_bytes(crate::random::bytes()));
+                if let Some(hook) = &self.opts.on_insert {
+                    (hook.0)();
+                }
                 self.board = Some(Board::new(guid, &self.opts));
                 self.inserted += 1;
                 self.test = TestState::Running;
@@ -374,6 +392,14 @@ impl Sim {
                 match board.keygen(fault.as_ref()) {
                     Ok(csr) => ok.arg("csr", crate::jig::protocol::b64(&csr)),
                     Err(e) => err("keygen_failed", &e),
+                }
+            }
+            Request::KeyLoad { key } => {
+                busy(f.id, wr).await?;
+                tokio::time::sleep(self.opts.keygen_time / 4).await;
+                match board.load_key(&key.0) {
+                    Ok(public) => ok.arg("pub", crate::jig::protocol::b64(&public)),
+                    Err(e) => err("bad_key", &e),
                 }
             }
             Request::Store { chain } => {

@@ -194,4 +194,9 @@ CREATE TABLE label_scans (
     scanned_at  TEXT NOT NULL
 );
 "#,
+    // 8: the endorsement key of a board's TPM (TPM slots), for a DPS
+    // enrollment with TPM attestation.
+    r#"
+ALTER TABLE boards ADD COLUMN tpm_ek TEXT;
+"#,
 ];

@@ -110,6 +110,8 @@ pub struct EnrollmentFacts {
     pub work_order: Option<String>,
     pub certificate_pem: String,
     pub provisioned_at: String,
+    /// The TPM's endorsement key (TPM2B_PUBLIC), for TPM slots.
+    pub tpm_ek: Option<Vec<u8>>,
 }
 
 /// A step's timing and outcome.
@@ -346,6 +348,18 @@ impl Store {
     /// another board (the board was swapped while the station was down), that
     /// record is closed as failed and a new one is opened; the id to use from
     /// now on is returned.
+    /// Records the endorsement key of the board's TPM (hex of the
+    /// TPM2B_PUBLIC).
+    pub fn record_tpm_ek(&self, board: BoardId, ek: &[u8]) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE boards SET tpm_ek = ?2 WHERE id = ?1",
+                params![board.0, hex::encode(ek)],
+            )?;
+            Ok(())
+        })
+    }
+
     pub fn record_identity(
         &self,
         board: BoardId,
@@ -555,7 +569,7 @@ impl Store {
             )?;
             if let Some(build) = enroll {
                 let facts = tx.query_row(
-                    "SELECT b.guid, b.hw_revision, b.fw_version, b.mac, b.station, b.slot, b.operator, c.pem, b.work_order
+                    "SELECT b.guid, b.hw_revision, b.fw_version, b.mac, b.station, b.slot, b.operator, c.pem, b.work_order, b.tpm_ek
                      FROM boards b JOIN certificates c ON c.board_id = b.id AND c.serial = ?2 WHERE b.id = ?1",
                     params![board.0, serial.0],
                     |r| {
@@ -570,6 +584,9 @@ impl Store {
                             work_order: r.get(8)?,
                             certificate_pem: r.get(7)?,
                             provisioned_at: ts(now),
+                            tpm_ek: r
+                                .get::<_, Option<String>>(9)?
+                                .and_then(|e| hex::decode(e).ok()),
                         })
                     },
                 )?;

@@ -10,5 +10,5 @@
 mod slot;
 mod view;
 
-pub use slot::{LinkOpener, SlotCommand, SlotDriver, SlotSettings};
+pub use slot::{KeySource, LinkOpener, SlotCommand, SlotDriver, SlotSettings, TpmOpener};
 pub use view::{LabelScan, SlotBoard, SlotView};

@@ -12,7 +12,7 @@ use crate::ca::{CaSigner, CheckedCsr, issue_leaf};
 use crate::core::{self, Action, Command, Event, Failure, IssuedCert, Output, Review, SlotState};
 use crate::dps::EnrollmentTemplate;
 use crate::ids::SlotId;
-use crate::jig::protocol::{self, AnswerError, JigStatus, NONCE_LEN, Request};
+use crate::jig::protocol::{self, AnswerError, JigStatus, Request};
 use crate::jig::{JigEvent, JigLink, LinkError};
 use crate::store::{BoardId, NewCertificate, Store, StoreError, blocking};
 
@@ -54,6 +54,8 @@ pub struct SlotDriver {
     pub labels: Arc<tokio::sync::Notify>,
     /// The work order in production, stamped on each new board.
     pub work_order: Arc<std::sync::RwLock<Option<String>>>,
+    /// Where the slot's boards get their keys.
+    pub keys: KeySource,
 }
 
 fn store_failure(e: &StoreError) -> Failure {
@@ -84,6 +86,8 @@ struct Visit {
     board: Option<BoardId>,
     open_step: Option<i64>,
     guid: Option<String>,
+    /// The board's TPM, once opened (TPM slots).
+    tpm: Option<Arc<dyn crate::tpm::BoardTpm>>,
 }
 
 impl SlotDriver {
@@ -148,6 +152,7 @@ impl SlotDriver {
             board: None,
             open_step: None,
             guid: None,
+            tpm: None,
         };
         let mut event = match self.sync(link).await {
             Ok(e) => e,
@@ -239,6 +244,7 @@ impl SlotDriver {
         let s = &self.settings;
         match cmd {
             Command::OpenBoard => {
+                visit.tpm = None;
                 let (station, slot) = (s.station_id.clone(), s.slot);
                 let stamp = crate::store::Stamp {
                     operator: self.view.operator(slot),
@@ -274,13 +280,14 @@ impl SlotDriver {
                     Err(e) => return Some(Event::Failed(store_failure(&e))),
                 }
                 let started = std::time::Instant::now();
+                let span = tracing::info_span!(
+                    "step",
+                    step = step.as_str(),
+                    board.guid = visit.guid.as_deref().unwrap_or("")
+                );
                 let event = self
-                    .perform(link, action, board)
-                    .instrument(tracing::info_span!(
-                        "step",
-                        step = step.as_str(),
-                        board.guid = visit.guid.as_deref().unwrap_or("")
-                    ))
+                    .perform(link, action, board, visit)
+                    .instrument(span)
                     .await;
                 tracing::debug!(
                     step = step.as_str(),
@@ -298,6 +305,8 @@ impl SlotDriver {
                 }
             }
             Command::Complete { serial } => {
+                // The board's TPM is let go: one client at a time.
+                visit.tpm = None;
                 let board = visit.board?;
                 let sn = serial.clone();
                 let template = self.enrollment.clone();
@@ -314,6 +323,7 @@ impl SlotDriver {
                 }
             }
             Command::Fail(f) => {
+                visit.tpm = None;
                 tracing::error!(board.guid = visit.guid.as_deref().unwrap_or(""), code = %f.code, "board failed: {}", f.message);
                 if let Some(board) = visit.board {
                     if let Err(e) = blocking(move || store.fail(board, &f, now)).await {
@@ -337,8 +347,14 @@ impl SlotDriver {
     }
 
     /// Carries out a step and reports its result.
-    async fn perform(&self, link: &mut dyn JigLink, action: Action, board: BoardId) -> Event {
-        match self.try_perform(link, action, board).await {
+    async fn perform(
+        &self,
+        link: &mut dyn JigLink,
+        action: Action,
+        board: BoardId,
+        visit: &mut Visit,
+    ) -> Event {
+        match self.try_perform(link, action, board, visit).await {
             Ok(out) => Event::Done(out),
             Err(f) => Event::Failed(f),
         }
@@ -349,6 +365,7 @@ impl SlotDriver {
         link: &mut dyn JigLink,
         action: Action,
         board: BoardId,
+        visit: &mut Visit,
     ) -> Result<Output, Failure> {
         let call = |f: Result<crate::jig::frame::Frame, LinkError>| f.map_err(|e| link_failure(&e));
         match action {
@@ -382,30 +399,11 @@ impl SlotDriver {
                     other => other,
                 }))
             }
-            Action::KeyGen(id) => {
-                let a = call(link.call(&Request::KeyGen { cn: id.guid }).await)?;
-                Ok(Output::Csr(
-                    protocol::parse_csr(&a).map_err(|e| answer_failure("KEYGEN", &e))?,
-                ))
-            }
+            Action::KeyGen(id) => self.keygen(link, id, board, visit).await,
             Action::Issue { csr, override_used } => self.issue(board, csr, override_used).await,
-            Action::Store(chain) => {
-                call(link.call(&Request::Store { chain }).await)?;
-                Ok(Output::Stored)
-            }
-            Action::ReadBack => {
-                let a = call(link.call(&Request::ReadCert).await)?;
-                Ok(Output::ReadBack(
-                    protocol::parse_chain(&a).map_err(|e| answer_failure("READCERT", &e))?,
-                ))
-            }
-            Action::Prove => {
-                let nonce: [u8; NONCE_LEN] = crate::random::bytes();
-                let a = call(link.call(&Request::Sign { nonce }).await)?;
-                let signature =
-                    protocol::parse_signature(&a).map_err(|e| answer_failure("SIGN", &e))?;
-                Ok(Output::Signed { nonce, signature })
-            }
+            Action::Store(chain) => self.store_chain(link, chain, visit).await,
+            Action::ReadBack => self.read_back(link, visit).await,
+            Action::Prove => self.prove(link, visit).await,
             Action::Finish => {
                 call(
                     link.call(&Request::Finish {
@@ -482,5 +480,8 @@ fn jig_event(e: JigEvent) -> Event {
     }
 }
 
+mod keys;
 #[cfg(test)]
 mod tests;
+
+pub use keys::{KeySource, TpmOpener};

@@ -361,8 +361,30 @@ fn validate(e: &Value) -> Result<(String, String), (i64, String)> {
             "provisioningStatus must be enabled or disabled".into(),
         ));
     }
+    if e["attestation"]["type"] == "tpm" {
+        // TPM attestation: the endorsement key must be a TPM2B_PUBLIC.
+        let ek = e["attestation"]["tpm"]["endorsementKey"]
+            .as_str()
+            .ok_or((400004, "the endorsementKey is missing".to_string()))?;
+        let ek = B64
+            .decode(ek)
+            .map_err(|_| (400004, "the endorsementKey is not base64".to_string()))?;
+        let declared = ek
+            .get(..2)
+            .map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])));
+        if declared != Some(ek.len().saturating_sub(2)) {
+            return Err((
+                400004,
+                "the endorsementKey is not a TPM2B_PUBLIC (size prefix)".into(),
+            ));
+        }
+        if !matches!(ek.get(2..4), Some([0x00, 0x01] | [0x00, 0x23])) {
+            return Err((400004, "the endorsementKey is not an RSA or ECC key".into()));
+        }
+        return Ok((id.to_ascii_lowercase(), String::new()));
+    }
     if e["attestation"]["type"] != "x509" {
-        return Err((400004, "attestation type must be x509".into()));
+        return Err((400004, "attestation type must be x509 or tpm".into()));
     }
     let pem = e["attestation"]["x509"]["clientCertificates"]["primary"]["certificate"]
         .as_str()
@@ -407,7 +429,9 @@ fn store(s: &mut FakeState, id: &str, body: &Value, pem: &str) -> Value {
     ));
     let mut out = body.clone();
     out["etag"] = json!(etag);
-    out["attestation"]["x509"]["clientCertificates"]["primary"] = json!({ "info": info(pem) });
+    if !pem.is_empty() {
+        out["attestation"]["x509"]["clientCertificates"]["primary"] = json!({ "info": info(pem) });
+    }
     let writes = s.enrollments.get(id).map(|e| e.writes).unwrap_or(0) + 1;
     s.enrollments.insert(
         id.to_string(),
@@ -488,8 +512,10 @@ async fn get_one(
         Some(e) => {
             let mut out = e.body.clone();
             out["etag"] = json!(e.etag);
-            out["attestation"]["x509"]["clientCertificates"]["primary"] =
-                json!({"info": info(&e.certificate_pem)});
+            if !e.certificate_pem.is_empty() {
+                out["attestation"]["x509"]["clientCertificates"]["primary"] =
+                    json!({"info": info(&e.certificate_pem)});
+            }
             (StatusCode::OK, axum::Json(out)).into_response()
         }
         None => error(404, 404201, "Enrollment not found"),

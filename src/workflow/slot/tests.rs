@@ -70,9 +70,11 @@ fn driver(dir: &std::path::Path, ca_failures: Vec<String>) -> SlotDriver {
             desired_properties: Default::default(),
             allocation_policy: None,
             iot_hubs: vec![],
+            attestation: crate::config::Attestation::X509,
         }),
         uploads: Default::default(),
         labels: Default::default(),
+        keys: super::KeySource::Board,
         work_order: Default::default(),
     }
 }
@@ -144,4 +146,157 @@ async fn a_board_pulled_between_steps_is_failed_as_removed() {
         "no step begun after the removal"
     );
     assert!(steps.iter().all(|s| s.outcome.as_deref() == Some("ok")));
+}
+
+fn tpm_driver(dir: &std::path::Path, tpm: Arc<crate::tpm::SoftTpm>) -> SlotDriver {
+    let mut d = driver(dir, vec![]);
+    d.keys = super::KeySource::Tpm(Arc::new(move || {
+        Ok(tpm.clone() as Arc<dyn crate::tpm::BoardTpm>)
+    }));
+    d.enrollment = Arc::new(EnrollmentTemplate {
+        attestation: crate::config::Attestation::Tpm {
+            dps_registration_id: false,
+        },
+        ..(*d.enrollment).clone()
+    });
+    d
+}
+
+fn tpm_script(finish: Scripted) -> ScriptedLink {
+    ScriptedLink::new(vec![
+        answer(
+            "STATUS",
+            ok(&[("present", "1"), ("test", "pass"), ("done", "none")]),
+        ),
+        answer("HELLO", ok(&[("v", "1")])),
+        ident(),
+        finish,
+        link_down(),
+    ])
+}
+
+#[tokio::test]
+async fn a_tpm_board_gets_its_key_proof_and_chain_through_the_tpm() {
+    use crate::tpm::BoardTpm;
+    let dir = tempfile::tempdir().unwrap();
+    let tpm = Arc::new(crate::tpm::SoftTpm::default());
+    let d = tpm_driver(dir.path(), tpm.clone());
+    // The jig sees no KEYGEN, STORE, READCERT or SIGN: the TPM does those.
+    let mut link = tpm_script(answer("FINISH", ok(&[])));
+    d.drive(&mut link, &mut tokio::sync::mpsc::channel(1).1)
+        .await;
+    assert!(link.finished(), "only the scripted requests were made");
+    let guid: crate::ids::Guid = GUID.parse().unwrap();
+    let board = d.store.board(&guid).unwrap().unwrap();
+    assert_eq!(board.status, "provisioned", "{board:?}");
+    let ledger = d.store.certificates(&guid).unwrap();
+    let der = crate::ca::pem_to_der(&ledger[0].pem).unwrap();
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+    assert_eq!(
+        cert.public_key().subject_public_key.data.as_ref(),
+        tpm.public_key().unwrap().as_slice(),
+        "the certificate is for the TPM's key"
+    );
+    let nv = tpm.read_nv().unwrap();
+    assert!(
+        nv.starts_with(&der),
+        "the NV index holds the chain, leaf first"
+    );
+    let job = &d.store.due_jobs(10).unwrap()[0];
+    let body: serde_json::Value = serde_json::from_str(&job.body).unwrap();
+    use base64::Engine;
+    assert_eq!(
+        body["attestation"]["tpm"]["endorsementKey"],
+        base64::engine::general_purpose::STANDARD.encode(&tpm.ek)
+    );
+}
+
+#[tokio::test]
+async fn a_tpm_fault_after_issuing_fails_the_board_with_the_certificate_on_record() {
+    for (fault, code, words) in [
+        (
+            crate::tpm::TpmError::Unreachable {
+                tcti: "swtpm:host=127.0.0.1,port=1".into(),
+                reason: "connection refused".into(),
+            },
+            "tpm_unreachable",
+            "cannot be reached",
+        ),
+        (
+            crate::tpm::TpmError::NvIndexDefined { index: 0x0150_0001 },
+            "tpm_nv_defined",
+            "tpm2_nvundefine 0x01500001",
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let tpm = Arc::new(crate::tpm::SoftTpm::default());
+        tpm.fail_next("write_nv", fault);
+        let d = tpm_driver(dir.path(), tpm);
+        let mut link = tpm_script(answer("FINISH", ok(&[])));
+        d.drive(&mut link, &mut tokio::sync::mpsc::channel(1).1)
+            .await;
+        let guid: crate::ids::Guid = GUID.parse().unwrap();
+        let board = d.store.board(&guid).unwrap().unwrap();
+        assert_eq!(board.error_code.as_deref(), Some(code));
+        assert!(board.error.unwrap().contains(words));
+        let ledger = d.store.certificates(&guid).unwrap();
+        assert_eq!(ledger.len(), 1, "issued, so on record");
+        assert_eq!(ledger[0].state, "abandoned");
+        assert!(link.received.contains(&Request::Finish {
+            pass: false,
+            code: Some(code.into())
+        }));
+    }
+}
+
+#[tokio::test]
+async fn a_tpm_that_cannot_make_a_key_fails_the_board_before_any_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let tpm = Arc::new(crate::tpm::SoftTpm::default());
+    tpm.fail_next("create_key", crate::tpm::TpmError::Lockout);
+    let d = tpm_driver(dir.path(), tpm);
+    let mut link = tpm_script(answer("FINISH", ok(&[])));
+    d.drive(&mut link, &mut tokio::sync::mpsc::channel(1).1)
+        .await;
+    let guid: crate::ids::Guid = GUID.parse().unwrap();
+    let board = d.store.board(&guid).unwrap().unwrap();
+    assert_eq!(board.error_code.as_deref(), Some("tpm_lockout"));
+    assert!(board.error.unwrap().contains("dictionary-attack lockout"));
+    assert!(d.store.certificates(&guid).unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_board_that_does_not_take_the_station_key_is_failed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = driver(dir.path(), vec![]);
+    d.keys = super::KeySource::Station;
+    let other = p256::ecdsa::SigningKey::from_slice(&[9u8; 32]).unwrap();
+    let wrong = b64(other.verifying_key().to_encoded_point(false).as_bytes());
+    let mut link = ScriptedLink::new(vec![
+        answer(
+            "STATUS",
+            ok(&[("present", "1"), ("test", "pass"), ("done", "none")]),
+        ),
+        answer("HELLO", ok(&[("v", "1")])),
+        ident(),
+        answer("KEYLOAD", ok(&[("pub", &wrong)])),
+        answer("FINISH", ok(&[])),
+        link_down(),
+    ]);
+    d.drive(&mut link, &mut tokio::sync::mpsc::channel(1).1)
+        .await;
+    assert!(link.finished());
+    let guid: crate::ids::Guid = GUID.parse().unwrap();
+    let board = d.store.board(&guid).unwrap().unwrap();
+    assert_eq!(board.error_code.as_deref(), Some("key_load_mismatch"));
+    assert!(d.store.certificates(&guid).unwrap().is_empty());
+    let sent = link
+        .received
+        .iter()
+        .find(|r| matches!(r, Request::KeyLoad { .. }))
+        .unwrap();
+    assert_eq!(
+        format!("{sent:?}"),
+        "KeyLoad { key: SecretScalar([redacted]) }"
+    );
 }

@@ -1,0 +1,290 @@
+//! The key steps of a slot, by where its boards' keys are made: the board
+//! (jig `KEYGEN`, `STORE`, `READCERT`, `SIGN`), the board's TPM (the TPM
+//! makes and keeps the key, signs the CSR and the key proof, and holds the
+//! certificate chain in an NV index), or the station (it makes the key,
+//! sends it with `KEYLOAD`, signs the CSR and forgets the key).
+
+use std::sync::Arc;
+
+use p256::ecdsa::signature::Signer;
+use zeroize::Zeroizing;
+
+use super::{SlotDriver, Visit, answer_failure, link_failure};
+use crate::ca::{ExternalKey, build_csr};
+use crate::core::{Failure, Output};
+use crate::jig::JigLink;
+use crate::jig::protocol::{self, BoardIdentity, NONCE_LEN, Request, SecretScalar};
+use crate::store::{BoardId, blocking};
+use crate::tpm::{BoardTpm, TpmError};
+
+/// Opens the TPM of the board in a TPM slot.
+pub type TpmOpener = Arc<dyn Fn() -> Result<Arc<dyn BoardTpm>, TpmError> + Send + Sync>;
+
+/// Where a slot's boards get their keys.
+#[derive(Clone)]
+pub enum KeySource {
+    Board,
+    Tpm(TpmOpener),
+    Station,
+}
+
+fn tpm_failure(e: &TpmError) -> Failure {
+    Failure::new(e.code(), e.to_string())
+}
+
+/// Runs a TPM call on a blocking thread.
+async fn with_tpm<T: Send + 'static>(
+    tpm: &Arc<dyn BoardTpm>,
+    f: impl FnOnce(&dyn BoardTpm) -> Result<T, TpmError> + Send + 'static,
+) -> Result<T, Failure> {
+    let tpm = tpm.clone();
+    tokio::task::spawn_blocking(move || f(tpm.as_ref()))
+        .await
+        .map_err(|e| Failure::internal(&e.to_string()))?
+        .map_err(|e| tpm_failure(&e))
+}
+
+fn sha256(data: &[u8]) -> [u8; 32] {
+    let d = ring::digest::digest(&ring::digest::SHA256, data);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}
+
+/// Splits concatenated DER values (a certificate chain read from NV).
+pub(super) fn split_der(mut data: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+    let mut out = Vec::new();
+    while !data.is_empty() {
+        if data.len() < 2 || data[0] != 0x30 {
+            return Err("it does not hold DER certificates".into());
+        }
+        let (len, header) = match data[1] {
+            n if n < 0x80 => (usize::from(n), 2),
+            n @ 0x81..=0x84 => {
+                let k = usize::from(n & 0x7f);
+                let bytes = data.get(2..2 + k).ok_or("a DER length is cut short")?;
+                (
+                    bytes.iter().fold(0usize, |a, b| (a << 8) | usize::from(*b)),
+                    2 + k,
+                )
+            }
+            _ => return Err("a DER length is malformed".into()),
+        };
+        let end = header
+            .checked_add(len)
+            .filter(|e| *e <= data.len())
+            .ok_or("a certificate is cut short")?;
+        out.push(data[..end].to_vec());
+        data = &data[end..];
+    }
+    Ok(out)
+}
+
+impl SlotDriver {
+    /// The board's TPM for this visit, opened on first use.
+    async fn tpm(
+        &self,
+        opener: &TpmOpener,
+        visit: &mut Visit,
+    ) -> Result<Arc<dyn BoardTpm>, Failure> {
+        if let Some(t) = &visit.tpm {
+            return Ok(t.clone());
+        }
+        let opener = opener.clone();
+        let tpm = tokio::task::spawn_blocking(move || opener())
+            .await
+            .map_err(|e| Failure::internal(&e.to_string()))?
+            .map_err(|e| tpm_failure(&e))?;
+        visit.tpm = Some(tpm.clone());
+        Ok(tpm)
+    }
+
+    /// Has a key pair made and returns its CSR.
+    pub(super) async fn keygen(
+        &self,
+        link: &mut dyn JigLink,
+        id: BoardIdentity,
+        board: BoardId,
+        visit: &mut Visit,
+    ) -> Result<Output, Failure> {
+        match &self.keys {
+            KeySource::Board => {
+                let a = link
+                    .call(&Request::KeyGen { cn: id.guid })
+                    .await
+                    .map_err(|e| link_failure(&e))?;
+                Ok(Output::Csr(
+                    protocol::parse_csr(&a).map_err(|e| answer_failure("KEYGEN", &e))?,
+                ))
+            }
+            KeySource::Tpm(opener) => {
+                let tpm = self.tpm(opener, visit).await?;
+                let ek = with_tpm(&tpm, |t| t.ek_public()).await?;
+                let store = self.store.clone();
+                blocking(move || store.record_tpm_ek(board, &ek))
+                    .await
+                    .map_err(|e| super::store_failure(&e))?;
+                let public = with_tpm(&tpm, |t| t.create_key()).await?;
+                let guid = id.guid.clone();
+                let t = tpm.clone();
+                let csr = tokio::task::spawn_blocking(move || {
+                    let sign = |m: &[u8]| t.sign_digest(&sha256(m)).map_err(|e| e.to_string());
+                    build_csr(
+                        &guid,
+                        &ExternalKey {
+                            public: &public,
+                            sign: &sign,
+                        },
+                    )
+                })
+                .await
+                .map_err(|e| Failure::internal(&e.to_string()))?
+                .map_err(|e| {
+                    Failure::new(
+                        "tpm_failed",
+                        format!("the board's TPM could not sign its certificate request: {e}"),
+                    )
+                })?;
+                tracing::info!(tpm = %tpm.describe(), "key made in the board's TPM");
+                Ok(Output::Csr(csr))
+            }
+            KeySource::Station => self.station_key(link, &id).await,
+        }
+    }
+
+    /// Makes a key, hands it to the board, signs the CSR with it, and
+    /// forgets it: the key is wiped when this returns, and is never
+    /// stored, logged or written.
+    async fn station_key(
+        &self,
+        link: &mut dyn JigLink,
+        id: &BoardIdentity,
+    ) -> Result<Output, Failure> {
+        let key = loop {
+            let bytes = Zeroizing::new(crate::random::bytes::<32>());
+            if let Ok(k) = p256::ecdsa::SigningKey::from_slice(bytes.as_slice()) {
+                break k;
+            }
+        };
+        let public = key
+            .verifying_key()
+            .to_encoded_point(false)
+            .as_bytes()
+            .to_vec();
+        let answer = {
+            let req = Request::KeyLoad {
+                key: SecretScalar(Zeroizing::new(key.to_bytes().into())),
+            };
+            link.call(&req).await.map_err(|e| link_failure(&e))?
+        };
+        let loaded =
+            protocol::parse_public_key(&answer).map_err(|e| answer_failure("KEYLOAD", &e))?;
+        if loaded != public {
+            return Err(Failure::new(
+                "key_load_mismatch",
+                "the board answered KEYLOAD with another public key: its firmware did not take the key; set the board aside",
+            ));
+        }
+        let sign = |m: &[u8]| {
+            let s: p256::ecdsa::Signature = key.sign(m);
+            Ok(s.to_der().as_bytes().to_vec())
+        };
+        let csr = build_csr(
+            &id.guid,
+            &ExternalKey {
+                public: &public,
+                sign: &sign,
+            },
+        )
+        .map_err(|e| Failure::internal(&e))?;
+        drop(key);
+        tracing::info!("key made by the station, loaded into the board and forgotten");
+        Ok(Output::Csr(csr))
+    }
+
+    /// Puts the certificate chain where the board keeps it.
+    pub(super) async fn store_chain(
+        &self,
+        link: &mut dyn JigLink,
+        chain: Vec<Vec<u8>>,
+        visit: &mut Visit,
+    ) -> Result<Output, Failure> {
+        if let KeySource::Tpm(opener) = &self.keys {
+            let tpm = self.tpm(opener, visit).await?;
+            let data = chain.concat();
+            with_tpm(&tpm, move |t| t.write_nv(&data)).await?;
+            return Ok(Output::Stored);
+        }
+        link.call(&Request::Store { chain })
+            .await
+            .map_err(|e| link_failure(&e))?;
+        Ok(Output::Stored)
+    }
+
+    /// Reads the stored chain back.
+    pub(super) async fn read_back(
+        &self,
+        link: &mut dyn JigLink,
+        visit: &mut Visit,
+    ) -> Result<Output, Failure> {
+        if let KeySource::Tpm(opener) = &self.keys {
+            let tpm = self.tpm(opener, visit).await?;
+            let data = with_tpm(&tpm, |t| t.read_nv()).await?;
+            let chain = split_der(&data).map_err(|e| {
+                Failure::new(
+                    "readback_mismatch",
+                    format!("the TPM's certificate NV index {e}"),
+                )
+            })?;
+            return Ok(Output::ReadBack(chain));
+        }
+        let a = link
+            .call(&Request::ReadCert)
+            .await
+            .map_err(|e| link_failure(&e))?;
+        Ok(Output::ReadBack(
+            protocol::parse_chain(&a).map_err(|e| answer_failure("READCERT", &e))?,
+        ))
+    }
+
+    /// Has the board's key sign a fresh station nonce.
+    pub(super) async fn prove(
+        &self,
+        link: &mut dyn JigLink,
+        visit: &mut Visit,
+    ) -> Result<Output, Failure> {
+        let nonce: [u8; NONCE_LEN] = crate::random::bytes();
+        if let KeySource::Tpm(opener) = &self.keys {
+            let tpm = self.tpm(opener, visit).await?;
+            let digest = sha256(&protocol::key_proof_message(&nonce));
+            let signature = with_tpm(&tpm, move |t| t.sign_digest(&digest)).await?;
+            return Ok(Output::Signed { nonce, signature });
+        }
+        let a = link
+            .call(&Request::Sign { nonce })
+            .await
+            .map_err(|e| link_failure(&e))?;
+        let signature = protocol::parse_signature(&a).map_err(|e| answer_failure("SIGN", &e))?;
+        Ok(Output::Signed { nonce, signature })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_der;
+
+    #[test]
+    fn der_values_are_split_and_damage_is_named() {
+        let short = vec![0x30, 0x02, 1, 2];
+        let long = [vec![0x30, 0x81, 0x80], vec![7u8; 0x80]].concat();
+        let both = [short.clone(), long.clone()].concat();
+        assert_eq!(split_der(&both).unwrap(), vec![short.clone(), long]);
+        assert!(
+            split_der(&[0x30, 0x05, 1])
+                .unwrap_err()
+                .contains("cut short")
+        );
+        assert!(split_der(&[0xff, 0xff]).unwrap_err().contains("DER"));
+        assert!(split_der(&[]).unwrap().is_empty());
+    }
+}
