@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of the station. Installs what the tests need on a fresh
 # Debian machine (as root): a C compiler for the bundled SQLite and ring,
-# and Chromium with its WebDriver for the browser test.
+# Chromium with its WebDriver for the browser test, and the TPM 2.0
+# simulator (swtpm), tpm2-tools and libtss2 for the TPM tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,6 +12,10 @@ command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 # The browser test drives Debian's Chromium over WebDriver.
 [ -x /usr/bin/chromium ] || need+=(chromium)
 [ -x /usr/bin/chromedriver ] || need+=(chromium-driver)
+# The TPM tests run one swtpm per simulated board, through libtss2.
+command -v swtpm >/dev/null 2>&1 || need+=(swtpm swtpm-tools)
+command -v tpm2_createek >/dev/null 2>&1 || need+=(tpm2-tools)
+pkg-config --exists tss2-esys 2>/dev/null || need+=(libtss2-dev)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing ${need[*]}"
   apt-get update -qq
@@ -21,6 +26,7 @@ if ! command -v cargo >/dev/null 2>&1; then
   exit 1
 fi
 
-# Unit, integration and benchmark-smoke tests, then documentation tests.
-cargo test --all-targets
-cargo test --doc
+# Unit, integration and benchmark-smoke tests, then documentation tests,
+# with the TPM backend built in.
+cargo test --all-targets --features tpm
+cargo test --doc --features tpm

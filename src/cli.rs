@@ -687,6 +687,36 @@ pub async fn check(args: &ConfigArgs) -> bool {
                 Err(e) => report(false, format!("slot {} on {device}: {e}", s.id)),
             },
         }
+        if let crate::config::Keygen::Tpm(k) = &s.keygen {
+            match (crate::tpm::BUILT, &k.tcti) {
+                (false, _) => report(
+                    false,
+                    format!(
+                        "slot {}: keygen = \"tpm\" needs a station built with TPM support: `cargo build --release --features tpm` (needs libtss2-dev)",
+                        s.id
+                    ),
+                ),
+                (true, None) => report(
+                    true,
+                    format!("slot {}: simulated TPM (a swtpm per board)", s.id),
+                ),
+                (true, Some(tcti)) => {
+                    let slot = crate::tpm::TpmSlot {
+                        tcti: tcti.clone(),
+                        key_handle: k.key_handle,
+                        cert_nv_index: k.cert_nv_index,
+                    };
+                    let opened =
+                        tokio::task::spawn_blocking(move || crate::tpm::open(&slot).map(|_| ()))
+                            .await;
+                    match opened {
+                        Ok(Ok(())) => report(true, format!("slot {}: TPM {tcti} answers", s.id)),
+                        Ok(Err(e)) => report(false, format!("slot {}: {e}", s.id)),
+                        Err(e) => report(false, format!("slot {}: {e}", s.id)),
+                    }
+                }
+            }
+        }
     }
     good
 }

@@ -62,20 +62,19 @@ async fn a_station_made_key_reaches_the_board_and_nothing_else() {
             .spawn()
             .unwrap(),
     );
+    // The station's log says when; the database is opened only then (two
+    // processes creating it at once would race on its schema).
     let mut done = None;
     for _ in 0..300 {
-        let store = Store::open(&cfg.database_path());
-        if let Some(b) = sim.boards().first()
-            && let Ok(store) = store
-            && let Ok(Some(row)) = store.board(&b.guid)
-            && row.status != "in_progress"
-        {
-            done = Some(row);
+        if read(&log).contains("board provisioned") {
+            let store = Store::open(&cfg.database_path()).unwrap();
+            let guid = sim.boards()[0].guid.clone();
+            done = store.board(&guid).unwrap();
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let row = done.expect("the board was provisioned");
+    let row = done.unwrap_or_else(|| panic!("the board was not provisioned:\n{}", read(&log)));
     assert_eq!(row.status, "provisioned", "{row:?}\n{}", read(&log));
     let board = &sim.boards()[0];
     let key = board

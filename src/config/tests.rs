@@ -452,7 +452,7 @@ fn keygen_modes_and_tpm_keys() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("dps.tpm_registration_id"), "{e}");
-    let e = parse(&reference().replace("pause_ms = 1500", "pause_ms = 1500\nkeygen = \"hsm\""))
+    let e = parse(&reference().replace("keygen = \"board\"\n\n[ui]", "keygen = \"hsm\"\n\n[ui]"))
         .unwrap_err()
         .to_string();
     assert!(e.contains("demo.keygen"), "{e}");

@@ -16,15 +16,24 @@ pub struct SimTpm {
     child: Mutex<Option<Child>>,
 }
 
-fn free_port() -> std::io::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+/// A free loopback port P whose P+1 is free too: libtss2's swtpm TCTI
+/// takes the control port to be the command port + 1.
+fn free_pair() -> Result<u16, String> {
+    for _ in 0..50 {
+        let first = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+        let port = first.local_addr().map_err(|e| e.to_string())?.port();
+        if port < u16::MAX && TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Err("no two free loopback ports in a row for swtpm".into())
 }
 
 impl SimTpm {
     /// A swtpm on new loopback ports, its state under `state`.
     pub fn start(state: PathBuf) -> Result<SimTpm, String> {
-        let port = free_port().map_err(|e| e.to_string())?;
-        let ctrl = free_port().map_err(|e| e.to_string())?;
+        let port = free_pair()?;
+        let ctrl = port + 1;
         let t = SimTpm {
             port,
             ctrl,

@@ -7,6 +7,7 @@
 
 pub mod fake_dps;
 pub mod fake_zebra;
+pub mod swtpm;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -85,6 +86,15 @@ pub fn client_with_token(token: &str) -> reqwest::Client {
 /// Station configuration for tests: quick timeouts, serial slots on the
 /// given devices.
 pub fn config_text(devices: &[String], timeout_ms: u64) -> String {
+    config_text_with(devices, timeout_ms, &|_| String::new())
+}
+
+/// As [`config_text`], with `per_slot(i)` added to slot `i`'s table.
+pub fn config_text_with(
+    devices: &[String],
+    timeout_ms: u64,
+    per_slot: &dyn Fn(usize) -> String,
+) -> String {
     let mut s = format!(
         r#"
 [station]
@@ -110,8 +120,9 @@ reconnect_ms = 200
     );
     for (i, d) in devices.iter().enumerate() {
         s.push_str(&format!(
-            "\n[[slot]]\nid = {}\nlink = \"serial\"\ndevice = \"{d}\"\n",
-            i + 1
+            "\n[[slot]]\nid = {}\nlink = \"serial\"\ndevice = \"{d}\"\n{}",
+            i + 1,
+            per_slot(i)
         ));
     }
     s
@@ -137,9 +148,23 @@ pub fn prepare_with(
     timeout_ms: u64,
     extra: &str,
 ) -> (tempfile::TempDir, Config) {
+    prepare_slots(devices, timeout_ms, &|_| String::new(), extra)
+}
+
+/// As [`prepare_with`], with `per_slot(i)` added to slot `i`'s table.
+pub fn prepare_slots(
+    devices: &[String],
+    timeout_ms: u64,
+    per_slot: &dyn Fn(usize) -> String,
+    extra: &str,
+) -> (tempfile::TempDir, Config) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("station.toml");
-    std::fs::write(&path, config_text(devices, timeout_ms) + extra).unwrap();
+    std::fs::write(
+        &path,
+        config_text_with(devices, timeout_ms, per_slot) + extra,
+    )
+    .unwrap();
     let cfg = Config::load(&path).unwrap();
     FileCa::init(
         &cfg.ca_certificate_path(),
@@ -170,12 +195,24 @@ impl TestStation {
         extra: &str,
         before: impl FnOnce(&Config),
     ) -> TestStation {
+        TestStation::start_slots(boards, timeout_ms, &|_| String::new(), extra, before).await
+    }
+
+    /// As [`TestStation::start_with`], with `per_slot(i)` added to slot
+    /// `i`'s table.
+    pub async fn start_slots(
+        boards: Vec<SimOptions>,
+        timeout_ms: u64,
+        per_slot: &dyn Fn(usize) -> String,
+        extra: &str,
+        before: impl FnOnce(&Config),
+    ) -> TestStation {
         let sims: Vec<PtySim> = boards
             .into_iter()
             .map(|o| PtySim::spawn(o).unwrap())
             .collect();
         let devices: Vec<String> = sims.iter().map(|s| s.device.clone()).collect();
-        let (dir, cfg) = prepare_with(&devices, timeout_ms, extra);
+        let (dir, cfg) = prepare_slots(&devices, timeout_ms, per_slot, extra);
         before(&cfg);
         // The harness calls the API as an admin, with a bearer token.
         let token = Store::open(&cfg.database_path())
