@@ -275,8 +275,10 @@ mod tests {
             }),
         };
         let task = tokio::spawn(worker.run());
+        // Done once the worker has recorded the third print, not merely
+        // once the printer took it.
         for _ in 0..200 {
-            if printer.printed().len() == 3 {
+            if state.lock().unwrap().printed == 3 {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
