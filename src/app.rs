@@ -192,6 +192,19 @@ pub async fn start(cfg: &Config, demo_ca: bool) -> anyhow::Result<App> {
             sc.id
         );
     }
+    // `--demo N` replaces the slots after the file was checked: check again.
+    if matches!(cfg.dps.attestation, crate::config::Attestation::Tpm { .. })
+        && let Some(sc) = cfg
+            .slots
+            .iter()
+            .find(|s| !matches!(s.keygen, Keygen::Tpm(_)))
+    {
+        anyhow::bail!(
+            "[dps] attestation = \"tpm\" needs every slot to use keygen = \"tpm\", but slot {} uses {:?} (with --demo, set [demo] keygen = \"tpm\")",
+            sc.id,
+            sc.keygen.as_str()
+        );
+    }
     let mut sim_tpms = Vec::new();
     for sc in &cfg.slots {
         // A simulated TPM slot: each board brings a fresh swtpm.

@@ -458,3 +458,19 @@ fn station_check_names_each_tpm_slot() {
         "{text}"
     );
 }
+
+#[test]
+fn the_nv_index_can_be_cleared_for_a_new_chain() {
+    let sim = Swtpm::start();
+    let tpm = open(&sim);
+    tpm.write_nv(b"first chain").unwrap();
+    assert!(matches!(
+        tpm.write_nv(b"second chain, longer"),
+        Err(TpmError::NvIndexDefined { .. })
+    ));
+    tpm.clear_nv().unwrap();
+    assert!(tpm.read_nv().is_err(), "undefined");
+    tpm.clear_nv().unwrap();
+    tpm.write_nv(b"second chain, longer").unwrap();
+    assert_eq!(tpm.read_nv().unwrap(), b"second chain, longer");
+}

@@ -352,7 +352,7 @@ impl Uploader {
             Some(Held::Newer) | Some(Held::Unknown) => {
                 self.park(
                     &[job.id],
-                    "DPS holds another certificate for this device, newer than this job's or of unknown age: the job is outdated or the device was enrolled elsewhere; check the device's history before retrying",
+                    "DPS holds another certificate or endorsement key for this device, newer than this job's or of unknown age: the job is outdated or the device was enrolled elsewhere; check the device's history before retrying",
                 )
                 .await;
                 Next::Continue

@@ -194,9 +194,11 @@ CREATE TABLE label_scans (
     scanned_at  TEXT NOT NULL
 );
 "#,
-    // 8: the endorsement key of a board's TPM (TPM slots), for a DPS
-    // enrollment with TPM attestation.
+    // 8: TPM slots: the endorsement key of a board's TPM (for a DPS
+    // enrollment with TPM attestation), and the public key the station had
+    // it make (so that a retry recognises its own key at the handle).
     r#"
 ALTER TABLE boards ADD COLUMN tpm_ek TEXT;
+ALTER TABLE boards ADD COLUMN tpm_key TEXT;
 "#,
 ];

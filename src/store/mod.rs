@@ -344,10 +344,6 @@ impl Store {
         })
     }
 
-    /// Records what the board said about itself. If the record belonged to
-    /// another board (the board was swapped while the station was down), that
-    /// record is closed as failed and a new one is opened; the id to use from
-    /// now on is returned.
     /// Records the endorsement key of the board's TPM (hex of the
     /// TPM2B_PUBLIC).
     pub fn record_tpm_ek(&self, board: BoardId, ek: &[u8]) -> Result<(), StoreError> {
@@ -360,6 +356,49 @@ impl Store {
         })
     }
 
+    /// Records the public key the station had the board's TPM make (hex of
+    /// the SEC1 point), so that a retry can tell the key at the handle is
+    /// its own.
+    pub fn record_tpm_key(&self, board: BoardId, public: &[u8]) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE boards SET tpm_key = ?2 WHERE id = ?1",
+                params![board.0, hex::encode(public)],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Whether this station made `public` in the TPM of a board with this
+    /// GUID and no certificate for it was installed: a key left by a failed
+    /// attempt, safe to use again.
+    pub fn tpm_key_left_by_failure(&self, guid: &Guid, public: &[u8]) -> Result<bool, StoreError> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT EXISTS (SELECT 1 FROM boards b WHERE b.guid = ?1 AND b.tpm_key = ?2 AND b.status != 'provisioned'
+                   AND NOT EXISTS (SELECT 1 FROM certificates c WHERE c.board_id = b.id AND c.state = 'installed'))",
+                params![guid.as_str(), hex::encode(public)],
+                |r| r.get(0),
+            )
+        })
+    }
+
+    /// Whether the certificate with this SHA-256 fingerprint was issued by
+    /// this station for this GUID and abandoned (its board failed).
+    pub fn is_abandoned(&self, guid: &Guid, fingerprint: &str) -> Result<bool, StoreError> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT EXISTS (SELECT 1 FROM certificates WHERE guid = ?1 AND fingerprint_sha256 = ?2 AND state = 'abandoned')",
+                params![guid.as_str(), fingerprint],
+                |r| r.get(0),
+            )
+        })
+    }
+
+    /// Records what the board said about itself. If the record belonged to
+    /// another board (the board was swapped while the station was down), that
+    /// record is closed as failed and a new one is opened; the id to use from
+    /// now on is returned.
     pub fn record_identity(
         &self,
         board: BoardId,

@@ -77,6 +77,7 @@ enum Op {
     Sign([u8; 32]),
     WriteNv(Vec<u8>),
     ReadNv,
+    ClearNv,
     EkPublic,
 }
 
@@ -185,6 +186,10 @@ impl BoardTpm for EsapiTpm {
         self.call(Op::ReadNv)
     }
 
+    fn clear_nv(&self) -> Result<(), TpmError> {
+        self.call(Op::ClearNv).map(|_| ())
+    }
+
     fn ek_public(&self) -> Result<Vec<u8>, TpmError> {
         self.call(Op::EkPublic)
     }
@@ -250,6 +255,7 @@ impl Worker {
             Op::Sign(digest) => t.sign(context, &digest),
             Op::WriteNv(data) => t.write_nv(context, &data).map(|()| Vec::new()),
             Op::ReadNv => t.read_nv(context),
+            Op::ClearNv => t.clear_nv(context).map(|()| Vec::new()),
             Op::EkPublic => t.ek_public(context),
         };
         if let Err(TpmError::Unreachable { .. }) = &answer {
@@ -554,6 +560,19 @@ impl Target {
             }
             self.read_chunks(context, nv, public.data_size())
         })
+    }
+
+    /// Undefines the certificate NV index, if it is defined (owner
+    /// authorisation). The ESYS handle is gone with the index.
+    fn clear_nv(&self, context: &mut Context) -> Result<(), TpmError> {
+        let what = format!("clear NV index {:#010x}", self.slot.cert_nv_index);
+        if !is_present(context, self.slot.cert_nv_index).map_err(self.err(&what))? {
+            return Ok(());
+        }
+        let nv = self.open_nv(context)?;
+        context
+            .execute_with_nullauth_session(|c| c.nv_undefine_space(Provision::Owner, nv))
+            .map_err(self.err(&what))
     }
 
     /// The ESYS handle of an existing NV index; close it after use.

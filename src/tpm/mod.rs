@@ -89,6 +89,10 @@ pub trait BoardTpm: Send + Sync {
     /// Reads all of `cert_nv_index`.
     fn read_nv(&self) -> Result<Vec<u8>, TpmError>;
 
+    /// Undefines `cert_nv_index` if it is defined. The station does this
+    /// only to replace a chain it wrote itself in an attempt that failed.
+    fn clear_nv(&self) -> Result<(), TpmError>;
+
     /// The endorsement key's public part (the standard RSA 2048 EK
     /// template) as a TPM2B_PUBLIC: the 2-byte big-endian size, then the
     /// marshalled TPMT_PUBLIC.

@@ -134,6 +134,12 @@ impl BoardTpm for SoftTpm {
         })
     }
 
+    fn clear_nv(&self) -> Result<(), TpmError> {
+        self.fault("clear_nv")?;
+        *self.nv.lock().map_err(|_| Self::poisoned())? = None;
+        Ok(())
+    }
+
     fn ek_public(&self) -> Result<Vec<u8>, TpmError> {
         self.fault("ek_public")?;
         Ok(self.ek.clone())

@@ -124,32 +124,78 @@ impl SlotDriver {
                 blocking(move || store.record_tpm_ek(board, &ek))
                     .await
                     .map_err(|e| super::store_failure(&e))?;
-                let public = with_tpm(&tpm, |t| t.create_key()).await?;
+                let public = self.tpm_key(&tpm, &id, board).await?;
                 let guid = id.guid.clone();
                 let t = tpm.clone();
                 let csr = tokio::task::spawn_blocking(move || {
-                    let sign = |m: &[u8]| t.sign_digest(&sha256(m)).map_err(|e| e.to_string());
-                    build_csr(
+                    // The TPM's own error, if it is what failed.
+                    let fault = std::sync::Mutex::new(None::<TpmError>);
+                    let sign = |m: &[u8]| {
+                        t.sign_digest(&sha256(m)).map_err(|e| {
+                            let text = e.to_string();
+                            if let Ok(mut f) = fault.lock() {
+                                *f = Some(e);
+                            }
+                            text
+                        })
+                    };
+                    let built = build_csr(
                         &guid,
                         &ExternalKey {
                             public: &public,
                             sign: &sign,
                         },
-                    )
+                    );
+                    built.map_err(|e| match fault.lock().ok().and_then(|mut f| f.take()) {
+                        Some(tpm) => tpm_failure(&tpm),
+                        None => Failure::new(
+                            "tpm_failed",
+                            format!("the board's TPM could not sign its certificate request: {e}"),
+                        ),
+                    })
                 })
                 .await
-                .map_err(|e| Failure::internal(&e.to_string()))?
-                .map_err(|e| {
-                    Failure::new(
-                        "tpm_failed",
-                        format!("the board's TPM could not sign its certificate request: {e}"),
-                    )
-                })?;
+                .map_err(|e| Failure::internal(&e.to_string()))??;
                 tracing::info!(tpm = %tpm.describe(), "key made in the board's TPM");
                 Ok(Output::Csr(csr))
             }
             KeySource::Station => self.station_key(link, &id).await,
         }
+    }
+
+    /// Has the TPM make the board's key and records its public part. A key
+    /// already at the handle is used again only if this station made it
+    /// for this board in an attempt that failed (a Retry); any other is
+    /// left alone and the board fails with `tpm_handle_in_use`.
+    async fn tpm_key(
+        &self,
+        tpm: &Arc<dyn BoardTpm>,
+        id: &BoardIdentity,
+        board: BoardId,
+    ) -> Result<Vec<u8>, Failure> {
+        let public = match with_tpm(tpm, |t| t.create_key()).await {
+            Ok(p) => p,
+            Err(f) if f.code == "tpm_handle_in_use" => {
+                let held = with_tpm(tpm, |t| t.public_key()).await?;
+                let (store, guid, h) = (self.store.clone(), id.guid.clone(), held.clone());
+                let ours = blocking(move || store.tpm_key_left_by_failure(&guid, &h))
+                    .await
+                    .map_err(|e| super::store_failure(&e))?;
+                if !ours {
+                    return Err(f);
+                }
+                tracing::info!(
+                    "using again the key this station made in the board's TPM in a failed attempt"
+                );
+                held
+            }
+            Err(f) => return Err(f),
+        };
+        let (store, p) = (self.store.clone(), public.clone());
+        blocking(move || store.record_tpm_key(board, &p))
+            .await
+            .map_err(|e| super::store_failure(&e))?;
+        Ok(public)
     }
 
     /// Makes a key, hands it to the board, signs the CSR with it, and
@@ -212,13 +258,56 @@ impl SlotDriver {
         if let KeySource::Tpm(opener) = &self.keys {
             let tpm = self.tpm(opener, visit).await?;
             let data = chain.concat();
-            with_tpm(&tpm, move |t| t.write_nv(&data)).await?;
+            let d = data.clone();
+            match with_tpm(&tpm, move |t| t.write_nv(&d)).await {
+                Err(f)
+                    if f.code == "tpm_nv_defined"
+                        && self.nv_left_by_failure(&tpm, visit).await? =>
+                {
+                    tracing::info!(
+                        "replacing the certificate chain this station wrote in a failed attempt"
+                    );
+                    with_tpm(&tpm, move |t| {
+                        t.clear_nv()?;
+                        t.write_nv(&data)
+                    })
+                    .await?;
+                }
+                other => other?,
+            }
             return Ok(Output::Stored);
         }
         link.call(&Request::Store { chain })
             .await
             .map_err(|e| link_failure(&e))?;
         Ok(Output::Stored)
+    }
+
+    /// Whether the NV index holds a chain whose leaf this station issued for
+    /// this board and abandoned when an attempt failed: safe to replace.
+    async fn nv_left_by_failure(
+        &self,
+        tpm: &Arc<dyn BoardTpm>,
+        visit: &Visit,
+    ) -> Result<bool, Failure> {
+        let Some(guid) = visit
+            .guid
+            .as_deref()
+            .and_then(|g| g.parse::<crate::ids::Guid>().ok())
+        else {
+            return Ok(false);
+        };
+        // Unreadable: not known to be ours; the index stays as it is.
+        let Ok(held) = with_tpm(tpm, |t| t.read_nv()).await else {
+            return Ok(false);
+        };
+        let Some(leaf) = split_der(&held).ok().and_then(|c| c.into_iter().next()) else {
+            return Ok(false);
+        };
+        let (store, fp) = (self.store.clone(), crate::ca::fingerprint(&leaf));
+        blocking(move || store.is_abandoned(&guid, &fp))
+            .await
+            .map_err(|e| super::store_failure(&e))
     }
 
     /// Reads the stored chain back.

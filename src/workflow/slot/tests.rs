@@ -300,3 +300,56 @@ async fn a_board_that_does_not_take_the_station_key_is_failed() {
         "KeyLoad { key: SecretScalar([redacted]) }"
     );
 }
+
+#[tokio::test]
+async fn a_retry_uses_again_the_tpm_key_left_by_its_failed_attempt_and_no_other() {
+    use crate::tpm::BoardTpm;
+    let dir = tempfile::tempdir().unwrap();
+    let tpm = Arc::new(crate::tpm::SoftTpm::default());
+    // Fails at the read-back: the key is made and the chain is in NV.
+    tpm.fail_next("read_nv", crate::tpm::TpmError::Lockout);
+    let d = tpm_driver(dir.path(), tpm.clone());
+    let mut first = tpm_script(answer("FINISH", ok(&[])));
+    d.drive(&mut first, &mut tokio::sync::mpsc::channel(1).1)
+        .await;
+    let guid: crate::ids::Guid = GUID.parse().unwrap();
+    assert_eq!(
+        d.store.board(&guid).unwrap().unwrap().error_code.as_deref(),
+        Some("tpm_lockout")
+    );
+    let key = tpm.public_key().unwrap();
+    let old_chain = tpm.read_nv().unwrap();
+    // The board is tried again: the key at the handle and the chain in NV
+    // are the station's own, from the failed attempt.
+    let mut again = tpm_script(answer("FINISH", ok(&[])));
+    d.drive(&mut again, &mut tokio::sync::mpsc::channel(1).1)
+        .await;
+    let board = d.store.board(&guid).unwrap().unwrap();
+    assert_eq!(board.status, "provisioned", "{board:?}");
+    let ledger = d.store.certificates(&guid).unwrap();
+    let installed = ledger.iter().find(|c| c.state == "installed").unwrap();
+    let der = crate::ca::pem_to_der(&installed.pem).unwrap();
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+    assert_eq!(
+        cert.public_key().subject_public_key.data.as_ref(),
+        key.as_slice()
+    );
+    let chain = tpm.read_nv().unwrap();
+    assert!(
+        chain.starts_with(&der) && chain != old_chain,
+        "the new chain replaced the old"
+    );
+
+    // A key the station did not make is left alone.
+    let dir = tempfile::tempdir().unwrap();
+    let foreign = Arc::new(crate::tpm::SoftTpm::default());
+    foreign.create_key().unwrap();
+    let d = tpm_driver(dir.path(), foreign);
+    let mut link = tpm_script(answer("FINISH", ok(&[])));
+    d.drive(&mut link, &mut tokio::sync::mpsc::channel(1).1)
+        .await;
+    let board = d.store.board(&guid).unwrap().unwrap();
+    assert_eq!(board.error_code.as_deref(), Some("tpm_handle_in_use"));
+    assert!(board.error.unwrap().contains("tpm2_evictcontrol"));
+    assert!(d.store.certificates(&guid).unwrap().is_empty());
+}
