@@ -106,11 +106,16 @@ async fn serve(
         println!("demo sign-in: user name {user}, password {password}");
         println!("demo API token: {token}");
     }
+    // Ctrl-C or a service manager's SIGTERM: stop cleanly, so that the
+    // simulated boards' swtpm processes go with the station.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let result = tokio::select! {
         r = tokio::signal::ctrl_c() => r.map_err(anyhow::Error::from),
+        _ = term.recv() => Ok(()),
         r = app.wait() => r,
     };
     tracing::info!("stopping");
     app.stop();
+    drop(app);
     result
 }
