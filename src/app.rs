@@ -302,6 +302,7 @@ pub async fn start(cfg: &Config, demo_ca: bool) -> anyhow::Result<App> {
             wake: label_wake,
             scan_back: cfg.label.scan_back,
         },
+        reports: Arc::new(cfg.reports.clone()),
     };
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await

@@ -17,6 +17,27 @@ use crate::jig::{JigLink, LinkTiming};
 use crate::sim::{Fault, LineCycle, SimOptions};
 use crate::store::Store;
 
+pub mod report_cmd;
+
+/// What `station export` exports.
+#[derive(Subcommand)]
+pub enum ExportCommand {
+    /// One record per unit (board record): station, slot, operator, lot,
+    /// GUID, certificate, and the timestamps and outcome of each step.
+    Units {
+        #[command(flatten)]
+        config: ConfigArgs,
+        #[command(flatten)]
+        range: report_cmd::RangeArgs,
+        /// jsonl (one JSON object a line, with the steps) or csv (the
+        /// device list).
+        #[arg(long, default_value = "jsonl")]
+        format: String,
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
 #[derive(Parser)]
 #[command(
     name = "station",
@@ -61,6 +82,25 @@ pub enum Command {
         /// pseudo-terminals, each simulating a line (creates a CA if none).
         #[arg(long, value_name = "N")]
         demo: Option<u16>,
+    },
+    /// A QA report of a time range: yield, failures by step, cycle times,
+    /// throughput, uploads, labels and the device list.
+    Report {
+        #[command(flatten)]
+        config: ConfigArgs,
+        #[command(flatten)]
+        range: report_cmd::RangeArgs,
+        /// html (with charts, prints on A4), csv (the device list) or json.
+        #[arg(long, default_value = "html")]
+        format: String,
+        /// Write here instead of to standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Exports for the plant's MES.
+    Export {
+        #[command(subcommand)]
+        command: ExportCommand,
     },
     /// Manage the factory CA.
     Ca {

@@ -11,6 +11,7 @@
 //! - [`core`]: the per-board state machine. No I/O.
 //! - [`tpm`]: a board's TPM 2.0 (tss-esapi with the `tpm` feature) and a
 //!   software fake.
+//! - [`report`]: QA reports: figures, charts, CSV and MES exports. No I/O.
 //! - [`store`]: SQLite; the only module with SQL.
 //! - [`workflow`]: one task per jig slot driving [`core`], persisting each
 //!   transition before acting on it.
@@ -36,6 +37,7 @@ pub mod jig;
 pub mod label;
 pub mod printer;
 pub mod random;
+pub mod report;
 pub mod sim;
 pub mod store;
 pub mod tpm;

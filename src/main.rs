@@ -28,6 +28,21 @@ async fn main() -> std::process::ExitCode {
             command: CaCommand::Show { config },
         } => station::cli::ca_show(&config),
         Command::Simulate(a) => station::cli::simulate(&a).await,
+        Command::Report {
+            config,
+            range,
+            format,
+            out,
+        } => station::cli::report_cmd::report(&config, &range, &format, out.as_ref()),
+        Command::Export {
+            command:
+                station::cli::ExportCommand::Units {
+                    config,
+                    range,
+                    format,
+                    out,
+                },
+        } => station::cli::report_cmd::export_units(&config, &range, &format, out.as_ref()),
         Command::Check { config } => {
             return if station::cli::check(&config).await {
                 std::process::ExitCode::SUCCESS

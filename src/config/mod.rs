@@ -16,9 +16,11 @@ use crate::sim::{Fault, LineCycle, SimOptions};
 
 mod keygen;
 mod label;
+mod reports;
 
 pub use keygen::{Attestation, Keygen, TpmKeys};
 pub use label::{LabelConfig, PrinterBackend, PrinterConfig};
+pub use reports::ReportsConfig;
 
 #[derive(Debug, thiserror::Error)]
 #[error("{file}: {key}: {reason}")]
@@ -49,6 +51,10 @@ struct RawConfig {
     label: label::RawLabel,
     #[serde(default)]
     printer: label::RawPrinter,
+    #[serde(default)]
+    reports: reports::RawReports,
+    #[serde(default)]
+    shift: Vec<reports::RawShift>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -225,6 +231,7 @@ pub struct Config {
     pub printer: PrinterConfig,
     /// How `--demo N`'s simulated boards get their keys (`[demo] keygen`).
     pub demo_keygen: Keygen,
+    pub reports: ReportsConfig,
 }
 
 /// `[dps]`: where and how enrollments are uploaded.
@@ -528,7 +535,11 @@ impl Config {
         let printer =
             label::printer_config(&raw.printer, base, &data_dir).map_err(|(k, r)| err(&k, r))?;
 
+        let reports =
+            reports::reports_config(&raw.reports, &raw.shift).map_err(|(k, r)| err(&k, r))?;
+
         Ok(Config {
+            reports,
             demo_keygen,
             label,
             printer,

@@ -201,4 +201,11 @@ CREATE TABLE label_scans (
 ALTER TABLE boards ADD COLUMN tpm_ek TEXT;
 ALTER TABLE boards ADD COLUMN tpm_key TEXT;
 "#,
+    // 9: QA reports join a board record to its certificate, upload and
+    // label.
+    r#"
+CREATE INDEX certificates_board ON certificates (board_id);
+CREATE INDEX outbox_board ON outbox (board_id);
+CREATE INDEX labels_board ON labels (board_id);
+"#,
 ];

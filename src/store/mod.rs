@@ -13,6 +13,7 @@ mod labels;
 mod migrations;
 mod outbox;
 mod people;
+mod report;
 #[cfg(test)]
 pub(crate) mod tests;
 
@@ -28,6 +29,7 @@ pub use audit::{AuditCheck, AuditRow, GENESIS};
 pub use labels::{LabelCounts, LabelJob, LabelRecord, LabelState, TEST_LABEL_GUID};
 pub use outbox::{Job, JobRow, OutboxCounts};
 pub use people::{NewUser, PeopleError, Role, Session, TokenRow, User, check_password, check_pin};
+pub use report::UnitFilter;
 
 use crate::core::{Failure, Review, Step};
 use crate::ids::{Guid, Serial, SlotId};

@@ -9,6 +9,7 @@ mod labels;
 mod login;
 mod outbox;
 pub mod page;
+mod reports;
 mod supervisor;
 
 use std::sync::Arc;
@@ -44,6 +45,8 @@ pub struct AppState {
     /// The configuration as admins may see it (no secrets).
     pub config_view: Arc<serde_json::Value>,
     pub labels: Labels,
+    /// The plant's local time and shifts, for report ranges.
+    pub reports: Arc<crate::config::ReportsConfig>,
 }
 
 /// What the web layer needs for labels.
@@ -95,6 +98,8 @@ pub fn router(state: AppState) -> Router {
             "/supervisor/test-label",
             axum::routing::post(labels::test_label_form),
         )
+        .route("/reports", get(reports::page))
+        .route("/api/v1/reports", get(reports::api))
         .route("/api/v1/users", get(admin::users))
         .route("/api/v1/config", get(admin::config))
         .route("/static/station.css", get(page::stylesheet))
