@@ -177,7 +177,7 @@ pub fn export(
 ) -> anyhow::Result<()> {
     let mut first = true;
     let mut failed: Option<std::io::Error> = None;
-    store.each_unit_page(filter, 5000, &mut |units, steps| {
+    store.each_unit_page(filter, 5000, format != "csv", &mut |units, steps| {
         let text = if format == "csv" {
             let all = render::csv(&units);
             if first {

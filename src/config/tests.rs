@@ -457,3 +457,28 @@ fn keygen_modes_and_tpm_keys() {
         .to_string();
     assert!(e.contains("demo.keygen"), "{e}");
 }
+
+#[test]
+fn reports_offset_and_shifts() {
+    let c = parse(&reference()).unwrap();
+    assert_eq!(c.reports.utc_offset, time::UtcOffset::UTC);
+    assert!(c.reports.shifts.is_empty());
+    let text = reference().replace("utc_offset = \"+00:00\"", "utc_offset = \"+01:00\"")
+        + "\n[[shift]]\nname = \"early\"\nstart = \"06:00\"\nend = \"14:00\"\n";
+    let c = parse(&text).unwrap();
+    assert_eq!(c.reports.utc_offset.whole_hours(), 1);
+    assert_eq!(c.reports.shifts[0].name, "early");
+    let cases = [
+        (reference().replace("utc_offset = \"+00:00\"", "utc_offset = \"CET\""), "reports.utc_offset"),
+        (reference() + "\n[[shift]]\nname = \"early\"\nstart = \"6\"\nend = \"14:00\"\n", "shift[0].start"),
+        (reference() + "\n[[shift]]\nname = \"a b\"\nstart = \"06:00\"\nend = \"14:00\"\n", "shift[0].name"),
+        (
+            reference() + "\n[[shift]]\nname = \"x\"\nstart = \"06:00\"\nend = \"14:00\"\n[[shift]]\nname = \"x\"\nstart = \"14:00\"\nend = \"22:00\"\n",
+            "defined twice",
+        ),
+    ];
+    for (text, want) in cases {
+        let e = parse(&text).unwrap_err().to_string();
+        assert!(e.contains(want), "{e}");
+    }
+}

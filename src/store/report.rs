@@ -93,13 +93,14 @@ impl Store {
         })
     }
 
-    /// Every board record of a range, `page` at a time with its steps, in
-    /// the order they started, without holding them all in memory (an
-    /// export of months). `each` returns false to stop.
+    /// Every board record of a range, `page` at a time (with its steps if
+    /// `with_steps`), in the order they started, without holding them all
+    /// in memory (an export of months). `each` returns false to stop.
     pub fn each_unit_page(
         &self,
         f: &UnitFilter,
         page: u32,
+        with_steps: bool,
         each: &mut dyn FnMut(Vec<Unit>, Vec<StepRecord>) -> bool,
     ) -> Result<(), StoreError> {
         let Some((first, last)) = self.with(|c| id_span(c, f))? else {
@@ -115,7 +116,7 @@ impl Store {
                     .query_map(params![f.from, f.to, f.lot, f.slot, after, last, page], unit)?
                     .collect::<rusqlite::Result<Vec<_>>>()?;
                 let (lo, hi) = match (units.first(), units.last()) {
-                    (Some(a), Some(b)) => (a.board_id, b.board_id),
+                    (Some(a), Some(b)) if with_steps => (a.board_id, b.board_id),
                     _ => return Ok((units, Vec::new())),
                 };
                 let mut st = c.prepare_cached(&format!(
