@@ -671,6 +671,8 @@ async fn supervisors_get_the_report_pages_and_operators_do_not() {
             .count(),
         8
     );
+    let (s, v) = st.get("/api/v1/reports?date=2026-11-23&slot=x").await;
+    assert_eq!(s, 400, "{v}");
     let (s, v) = st.get("/api/v1/reports?shift=late").await;
     assert_eq!(s, 400);
     assert!(v["error"].as_str().unwrap().contains("no shift"), "{v}");
@@ -690,4 +692,21 @@ async fn supervisors_get_the_report_pages_and_operators_do_not() {
         .await
         .unwrap();
     assert_eq!(r.status(), 403);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_range_too_large_for_a_page_is_sent_to_the_export() {
+    let st = TestStation::start_with(vec![], 500, "\n[reports]\npage_limit = 5\n", |cfg| {
+        seed(&cfg.database_path())
+    })
+    .await;
+    let (s, v) = st.get("/api/v1/reports?date=2026-11-23").await;
+    assert_eq!(s, 400);
+    let e = v["error"].as_str().unwrap();
+    assert!(
+        e.contains("8 board records") && e.contains("station export units"),
+        "{e}"
+    );
+    let (s, _) = st.get("/api/v1/reports?date=2026-11-23&lot=B-12").await;
+    assert_eq!(s, 200, "a narrower range fits");
 }

@@ -11,12 +11,14 @@ use crate::report::range::{Shift, parse_clock};
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawReports {
     utc_offset: String,
+    page_limit: u64,
 }
 
 impl Default for RawReports {
     fn default() -> Self {
         RawReports {
             utc_offset: "+00:00".into(),
+            page_limit: 200_000,
         }
     }
 }
@@ -36,6 +38,8 @@ pub struct ReportsConfig {
     /// without an offset.
     pub utc_offset: UtcOffset,
     pub shifts: Vec<Shift>,
+    /// Most board records a report served by the web UI covers.
+    pub page_limit: u64,
 }
 
 type Invalid = (String, String);
@@ -54,6 +58,12 @@ pub(super) fn reports_config(
             format!("{:?} is not an offset like \"+01:00\"", r.utc_offset),
         )
     })?;
+    if !(1..=10_000_000).contains(&r.page_limit) {
+        return Err((
+            "reports.page_limit".to_string(),
+            format!("{} must be between 1 and 10000000", r.page_limit),
+        ));
+    }
     let mut out: Vec<Shift> = Vec::new();
     for (i, s) in shifts.iter().enumerate() {
         let key = |k: &str| format!("shift[{i}].{k}");
@@ -82,5 +92,6 @@ pub(super) fn reports_config(
     Ok(ReportsConfig {
         utc_offset,
         shifts: out,
+        page_limit: r.page_limit,
     })
 }

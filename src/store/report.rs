@@ -142,6 +142,18 @@ impl Store {
 }
 
 impl Store {
+    /// How many board records a range holds.
+    pub fn count_units(&self, f: &UnitFilter) -> Result<u64, StoreError> {
+        self.with(|c| {
+            c.query_row(
+                &format!("SELECT COUNT(*) FROM boards b WHERE {FILTER}"),
+                params![f.from, f.to, f.lot, f.slot],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n.max(0) as u64)
+        })
+    }
+
     /// The report of a range: its records, read in one go, and their
     /// figures.
     pub fn report(

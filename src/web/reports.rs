@@ -73,6 +73,21 @@ async fn answer(
         slot,
         title,
     };
+    let filter = crate::store::UnitFilter {
+        from: q.from.clone(),
+        to: q.to.clone(),
+        lot: q.lot.clone(),
+        slot: q.slot,
+    };
+    let records = query(&s.store, move |st| st.count_units(&filter)).await?;
+    // A page is built in memory: larger ranges are for `station export
+    // units`, which streams.
+    let limit = s.reports.page_limit;
+    if records > limit {
+        return Err(ApiError::BadRequest(format!(
+            "the range holds {records} board records, more than a report page shows ({limit}, [reports] page_limit): choose a shorter range, or export it with `station export units`"
+        )));
+    }
     let station = s.station_id.to_string();
     let report = query(&s.store, move |st| st.report(&station, q, ts(now))).await?;
     Ok(match format.as_str() {
