@@ -560,6 +560,26 @@ fn the_command_line_reports_and_exports_ranges_and_shifts() {
         html.to_str().unwrap(),
     ]);
     assert!(out.status.success());
+    assert!(
+        !dir.path().join(".day.html.partial").exists(),
+        "written whole, then moved"
+    );
+    let nowhere = dir.path().join("no-such-folder/day.html");
+    let out = station(&[
+        "report",
+        "--config",
+        conf,
+        "--date",
+        "2026-11-23",
+        "--out",
+        nowhere.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("creating"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let page = std::fs::read_to_string(&html).unwrap();
     assert!(
         page.contains("<svg") && page.contains("@media print"),
@@ -692,6 +712,24 @@ async fn supervisors_get_the_report_pages_and_operators_do_not() {
         .await
         .unwrap();
     assert_eq!(r.status(), 403);
+    let r = client_with_token(&operator)
+        .get(format!("{}/reports?date=2026-11-23", st.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("This page is for the supervisor role")
+    );
+    let r = bare_client()
+        .get(format!("{}/reports?date=2026-11-23", st.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303, "signed-out people are sent to sign in");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

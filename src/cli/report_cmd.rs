@@ -85,18 +85,31 @@ fn emit(
             lock.flush()?;
         }
         Some(path) => {
-            let tmp = path.with_extension("partial");
-            let mut f = std::io::BufWriter::new(
-                std::fs::File::create(&tmp)
-                    .with_context(|| format!("creating {}", tmp.display()))?,
-            );
-            write(&mut f)?;
-            f.flush()?;
-            f.into_inner()
-                .map_err(|e| anyhow::anyhow!("writing {}: {e}", tmp.display()))?
-                .sync_all()?;
-            std::fs::rename(&tmp, path)
-                .with_context(|| format!("moving the report to {}", path.display()))?;
+            // Beside the target, named after it, removed if anything fails:
+            // the target is either the whole new file or untouched.
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "report".into());
+            let tmp = path.with_file_name(format!(".{name}.partial"));
+            let mut written = || -> anyhow::Result<()> {
+                let mut f = std::io::BufWriter::new(
+                    std::fs::File::create(&tmp)
+                        .with_context(|| format!("creating {}", tmp.display()))?,
+                );
+                write(&mut f)?;
+                f.flush()?;
+                f.into_inner()
+                    .map_err(|e| anyhow::anyhow!("writing {}: {e}", tmp.display()))?
+                    .sync_all()?;
+                std::fs::rename(&tmp, path)
+                    .with_context(|| format!("moving the report to {}", path.display()))
+            };
+            let result = written();
+            if result.is_err() {
+                let _ = std::fs::remove_file(&tmp);
+            }
+            result?;
             eprintln!("wrote {}", path.display());
         }
     }

@@ -83,7 +83,7 @@ pub fn resolve(
     let today = now.to_offset(offset).date();
     if let Some(name) = asked.shift {
         if asked.from.is_some() || asked.to.is_some() {
-            return Err("give either a shift (with --date) or --from/--to, not both".into());
+            return Err("give either a shift (with a date) or a from/to range, not both".into());
         }
         let shift = shifts.iter().find(|s| s.name == name).ok_or_else(|| {
             let known: Vec<&str> = shifts.iter().map(|s| s.name.as_str()).collect();
@@ -113,10 +113,12 @@ pub fn resolve(
     }
     if let Some(d) = asked.date {
         if asked.from.is_some() || asked.to.is_some() {
-            return Err("give either --date or --from/--to, not both".into());
+            return Err("give either a date or a from/to range, not both".into());
         }
-        let from = parse_point(d, offset, false)?;
-        let to = parse_point(d, offset, true)?;
+        // A whole day: a date-time here would be an empty range.
+        let day =
+            PrimitiveDateTime::new(parse_date(d.trim())?, Time::MIDNIGHT).assume_offset(offset);
+        let (from, to) = (day, day + Duration::days(1));
         return Ok(Range {
             from,
             to,
@@ -263,6 +265,13 @@ mod tests {
                     ..Default::default()
                 },
                 "not both",
+            ),
+            (
+                Asked {
+                    date: Some("2026-11-23T06:00"),
+                    ..Default::default()
+                },
+                "not a date like",
             ),
             (
                 Asked {

@@ -4,7 +4,7 @@
 
 use axum::extract::{Query, State};
 use axum::http::header;
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{Html, IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
 use super::auth::Caller;
@@ -112,11 +112,19 @@ async fn answer(
 }
 
 /// `GET /reports`: the report as a page (or CSV/JSON with `format=`).
+/// Like the other pages: signed-out people are sent to sign in, and a
+/// role too low gets the "not allowed" page.
 pub async fn page(
     State(s): State<AppState>,
-    caller: Caller,
+    caller: Result<Caller, ApiError>,
     Query(p): Query<ReportParams>,
 ) -> Result<Response, ApiError> {
+    let Ok(caller) = caller else {
+        return Ok(Redirect::to("/login").into_response());
+    };
+    if caller.require(Role::Supervisor).is_err() {
+        return Ok(super::supervisor::refused(&caller, Role::Supervisor));
+    }
     answer(s, caller, p, "html").await
 }
 

@@ -29,7 +29,7 @@ struct Supervisor {
 }
 
 /// A page saying who may open it, for people whose role is too low.
-fn refused(caller: &Caller, need: Role) -> Response {
+pub(super) fn refused(caller: &Caller, need: Role) -> Response {
     let body = format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Not allowed</title><link rel=\"stylesheet\" href=\"/static/station.css\"></head><body><h1>Not allowed</h1><p role=\"alert\">This page is for the {} role. You are signed in as {} ({}).</p><p><a href=\"/\">Back to the line</a></p></body></html>",
         need.as_str(),
