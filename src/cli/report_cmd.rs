@@ -23,7 +23,8 @@ pub struct RangeArgs {
     /// End (exclusive); a date means the end of that day. Default: now.
     #[arg(long)]
     pub to: Option<String>,
-    /// A shift defined in station.toml ([[shift]]), on --date (default today).
+    /// A shift defined in station.toml (a `[[shift]]` table), on --date
+    /// (default today).
     #[arg(long)]
     pub shift: Option<String>,
     /// A whole day, or the day of --shift.

@@ -1,4 +1,5 @@
 use super::*;
+use crate::sim::Fault;
 
 fn reference() -> String {
     std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("station.toml")).unwrap()

@@ -1,0 +1,135 @@
+//! `station check`: the configuration, the CA, the store, the label
+//! template, the printer, and a pre-flight of every jig slot and its TPM.
+//! Reports each as a line; changes nothing.
+
+use super::ConfigArgs;
+use super::ca::ca_summary;
+use crate::config::SlotLink;
+use crate::jig::link::open_serial;
+use crate::jig::protocol::{JigStatus, Request, TestState};
+use crate::jig::{JigLink, LinkTiming};
+use crate::store::Store;
+
+/// `station check`: every line says ok or what is wrong; the result is
+/// false if anything is wrong.
+pub async fn check(args: &ConfigArgs) -> bool {
+    let cfg = match args.load() {
+        Ok(c) => {
+            println!("ok       configuration {}", args.config.display());
+            c
+        }
+        Err(e) => {
+            println!("PROBLEM  configuration: {e}");
+            return false;
+        }
+    };
+    let mut good = true;
+    let mut report = |ok: bool, what: String| {
+        println!("{}  {what}", if ok { "ok     " } else { "PROBLEM" });
+        good &= ok;
+    };
+    match crate::app::load_ca(&cfg, false).and_then(|ca| ca_summary(&ca)) {
+        Ok(ca) => report(
+            true,
+            format!("factory CA ({}), valid until {}", ca.key, ca.not_after),
+        ),
+        Err(e) => report(false, format!("factory CA: {e:#}")),
+    }
+    if cfg.data_dir.exists() {
+        match Store::open(&cfg.database_path()) {
+            Ok(s) => report(
+                true,
+                format!(
+                    "database {} (schema {})",
+                    cfg.database_path().display(),
+                    s.schema_version().unwrap_or(0)
+                ),
+            ),
+            Err(e) => report(false, format!("database: {e}")),
+        }
+    } else {
+        report(
+            false,
+            format!(
+                "data folder {} does not exist: `station ca init` or `station serve` creates it",
+                cfg.data_dir.display()
+            ),
+        );
+    }
+    let size = cfg.label.labeler.template.size();
+    report(
+        true,
+        format!(
+            "label template {} ({} x {} mm at {} dots/mm)",
+            cfg.label.template_origin, size.width_mm, size.height_mm, size.dpmm
+        ),
+    );
+    let printer = crate::printer::from_config(&cfg.printer);
+    match printer.check().await {
+        Ok(()) => report(true, format!("printer {}: ready", printer.describe())),
+        Err(e) => report(
+            false,
+            format!("printer: {e} (labels wait in the queue until it is ready)"),
+        ),
+    }
+    let timing = LinkTiming {
+        attempts: 1,
+        ..cfg.timing
+    };
+    for s in &cfg.slots {
+        match &s.link {
+            SlotLink::Simulated(_) => report(
+                true,
+                format!("slot {}: simulated board (no hardware)", s.id),
+            ),
+            SlotLink::Serial { device, baud } => match preflight(device, *baud, timing).await {
+                Ok(what) => report(true, format!("slot {} on {device}: {what}", s.id)),
+                Err(e) => report(false, format!("slot {} on {device}: {e}", s.id)),
+            },
+        }
+        if let crate::config::Keygen::Tpm(k) = &s.keygen {
+            match (crate::tpm::BUILT, &k.tcti) {
+                (false, _) => report(
+                    false,
+                    format!(
+                        "slot {}: keygen = \"tpm\" needs a station built with TPM support: `cargo build --release --features tpm` (needs libtss2-dev)",
+                        s.id
+                    ),
+                ),
+                (true, None) => report(
+                    true,
+                    format!("slot {}: simulated TPM (a swtpm per board)", s.id),
+                ),
+                (true, Some(tcti)) => {
+                    let slot = crate::tpm::TpmSlot {
+                        tcti: tcti.clone(),
+                        key_handle: k.key_handle,
+                        cert_nv_index: k.cert_nv_index,
+                    };
+                    let opened =
+                        tokio::task::spawn_blocking(move || crate::tpm::open(&slot).map(|_| ()))
+                            .await;
+                    match opened {
+                        Ok(Ok(())) => report(true, format!("slot {}: TPM {tcti} answers", s.id)),
+                        Ok(Err(e)) => report(false, format!("slot {}: {e}", s.id)),
+                        Err(e) => report(false, format!("slot {}: {e}", s.id)),
+                    }
+                }
+            }
+        }
+    }
+    good
+}
+
+async fn preflight(device: &str, baud: u32, timing: LinkTiming) -> anyhow::Result<String> {
+    let mut link = open_serial(device, baud, timing, 1)?;
+    let a = link.call(&Request::Status).await?;
+    let st = JigStatus::from_answer(&a)?;
+    Ok(match (st.present, st.test) {
+        (false, _) => "jig answers; no board in it".to_string(),
+        (true, TestState::Failed { code, .. }) => {
+            format!("jig answers; the board in it failed its test ({code})")
+        }
+        (true, _) => "jig answers; a board is in it".to_string(),
+    })
+}

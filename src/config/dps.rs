@@ -1,0 +1,180 @@
+//! `[dps]`: where and how enrollments are uploaded, with the connection
+//! string (from the file or STATION_DPS_CONNECTION_STRING) and the endpoint.
+//! It checks the settings; it does not talk to DPS.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::keygen::{self, Attestation};
+use crate::dps::ConnectionString;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawDps {
+    connection_string: Option<String>,
+    endpoint: Option<String>,
+    ops_per_minute: u32,
+    request_timeout_ms: u64,
+    max_backoff_ms: u64,
+    allocation_policy: Option<String>,
+    iot_hubs: Vec<String>,
+    desired_properties: toml::Table,
+    attestation: String,
+    tpm_registration_id: String,
+}
+
+impl Default for RawDps {
+    fn default() -> Self {
+        RawDps {
+            connection_string: None,
+            endpoint: None,
+            ops_per_minute: 1000,
+            request_timeout_ms: 10_000,
+            max_backoff_ms: 300_000,
+            allocation_policy: None,
+            iot_hubs: Vec::new(),
+            desired_properties: toml::Table::new(),
+            attestation: "x509".into(),
+            tpm_registration_id: "guid".into(),
+        }
+    }
+}
+
+/// `[dps]`: where and how enrollments are uploaded.
+#[derive(Debug, Clone)]
+pub struct DpsConfig {
+    /// `None`: the station queues enrollments and says it cannot send them.
+    pub connection: Option<ConnectionString>,
+    /// True when the connection string came from STATION_DPS_CONNECTION_STRING.
+    pub connection_from_env: bool,
+    /// Base URL of the service API, without a trailing slash.
+    pub endpoint: Option<String>,
+    pub ops_per_minute: u32,
+    pub request_timeout: Duration,
+    pub max_backoff: Duration,
+    pub allocation_policy: Option<String>,
+    pub iot_hubs: Vec<String>,
+    pub desired_properties: serde_json::Map<String, serde_json::Value>,
+    pub attestation: Attestation,
+}
+
+/// The environment variable that carries the DPS connection string; it
+/// wins over `[dps] connection_string`.
+pub const DPS_ENV: &str = "STATION_DPS_CONNECTION_STRING";
+
+type Invalid = (&'static str, String);
+
+pub(super) fn dps_config(d: &RawDps, env: Option<String>) -> Result<DpsConfig, Invalid> {
+    let from_env = env.as_deref().is_some_and(|e| !e.trim().is_empty());
+    let text = if from_env {
+        env
+    } else {
+        d.connection_string.clone()
+    };
+    let key = if from_env {
+        "STATION_DPS_CONNECTION_STRING"
+    } else {
+        "dps.connection_string"
+    };
+    let connection = match text.filter(|t| !t.trim().is_empty()) {
+        Some(t) => Some(ConnectionString::parse(&t).map_err(|r| (key, r))?),
+        None => None,
+    };
+    let endpoint = match (&d.endpoint, &connection) {
+        (Some(e), _) => Some(check_endpoint(e).map_err(|r| ("dps.endpoint", r))?),
+        (None, Some(c)) => Some(format!("https://{}", c.host)),
+        (None, None) => None,
+    };
+    if !(1..=100_000).contains(&d.ops_per_minute) {
+        return Err((
+            "dps.ops_per_minute",
+            format!("{} must be between 1 and 100000", d.ops_per_minute),
+        ));
+    }
+    if !(100..=600_000).contains(&d.request_timeout_ms) {
+        return Err((
+            "dps.request_timeout_ms",
+            format!("{} must be between 100 and 600000", d.request_timeout_ms),
+        ));
+    }
+    if !(100..=86_400_000).contains(&d.max_backoff_ms) {
+        return Err((
+            "dps.max_backoff_ms",
+            format!("{} must be between 100 and 86400000", d.max_backoff_ms),
+        ));
+    }
+    if let Some(p) = &d.allocation_policy {
+        if !["hashed", "geoLatency", "static", "custom"].contains(&p.as_str()) {
+            return Err((
+                "dps.allocation_policy",
+                format!("{p:?} is not hashed, geoLatency, static or custom"),
+            ));
+        }
+        if p == "static" && d.iot_hubs.len() != 1 {
+            return Err((
+                "dps.iot_hubs",
+                "a static allocation names exactly one hub".into(),
+            ));
+        }
+    }
+    if d.iot_hubs
+        .iter()
+        .any(|h| h.is_empty() || h.contains('/') || h.contains(' '))
+    {
+        return Err((
+            "dps.iot_hubs",
+            "each hub is a host name like \"myhub.azure-devices.net\"".into(),
+        ));
+    }
+    let desired_properties = match serde_json::to_value(&d.desired_properties) {
+        Ok(serde_json::Value::Object(m)) => m,
+        _ => return Err(("dps.desired_properties", "must be a table of values".into())),
+    };
+    Ok(DpsConfig {
+        connection,
+        connection_from_env: from_env,
+        endpoint,
+        ops_per_minute: d.ops_per_minute,
+        request_timeout: Duration::from_millis(d.request_timeout_ms),
+        max_backoff: Duration::from_millis(d.max_backoff_ms),
+        allocation_policy: d.allocation_policy.clone(),
+        iot_hubs: d.iot_hubs.clone(),
+        desired_properties,
+        attestation: keygen::attestation(&d.attestation, &d.tpm_registration_id)?,
+    })
+}
+
+/// `https://host[:port]`, or `http://` to a loopback address only (a test
+/// double on this machine); returned without a trailing slash.
+fn check_endpoint(e: &str) -> Result<String, String> {
+    let e = e.trim().trim_end_matches('/');
+    let (scheme, rest) = e.split_once("://").ok_or_else(|| {
+        format!("{e:?} is not a URL like https://mydps.azure-devices-provisioning.net")
+    })?;
+    let host = if let Some(v6) = rest.strip_prefix('[') {
+        v6.split(']').next().unwrap_or("")
+    } else {
+        rest.split([':', '/']).next().unwrap_or("")
+    };
+    if host.is_empty() {
+        return Err(format!("{e:?} has no host"));
+    }
+    match scheme {
+        "https" => Ok(e.to_string()),
+        "http" => {
+            let loopback = host == "localhost"
+                || host
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback());
+            if loopback {
+                Ok(e.to_string())
+            } else {
+                Err(format!(
+                    "{e:?}: plain http is allowed only to a loopback address; use https"
+                ))
+            }
+        }
+        other => Err(format!("{other:?} is not https")),
+    }
+}

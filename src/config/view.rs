@@ -1,0 +1,69 @@
+//! What admins may see of the configuration ([`Config::public_view`]):
+//! everything but secrets. It reads a validated [`Config`]; it knows
+//! nothing of the file.
+
+use super::{Attestation, Config, Keygen, SlotLink};
+
+impl Config {
+    /// What admins may see of the configuration: everything but secrets
+    /// (the DPS connection string shows only its host and policy).
+    pub fn public_view(&self) -> serde_json::Value {
+        let slots: Vec<serde_json::Value> = self
+            .slots
+            .iter()
+            .map(|s| {
+                let mut v = match &s.link {
+                    SlotLink::Serial { device, baud } => {
+                        serde_json::json!({ "id": s.id.0, "link": "serial", "device": device, "baud": baud })
+                    }
+                    SlotLink::Simulated(o) => serde_json::json!({
+                        "id": s.id.0, "link": "simulated",
+                        "fault": o.fault.as_ref().map(|f| f.to_string()),
+                    }),
+                };
+                v["keygen"] = s.keygen.as_str().into();
+                if let Keygen::Tpm(t) = &s.keygen {
+                    v["tcti"] = t.tcti.clone().into();
+                    v["key_handle"] = format!("{:#010x}", t.key_handle).into();
+                    v["cert_nv_index"] = format!("{:#010x}", t.cert_nv_index).into();
+                }
+                v
+            })
+            .collect();
+        serde_json::json!({
+            "file": self.file.display().to_string(),
+            "station": { "id": self.station_id, "line": self.line, "data_dir": self.data_dir.display().to_string(), "listen": self.listen.to_string(), "work_order": self.work_order },
+            "ca": {
+                "key": "file",
+                "certificate_file": self.ca_certificate_path().display().to_string(),
+                "key_file": self.ca_key_path().display().to_string(),
+                "leaf_validity_days": self.ca.leaf_validity_days,
+            },
+            "jig": {
+                "timeout_ms": self.timing.timeout.as_millis() as u64,
+                "slow_timeout_ms": self.timing.slow_timeout.as_millis() as u64,
+                "attempts": self.timing.attempts,
+                "poll_ms": self.poll.as_millis() as u64,
+                "reconnect_ms": self.reconnect.as_millis() as u64,
+            },
+            "slots": slots,
+            "dps": {
+                "configured": self.dps.connection.is_some(),
+                "host": self.dps.connection.as_ref().map(|c| c.host.clone()),
+                "policy": self.dps.connection.as_ref().map(|c| c.key_name.clone()),
+                "connection_string_from_environment": self.dps.connection_from_env,
+                "endpoint": self.dps.endpoint,
+                "ops_per_minute": self.dps.ops_per_minute,
+                "allocation_policy": self.dps.allocation_policy,
+                "iot_hubs": self.dps.iot_hubs,
+                "attestation": match self.dps.attestation {
+                    Attestation::X509 => "x509",
+                    Attestation::Tpm { .. } => "tpm",
+                },
+            },
+            "ui": { "session_idle_minutes": self.session_idle.as_secs() / 60 },
+            "label": self.label.public_view(),
+            "printer": self.printer.public_view(),
+        })
+    }
+}
