@@ -1,6 +1,6 @@
 //! A board's TPM 2.0, for slots with `keygen = "tpm"`: the [`BoardTpm`]
 //! trait, the error an operator reads, and a software fake. The real
-//! backend (`esapi.rs`, tss-esapi) is built with the cargo feature `tpm`;
+//! backend (`esapi/`, tss-esapi) is built with the cargo feature `tpm`;
 //! it owns each TPM from one thread, since a TPM serves one client at a
 //! time. Knows nothing of jigs, certificates or the store.
 
