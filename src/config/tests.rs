@@ -470,11 +470,21 @@ fn reports_offset_and_shifts() {
     assert_eq!(c.reports.utc_offset.whole_hours(), 1);
     assert_eq!(c.reports.shifts[0].name, "early");
     let cases = [
-        (reference().replace("utc_offset = \"+00:00\"", "utc_offset = \"CET\""), "reports.utc_offset"),
-        (reference() + "\n[[shift]]\nname = \"early\"\nstart = \"6\"\nend = \"14:00\"\n", "shift[0].start"),
-        (reference() + "\n[[shift]]\nname = \"a b\"\nstart = \"06:00\"\nend = \"14:00\"\n", "shift[0].name"),
         (
-            reference() + "\n[[shift]]\nname = \"x\"\nstart = \"06:00\"\nend = \"14:00\"\n[[shift]]\nname = \"x\"\nstart = \"14:00\"\nend = \"22:00\"\n",
+            reference().replace("utc_offset = \"+00:00\"", "utc_offset = \"CET\""),
+            "reports.utc_offset",
+        ),
+        (
+            reference() + "\n[[shift]]\nname = \"early\"\nstart = \"6\"\nend = \"14:00\"\n",
+            "shift[0].start",
+        ),
+        (
+            reference() + "\n[[shift]]\nname = \"a b\"\nstart = \"06:00\"\nend = \"14:00\"\n",
+            "shift[0].name",
+        ),
+        (
+            reference()
+                + "\n[[shift]]\nname = \"x\"\nstart = \"06:00\"\nend = \"14:00\"\n[[shift]]\nname = \"x\"\nstart = \"14:00\"\nend = \"22:00\"\n",
             "defined twice",
         ),
     ];

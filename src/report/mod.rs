@@ -3,6 +3,7 @@
 //! from board records the store hands over, and their renderings (HTML
 //! with SVG charts, CSV, JSON, JSON lines for the MES). No I/O, no SQL.
 
+mod charts;
 pub mod range;
 pub mod render;
 
