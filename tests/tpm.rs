@@ -362,12 +362,15 @@ async fn a_tpm_fault_fails_that_board_with_a_clear_message() {
     )
     .await;
     // The first board's TPM goes away while its board is being
-    // provisioned: as soon as the slot reaches the key step.
+    // provisioned: as soon as the slot reaches a step that uses the TPM.
     let mut seen = None;
     for _ in 0..2000 {
         let (_, slots) = st.get("/api/v1/slots").await;
         let step = slots[0]["step"].as_str().map(str::to_string);
-        if matches!(step.as_deref(), Some("keygen" | "issue" | "store")) {
+        if matches!(
+            step.as_deref(),
+            Some("keygen" | "issue" | "store" | "readback" | "prove")
+        ) {
             seen = step;
             break;
         }
