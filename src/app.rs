@@ -303,6 +303,7 @@ pub async fn start(cfg: &Config, demo_ca: bool) -> anyhow::Result<App> {
             scan_back: cfg.label.scan_back,
         },
         reports: Arc::new(cfg.reports.clone()),
+        ca: ca.clone(),
     };
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await

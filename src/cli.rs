@@ -19,7 +19,7 @@ mod records;
 pub mod report_cmd;
 mod simulate;
 
-pub use ca::{ca_init, ca_show};
+pub use ca::{ca_crl, ca_init, ca_show};
 pub use check::check;
 pub use people::{token_command, user_command};
 pub use records::{audit_export, audit_verify, board_override, outbox_list, outbox_retry};
@@ -265,6 +265,14 @@ pub enum CaCommand {
     Show {
         #[command(flatten)]
         config: ConfigArgs,
+    },
+    /// Write the certificate revocation list (DER), signed by the CA.
+    Crl {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// The file to write (DER; `openssl crl -inform DER` reads it).
+        #[arg(long)]
+        out: PathBuf,
     },
 }
 

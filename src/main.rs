@@ -27,6 +27,9 @@ async fn main() -> std::process::ExitCode {
         Command::Ca {
             command: CaCommand::Show { config },
         } => station::cli::ca_show(&config),
+        Command::Ca {
+            command: CaCommand::Crl { config, out },
+        } => station::cli::ca_crl(&config, &out),
         Command::Simulate(a) => station::cli::simulate(&a).await,
         Command::Report {
             config,

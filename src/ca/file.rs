@@ -156,4 +156,13 @@ impl CaSigner for FileCa {
     fn describe(&self) -> String {
         format!("key file {}", self.key_path)
     }
+    fn sign_crl(
+        &self,
+        params: &rcgen::CertificateRevocationListParams,
+    ) -> Result<Vec<u8>, CaError> {
+        params
+            .signed_by(&self.issuer)
+            .map(|c| c.der().to_vec())
+            .map_err(|e| CaError::Signing(e.to_string()))
+    }
 }

@@ -6,6 +6,7 @@
 //! replace the key file without touching the profile. Does no database or
 //! jig I/O: the workflow records what this module issues.
 
+pub mod crl;
 mod csr;
 mod file;
 mod proof;
@@ -66,6 +67,17 @@ pub trait CaSigner: Send + Sync {
     ) -> Result<Vec<u8>, CaError>;
     /// Where the key lives, for start-up messages and `station ca show`.
     fn describe(&self) -> String;
+    /// Signs a certificate revocation list. Backends that cannot say so.
+    fn sign_crl(
+        &self,
+        params: &rcgen::CertificateRevocationListParams,
+    ) -> Result<Vec<u8>, CaError> {
+        let _ = params;
+        Err(CaError::Signing(format!(
+            "the CA backend ({}) cannot sign revocation lists",
+            self.describe()
+        )))
+    }
 }
 
 /// A leaf certificate as issued.
@@ -183,6 +195,12 @@ impl<S: CaSigner> CaSigner for ScriptedCa<S> {
     }
     fn describe(&self) -> String {
         format!("scripted fake around {}", self.inner.describe())
+    }
+    fn sign_crl(
+        &self,
+        params: &rcgen::CertificateRevocationListParams,
+    ) -> Result<Vec<u8>, CaError> {
+        self.inner.sign_crl(params)
     }
 }
 

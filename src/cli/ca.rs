@@ -34,6 +34,24 @@ pub fn ca_show(args: &ConfigArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `station ca crl --out FILE`: the revocation list as the station
+/// publishes it at `/crl`.
+pub fn ca_crl(args: &ConfigArgs, out: &std::path::Path) -> anyhow::Result<()> {
+    let cfg = args.load()?;
+    let ca = crate::app::load_ca(&cfg, false)?;
+    let store = crate::store::Store::open(&cfg.database_path())?;
+    let revoked = store.revoked()?;
+    let der = crate::ca::crl::build_crl(&ca, &revoked, time::OffsetDateTime::now_utc())?;
+    std::fs::write(out, &der).with_context(|| format!("writing {}", out.display()))?;
+    println!(
+        "wrote the revocation list ({} revoked certificate{}) to {}",
+        revoked.len(),
+        if revoked.len() == 1 { "" } else { "s" },
+        out.display()
+    );
+    Ok(())
+}
+
 /// What `ca show` and `check` say about the CA.
 pub(super) struct CaSummary {
     subject: String,

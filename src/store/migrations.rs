@@ -208,4 +208,18 @@ CREATE INDEX certificates_board ON certificates (board_id);
 CREATE INDEX outbox_board ON outbox (board_id);
 CREATE INDEX labels_board ON labels (board_id);
 "#,
+    // 10: revoked certificates, for the CRL. Rows are never changed or
+    // removed: a revocation is for good.
+    r#"
+CREATE TABLE revocations (
+    serial      TEXT PRIMARY KEY REFERENCES certificates (serial),
+    revoked_at  TEXT NOT NULL,
+    reason      TEXT NOT NULL,
+    revoked_by  TEXT NOT NULL
+);
+CREATE TRIGGER revocations_no_update BEFORE UPDATE ON revocations
+BEGIN SELECT RAISE(ABORT, 'a revocation is never changed'); END;
+CREATE TRIGGER revocations_no_delete BEFORE DELETE ON revocations
+BEGIN SELECT RAISE(ABORT, 'a revocation is never removed'); END;
+"#,
 ];

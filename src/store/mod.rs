@@ -14,6 +14,7 @@ mod migrations;
 mod outbox;
 mod people;
 mod report;
+mod revocations;
 #[cfg(test)]
 pub(crate) mod tests;
 
@@ -30,6 +31,7 @@ pub use labels::{LabelCounts, LabelJob, LabelRecord, LabelState, TEST_LABEL_GUID
 pub use outbox::{Job, JobRow, OutboxCounts};
 pub use people::{NewUser, PeopleError, Role, Session, TokenRow, User, check_password, check_pin};
 pub use report::UnitFilter;
+pub use revocations::Revocation;
 
 use crate::core::{Failure, Review, Step};
 use crate::ids::{Guid, Serial, SlotId};

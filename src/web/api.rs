@@ -107,6 +107,26 @@ pub async fn board(
     }))
 }
 
+/// `GET /crl`: the certificate revocation list, DER, signed by the CA.
+/// Public, as revocation lists are: relying parties fetch it unsigned-in.
+pub async fn crl(State(s): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    let revoked = query(&s.store, |st| st.revoked()).await?;
+    let ca = s.ca.clone();
+    let der = tokio::task::spawn_blocking(move || {
+        crate::ca::crl::build_crl(ca.as_ref(), &revoked, time::OffsetDateTime::now_utc())
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))?
+    .map_err(|e| ApiError::Internal(format!("the revocation list could not be signed: {e}")))?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/pkix-crl"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        der,
+    ))
+}
+
 /// The CA view is for admins (issue 4's roles).
 pub async fn ca(State(s): State<AppState>, caller: Caller) -> Result<impl IntoResponse, ApiError> {
     caller.require(Role::Admin)?;

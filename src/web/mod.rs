@@ -47,6 +47,8 @@ pub struct AppState {
     pub labels: Labels,
     /// The plant's local time and shifts, for report ranges.
     pub reports: Arc<crate::config::ReportsConfig>,
+    /// Signs the revocation list.
+    pub ca: Arc<dyn crate::ca::CaSigner>,
 }
 
 /// What the web layer needs for labels.
@@ -67,6 +69,7 @@ pub fn router(state: AppState) -> Router {
         .route("/login", get(login::show).post(login::submit))
         .route("/logout", axum::routing::post(login::logout))
         .route("/api/v1/health", get(api::health))
+        .route("/crl", get(api::crl))
         .route("/api/v1/slots", get(api::slots))
         .route("/api/v1/boards", get(api::boards))
         .route("/api/v1/boards/{guid}", get(api::board))
