@@ -479,3 +479,68 @@ fn outbox_list_and_retry_from_the_command_line() {
             .success()
     );
 }
+
+#[test]
+fn the_ca_key_file_is_encrypted_with_the_passphrase_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("station.toml");
+    std::fs::write(&cfg, config_text(&[], 200)).unwrap();
+    let conf = cfg.to_str().unwrap();
+    let run = |args: &[&str], pass: Option<&str>| {
+        let mut c = Command::new(station_bin());
+        c.args(args).env_remove("STATION_CA_PASSPHRASE");
+        if let Some(p) = pass {
+            c.env("STATION_CA_PASSPHRASE", p);
+        }
+        c.output().unwrap()
+    };
+    let out = run(&["ca", "init", "--config", conf], Some("line 4 key"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("encrypted with the passphrase"));
+    let key = std::fs::read_to_string(dir.path().join("data/ca/ca.key")).unwrap();
+    assert!(key.contains("ENCRYPTED PRIVATE KEY"));
+
+    let out = run(&["ca", "show", "--config", conf], Some("line 4 key"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(&["ca", "show", "--config", conf], None);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("it is encrypted: give its passphrase"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(&["ca", "show", "--config", conf], Some("wrong"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("passphrase does not open it"));
+
+    // From a file only the station's user can read.
+    let pass = dir.path().join("ca.pass");
+    std::fs::write(&pass, "line 4 key\n").unwrap();
+    std::fs::set_permissions(&pass, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let text = std::fs::read_to_string(&cfg).unwrap().replacen(
+        "leaf_validity_days = 365",
+        "leaf_validity_days = 365\nkey_passphrase_file = \"ca.pass\"",
+        1,
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let out = run(&["ca", "show", "--config", conf], None);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("chmod 600"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::set_permissions(&pass, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let out = run(&["ca", "show", "--config", conf], None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

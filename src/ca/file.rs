@@ -1,5 +1,6 @@
-//! The CA key in a PEM file beside its certificate: the development
-//! backend. The key file must be readable by its owner only.
+//! The CA key in a PEM file beside its certificate. The key file must be
+//! readable by its owner only, and may be encrypted at rest with a
+//! passphrase ([`super::sealed`]); a plain one is for development.
 
 use std::fs;
 use std::io::Write;
@@ -21,6 +22,8 @@ pub struct FileCa {
     cert_der: Vec<u8>,
     cert_pem: String,
     key_path: String,
+    /// The key file is encrypted at rest.
+    sealed: bool,
 }
 
 fn unreadable(path: &Path, e: impl std::fmt::Display) -> CaError {
@@ -34,6 +37,16 @@ impl FileCa {
     /// Loads the CA, refusing a key file that others can read and a
     /// certificate that does not match the key.
     pub fn load(cert_path: &Path, key_path: &Path) -> Result<FileCa, CaError> {
+        FileCa::load_with(cert_path, key_path, None)
+    }
+
+    /// As [`FileCa::load`], opening an encrypted key file with
+    /// `passphrase`.
+    pub fn load_with(
+        cert_path: &Path,
+        key_path: &Path,
+        passphrase: Option<&[u8]>,
+    ) -> Result<FileCa, CaError> {
         let meta = fs::metadata(key_path).map_err(|e| unreadable(key_path, e))?;
         let mode = meta.permissions().mode() & 0o777;
         if mode & 0o077 != 0 {
@@ -42,8 +55,22 @@ impl FileCa {
                 mode,
             });
         }
-        let key_pem = fs::read_to_string(key_path).map_err(|e| unreadable(key_path, e))?;
-        let key = KeyPair::from_pem(&key_pem).map_err(|e| unreadable(key_path, e))?;
+        let key_pem = zeroize::Zeroizing::new(
+            fs::read_to_string(key_path).map_err(|e| unreadable(key_path, e))?,
+        );
+        let sealed = super::sealed::is_sealed(&key_pem);
+        let key = if sealed {
+            let Some(pass) = passphrase else {
+                return Err(unreadable(
+                    key_path,
+                    "it is encrypted: give its passphrase in STATION_CA_PASSPHRASE or in the file named by [ca] key_passphrase_file",
+                ));
+            };
+            let der = super::sealed::open(&key_pem, pass).map_err(|e| unreadable(key_path, e))?;
+            KeyPair::try_from(der.as_slice()).map_err(|e| unreadable(key_path, e))?
+        } else {
+            KeyPair::from_pem(&key_pem).map_err(|e| unreadable(key_path, e))?
+        };
         let cert_pem = fs::read_to_string(cert_path).map_err(|e| unreadable(cert_path, e))?;
         let cert_der = pem_to_der(&cert_pem)
             .ok_or_else(|| unreadable(cert_path, "no PEM CERTIFICATE block"))?;
@@ -69,7 +96,13 @@ impl FileCa {
             cert_der,
             cert_pem,
             key_path: key_path.display().to_string(),
+            sealed,
         })
+    }
+
+    /// Whether the key file is encrypted at rest.
+    pub fn sealed(&self) -> bool {
+        self.sealed
     }
 
     /// Makes a new P-256 root CA: the key (mode 0600) and a self-signed
@@ -80,6 +113,19 @@ impl FileCa {
         common_name: &str,
         validity_days: u32,
         force: bool,
+    ) -> Result<FileCa, CaError> {
+        FileCa::init_with(cert_path, key_path, common_name, validity_days, force, None)
+    }
+
+    /// As [`FileCa::init`], the key file encrypted with `passphrase` if
+    /// one is given.
+    pub fn init_with(
+        cert_path: &Path,
+        key_path: &Path,
+        common_name: &str,
+        validity_days: u32,
+        force: bool,
+        passphrase: Option<&[u8]>,
     ) -> Result<FileCa, CaError> {
         for p in [cert_path, key_path] {
             if p.exists() && !force {
@@ -117,11 +163,15 @@ impl FileCa {
             .mode(0o600)
             .open(key_path)
             .map_err(|e| unreadable(key_path, e))?;
-        f.write_all(key.serialize_pem().as_bytes())
+        let text = match passphrase {
+            Some(p) => super::sealed::seal(&key.serialize_der(), p).map_err(CaError::Signing)?,
+            None => zeroize::Zeroizing::new(key.serialize_pem()),
+        };
+        f.write_all(text.as_bytes())
             .and_then(|_| f.sync_all())
             .map_err(|e| unreadable(key_path, e))?;
         fs::write(cert_path, cert.pem()).map_err(|e| unreadable(cert_path, e))?;
-        FileCa::load(cert_path, key_path)
+        FileCa::load_with(cert_path, key_path, passphrase)
     }
 }
 
@@ -154,7 +204,11 @@ impl CaSigner for FileCa {
             .map_err(|e| CaError::Signing(e.to_string()))
     }
     fn describe(&self) -> String {
-        format!("key file {}", self.key_path)
+        if self.sealed {
+            format!("key file {} (encrypted)", self.key_path)
+        } else {
+            format!("key file {}", self.key_path)
+        }
     }
     fn sign_crl(
         &self,

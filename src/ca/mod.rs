@@ -11,6 +11,7 @@ mod csr;
 mod file;
 mod proof;
 mod request;
+pub mod sealed;
 
 use std::sync::Mutex;
 

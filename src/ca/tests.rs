@@ -213,3 +213,44 @@ fn scripted_ca_fails_then_signs() {
     );
     assert!(issue_leaf(&ca, &checked, now, 1).is_ok());
 }
+
+#[test]
+fn an_encrypted_key_file_needs_its_passphrase_and_openssl_reads_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("ca.pem"), dir.path().join("ca.key"));
+    let ca = FileCa::init_with(&cert, &key, "T", 10, false, Some(b"s3cret pass")).unwrap();
+    assert!(ca.sealed());
+    assert!(ca.describe().contains("(encrypted)"));
+    let text = std::fs::read_to_string(&key).unwrap();
+    assert!(
+        text.starts_with("-----BEGIN ENCRYPTED PRIVATE KEY-----"),
+        "{text}"
+    );
+
+    let e = FileCa::load(&cert, &key).err().unwrap().to_string();
+    assert!(
+        e.contains("it is encrypted") && e.contains("STATION_CA_PASSPHRASE"),
+        "{e}"
+    );
+    let e = FileCa::load_with(&cert, &key, Some(b"wrong"))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("passphrase does not open it"), "{e}");
+    let again = FileCa::load_with(&cert, &key, Some(b"s3cret pass")).unwrap();
+    assert_eq!(again.certificate_der(), ca.certificate_der());
+
+    // Standard encrypted PKCS#8: openssl opens it with the passphrase.
+    let out = std::process::Command::new("openssl")
+        .args(["pkey", "-in"])
+        .arg(&key)
+        .args(["-passin", "pass:s3cret pass", "-noout", "-text"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("NIST CURVE: P-256"));
+}

@@ -9,18 +9,25 @@ use crate::ca::{CaSigner, FileCa, fingerprint};
 
 pub async fn ca_init(args: &ConfigArgs, force: bool) -> anyhow::Result<()> {
     let cfg = args.load()?;
-    let ca = FileCa::init(
+    let passphrase = crate::app::ca_passphrase(&cfg)?;
+    let ca = FileCa::init_with(
         &cfg.ca_certificate_path(),
         &cfg.ca_key_path(),
         &cfg.ca.common_name,
         cfg.ca.ca_validity_days,
         force,
+        passphrase.as_ref().map(|p| p.as_slice()),
     )?;
     println!("created the factory CA {:?}", cfg.ca.common_name);
     println!("certificate: {}", cfg.ca_certificate_path().display());
     println!(
-        "key:         {} (mode 0600; keep it secret and backed up)",
-        cfg.ca_key_path().display()
+        "key:         {} (mode 0600, {}; keep it secret and backed up)",
+        cfg.ca_key_path().display(),
+        if ca.sealed() {
+            "encrypted with the passphrase"
+        } else {
+            "NOT encrypted: set STATION_CA_PASSPHRASE or [ca] key_passphrase_file for production"
+        }
     );
     println!("SHA-256:     {}", fingerprint(ca.certificate_der()));
     Ok(())

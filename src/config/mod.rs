@@ -102,6 +102,8 @@ struct RawCa {
     common_name: String,
     #[serde(default = "default_ca_days")]
     ca_validity_days: u32,
+    #[serde(default)]
+    key_passphrase_file: Option<String>,
 }
 
 fn default_cn() -> String {
@@ -143,6 +145,9 @@ pub struct Config {
 pub struct CaConfig {
     pub certificate_file: PathBuf,
     pub key_file: PathBuf,
+    /// A file holding the key file's passphrase (readable by the station's
+    /// user only); STATION_CA_PASSPHRASE wins over it.
+    pub key_passphrase_file: Option<PathBuf>,
     pub leaf_validity_days: u32,
     pub common_name: String,
     pub ca_validity_days: u32,
@@ -338,6 +343,11 @@ fn ca_config(c: &RawCa) -> Result<CaConfig, Invalid> {
     Ok(CaConfig {
         certificate_file: PathBuf::from(&c.certificate_file),
         key_file: PathBuf::from(&c.key_file),
+        key_passphrase_file: c
+            .key_passphrase_file
+            .as_deref()
+            .filter(|f| !f.trim().is_empty())
+            .map(PathBuf::from),
         leaf_validity_days: c.leaf_validity_days,
         common_name: c.common_name.clone(),
         ca_validity_days: c.ca_validity_days,
