@@ -15,6 +15,7 @@
 //! - [`store`]: SQLite; the only module with SQL.
 //! - [`workflow`]: one task per jig slot driving [`core`], persisting each
 //!   transition before acting on it.
+//! - [`xml`]: escaping text in the SVG and HTML the station draws.
 //! - [`config`]: `station.toml`, parsed into a validated configuration.
 //! - [`label`]: label content: the ZPL template and the SVG preview.
 //! - [`printer`]: label printers (raw TCP with Zebra host status, spool
@@ -43,3 +44,4 @@ pub mod store;
 pub mod tpm;
 pub mod web;
 pub mod workflow;
+pub mod xml;

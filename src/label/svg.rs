@@ -45,7 +45,7 @@ fn element(s: &mut String, e: &Element) {
                 s,
                 r#"<text xml:space="preserve" x="{x}" y="{}" font-family="Arial Narrow, Liberation Sans Narrow, sans-serif" font-weight="bold" font-size="{height}" data-char-width="{width}">{}</text>"#,
                 y + height * 9 / 10,
-                xml_escape(text)
+                crate::xml::escape(text)
             );
         }
         Element::DataMatrix { x, y, module, data } => {
@@ -55,7 +55,7 @@ fn element(s: &mut String, e: &Element) {
                     let _ = write!(
                         s,
                         r##"<path shape-rendering="crispEdges" fill="#000" data-content="{}" d=""##,
-                        xml_escape(data)
+                        crate::xml::escape(data)
                     );
                     for (px, py) in bitmap.pixels() {
                         let _ = write!(
@@ -100,24 +100,8 @@ fn marked_box(s: &mut String, x: u32, y: u32, text: &str) {
         r##"<rect x="{x}" y="{y}" width="120" height="40" fill="none" stroke="#c00" stroke-dasharray="4 2"/><text x="{}" y="{}" font-size="12" fill="#c00">{}</text>"##,
         x + 2,
         y + 24,
-        xml_escape(text)
+        crate::xml::escape(text)
     );
-}
-
-fn xml_escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for ch in text.chars() {
-        match ch {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            c if c.is_control() => out.push('\u{fffd}'),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 #[cfg(test)]

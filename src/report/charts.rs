@@ -19,23 +19,6 @@ pub(crate) fn percent(p: f64) -> String {
     format!("{p:.1} %")
 }
 
-/// Text for SVG built here (askama escapes the page, not these strings).
-fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c if c.is_control() => out.push('\u{fffd}'),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 /// At most `max` characters, with an ellipsis if cut.
 pub(crate) fn clip(text: &str, max: usize) -> String {
     if text.chars().count() <= max {
@@ -91,8 +74,8 @@ impl Frame {
             r#"<svg class="chart" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {} {}" role="img" aria-labelledby="{id}-title {id}-desc" font-family="sans-serif" font-size="11"><title id="{id}-title">{}</title><desc id="{id}-desc">{}</desc>"#,
             self.w,
             self.h,
-            escape(title),
-            escape(desc)
+            crate::xml::escape(title),
+            crate::xml::escape(desc)
         );
     }
 
@@ -117,7 +100,7 @@ impl Frame {
         let _ = write!(
             s,
             r##"<line x1="{l:.1}" y1="{t:.1}" x2="{l:.1}" y2="{b:.1}" stroke="#000"/><line x1="{l:.1}" y1="{b:.1}" x2="{r:.1}" y2="{b:.1}" stroke="#000"/><text transform="translate(14 {mid:.1}) rotate(-90)" text-anchor="middle">{}</text>"##,
-            escape(label),
+            crate::xml::escape(label),
             l = self.left,
             t = self.top,
             b = self.base(),
@@ -132,7 +115,7 @@ impl Frame {
             r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
             self.left + self.inner_w() / 2.0,
             self.h - 6.0,
-            escape(label)
+            crate::xml::escape(label)
         );
     }
 }
@@ -205,7 +188,7 @@ pub(crate) fn pareto_svg(rows: &[ParetoRow]) -> String {
         let _ = write!(
             s,
             r##"<g><title>{}: {} failures, {} cumulative</title><rect x="{:.1}" y="{y:.1}" width="{bar:.1}" height="{:.1}" fill="#777" stroke="#000"/></g><text x="{cx:.1}" y="{:.1}" text-anchor="middle">{}</text><text transform="translate({cx:.1} {:.1}) rotate(-40)" text-anchor="end">{}</text>"##,
-            escape(&name),
+            crate::xml::escape(&name),
             r.count,
             percent(r.cumulative_pct),
             cx - bar / 2.0,
@@ -213,7 +196,7 @@ pub(crate) fn pareto_svg(rows: &[ParetoRow]) -> String {
             y - 4.0,
             r.count,
             f.base() + 14.0,
-            escape(&clip(&name, 28))
+            crate::xml::escape(&clip(&name, 28))
         );
         line.push((
             cx,
@@ -404,7 +387,7 @@ pub(crate) fn throughput_svg(hours: &[Hour]) -> String {
             let _ = write!(
                 s,
                 r##"<g><title>{}h: {n} {what}</title><rect x="{bx:.1}" y="{y:.1}" width="{bar:.1}" height="{:.1}" fill="{fill}" stroke="#000"/></g>"##,
-                escape(&h.hour),
+                crate::xml::escape(&h.hour),
                 f.base() - y,
             );
             if numbers {
@@ -423,14 +406,14 @@ pub(crate) fn throughput_svg(hours: &[Hour]) -> String {
                 s,
                 r#"<text x="{cx:.1}" y="{:.1}" text-anchor="middle">{}:00</text>"#,
                 f.base() + 14.0,
-                escape(time.trim_start_matches('T'))
+                crate::xml::escape(time.trim_start_matches('T'))
             );
             if day != last_day {
                 let _ = write!(
                     s,
                     r#"<text x="{cx:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
                     f.base() + 28.0,
-                    escape(day)
+                    crate::xml::escape(day)
                 );
                 last_day = day;
             }

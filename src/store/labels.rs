@@ -188,11 +188,26 @@ impl Store {
         })
     }
 
+    /// Labels waiting for the printer: what the line view shows with every
+    /// redraw, so it reads the pending part of the index only.
+    pub fn pending_label_count(&self) -> Result<i64, StoreError> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT COUNT(*) FROM labels WHERE state = 'pending'",
+                [],
+                |r| r.get(0),
+            )
+        })
+    }
+
+    /// Each figure through the index on the state, not a scan of every
+    /// label ever printed.
     pub fn label_counts(&self) -> Result<LabelCounts, StoreError> {
         self.with(|c| {
             c.query_row(
-                "SELECT COALESCE(SUM(state = 'pending'), 0), COALESCE(SUM(state = 'printed'), 0),
-                        MIN(CASE WHEN state = 'pending' THEN created_at END) FROM labels",
+                "SELECT (SELECT COUNT(*) FROM labels WHERE state = 'pending'),
+                        (SELECT COUNT(*) FROM labels WHERE state = 'printed'),
+                        (SELECT MIN(created_at) FROM labels WHERE state = 'pending')",
                 [],
                 |r| {
                     Ok(LabelCounts {
@@ -329,6 +344,7 @@ mod tests {
         assert_eq!(pending, vec![id, t], "in the order asked");
         let c = s.label_counts().unwrap();
         assert_eq!((c.pending, c.printed), (2, 1));
+        assert_eq!(s.pending_label_count().unwrap(), 2);
         assert!(c.oldest_pending.is_some());
         s.label_cancelled(t, "gone", now()).unwrap();
         assert_eq!(s.label_counts().unwrap().pending, 1);

@@ -147,7 +147,7 @@ fn render(t: &impl Template) -> Result<String, ApiError> {
 }
 
 async fn slots_html(s: &AppState, csrf: &str) -> Result<String, ApiError> {
-    let counts = query(&s.store, |st| st.label_counts()).await?;
+    let pending = query(&s.store, |st| st.pending_label_count()).await?;
     let printer = s
         .labels
         .printer
@@ -156,7 +156,7 @@ async fn slots_html(s: &AppState, csrf: &str) -> Result<String, ApiError> {
             state: p.state,
             printer: p.printer.clone(),
             message: p.message.clone(),
-            pending: counts.pending,
+            pending,
         })
         .map_err(|_| ApiError::Internal("the printer state is unavailable".into()))?;
     render(&Slots {
