@@ -11,14 +11,14 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair, PKCS_ECDSA_P256_SHA256};
-use station::ca::{CaSigner, FileCa, check_csr, issue_leaf};
+use station::ca::{CaSigner, FactoryCa, check_csr, issue_leaf};
 use station::ids::{Guid, SlotId};
 use station::store::{BoardId, NewCertificate, Store};
 use time::OffsetDateTime;
 
 struct Fixture {
     _dir: tempfile::TempDir,
-    ca: Arc<FileCa>,
+    ca: Arc<FactoryCa>,
     store: Store,
     boards: Vec<BoardId>,
     /// (GUID, CSR DER) of distinct simulated boards.
@@ -27,7 +27,7 @@ struct Fixture {
 
 fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let ca = FileCa::init(
+    let ca = FactoryCa::init(
         &dir.path().join("ca.pem"),
         &dir.path().join("ca.key"),
         "Bench CA",

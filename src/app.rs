@@ -7,8 +7,9 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
-use crate::ca::{CaSigner, FileCa};
+use crate::ca::CaSigner;
 use crate::config::{Config, DPS_ENV, Keygen, SlotLink, TpmKeys};
+use crate::custody::load_ca;
 use crate::dps::{EnrollmentTemplate, HttpDps, OutboxStatus, Uploader};
 use crate::jig::link::open_serial;
 use crate::jig::{JigLink, LinkTiming};
@@ -36,87 +37,6 @@ pub struct App {
     pub sim_tpms: Vec<Arc<SimTpm>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
-}
-
-/// The environment variable holding the CA key file's passphrase; it wins
-/// over `[ca] key_passphrase_file`.
-pub const CA_PASSPHRASE_ENV: &str = "STATION_CA_PASSPHRASE";
-
-/// The CA key file's passphrase, if one is given: from the environment, or
-/// from the configured file, which others must not be able to read.
-pub fn ca_passphrase(cfg: &Config) -> anyhow::Result<Option<zeroize::Zeroizing<Vec<u8>>>> {
-    use std::os::unix::fs::PermissionsExt;
-    if let Ok(p) = std::env::var(CA_PASSPHRASE_ENV)
-        && !p.is_empty()
-    {
-        return Ok(Some(zeroize::Zeroizing::new(p.into_bytes())));
-    }
-    let Some(file) = &cfg.ca.key_passphrase_file else {
-        return Ok(None);
-    };
-    let path = cfg
-        .file
-        .parent()
-        .unwrap_or(std::path::Path::new("."))
-        .join(file);
-    let meta = std::fs::metadata(&path)
-        .with_context(|| format!("reading the CA passphrase file {}", path.display()))?;
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        anyhow::bail!(
-            "the CA passphrase file {} can be read by others (mode {mode:o}): `chmod 600 {}`",
-            path.display(),
-            path.display()
-        );
-    }
-    let text = zeroize::Zeroizing::new(
-        std::fs::read_to_string(&path)
-            .with_context(|| format!("reading the CA passphrase file {}", path.display()))?,
-    );
-    let pass = text.trim_end_matches(['\n', '\r']);
-    if pass.is_empty() {
-        anyhow::bail!(
-            "the CA passphrase file {} is empty: put the CA key file's passphrase in it",
-            path.display()
-        );
-    }
-    Ok(Some(zeroize::Zeroizing::new(pass.as_bytes().to_vec())))
-}
-
-/// Loads the factory CA; with `create_if_missing` (demo mode) makes one when
-/// neither file exists.
-pub fn load_ca(cfg: &Config, create_if_missing: bool) -> anyhow::Result<FileCa> {
-    let (cert, key) = (cfg.ca_certificate_path(), cfg.ca_key_path());
-    let passphrase = ca_passphrase(cfg)?;
-    let pass = passphrase.as_ref().map(|p| p.as_slice());
-    if create_if_missing && !cert.exists() && !key.exists() {
-        tracing::warn!(certificate = %cert.display(), "no factory CA yet: creating a new one for the demo");
-        return FileCa::init_with(
-            &cert,
-            &key,
-            &cfg.ca.common_name,
-            cfg.ca.ca_validity_days,
-            false,
-            pass,
-        )
-        .context("creating a demo factory CA");
-    }
-    if !cert.exists() && !key.exists() {
-        anyhow::bail!(
-            "the factory CA is missing ({} and {}): create it with `station ca init --config {}` or name existing files in [ca]",
-            cert.display(),
-            key.display(),
-            cfg.file.display()
-        );
-    }
-    let ca = FileCa::load_with(&cert, &key, pass)?;
-    if !ca.sealed() {
-        tracing::warn!(
-            key = %key.display(),
-            "the factory CA key file is not encrypted: for production, keep it encrypted (`station ca init` with {CA_PASSPHRASE_ENV} set)"
-        );
-    }
-    Ok(ca)
 }
 
 fn random_id() -> u16 {

@@ -19,7 +19,7 @@ mod records;
 pub mod report_cmd;
 mod simulate;
 
-pub use ca::{ca_crl, ca_init, ca_show};
+pub use ca::{ca_crl, ca_init, ca_install, ca_request, ca_show};
 pub use check::check;
 pub use people::{token_command, user_command};
 pub use records::{audit_export, audit_verify, board_override, outbox_list, outbox_retry};
@@ -253,7 +253,9 @@ pub enum OutboxCommand {
 
 #[derive(Subcommand)]
 pub enum CaCommand {
-    /// Make a new P-256 factory root CA (key file mode 0600).
+    /// Make a new self-signed P-256 CA in files (development and demo;
+    /// key file mode 0600). Production stations use `request` and
+    /// `install`.
     Init {
         #[command(flatten)]
         config: ConfigArgs,
@@ -261,7 +263,30 @@ pub enum CaCommand {
         #[arg(long)]
         force: bool,
     },
-    /// Print the factory CA certificate and where its key is.
+    /// Make this station's CA key in the `[ca] key` backend (if it has
+    /// none) and a CSR for the station's intermediate, for the factory
+    /// root to sign.
+    Request {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Write the CSR (PEM) here instead of to standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Install the station's intermediate signed by the factory root:
+    /// checked against the key and the root, then it replaces
+    /// `[ca] certificate_file`.
+    Install {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// The signed intermediate (PEM), perhaps followed by the root.
+        cert: PathBuf,
+        /// The factory root certificate (PEM), if CERT does not end with
+        /// it.
+        #[arg(long)]
+        root: Option<PathBuf>,
+    },
+    /// Print the CA's chain, key backend and expiry.
     Show {
         #[command(flatten)]
         config: ConfigArgs,

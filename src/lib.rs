@@ -7,7 +7,9 @@
 //!   retries, and a scripted fake link.
 //! - [`sim`]: a board simulator on a real pseudo-terminal.
 //! - [`random`]: OS randomness for serials, nonces and ids.
-//! - [`ca`]: CSR intake, the leaf profile, the CA signer.
+//! - [`ca`]: CSR intake, the leaf profile, the CA signer, its key backends
+//!   (key file, PKCS#11, TPM) and its chain to the factory root.
+//! - [`custody`]: opening the CA that `[ca]` describes, with its secrets.
 //! - [`core`]: the per-board state machine. No I/O.
 //! - [`tpm`]: a board's TPM 2.0 (tss-esapi with the `tpm` feature) and a
 //!   software fake.
@@ -31,6 +33,7 @@ pub mod ca;
 pub mod cli;
 pub mod config;
 pub mod core;
+pub mod custody;
 pub mod dps;
 pub mod failpoint;
 pub mod ids;

@@ -25,6 +25,12 @@ async fn main() -> std::process::ExitCode {
             command: CaCommand::Init { config, force },
         } => station::cli::ca_init(&config, force).await,
         Command::Ca {
+            command: CaCommand::Request { config, out },
+        } => station::cli::ca_request(&config, out.as_deref()),
+        Command::Ca {
+            command: CaCommand::Install { config, cert, root },
+        } => station::cli::ca_install(&config, &cert, root.as_deref()),
+        Command::Ca {
             command: CaCommand::Show { config },
         } => station::cli::ca_show(&config),
         Command::Ca {

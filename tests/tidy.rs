@@ -71,7 +71,7 @@ fn web_handlers_do_not_reach_past_the_store() {
         if path.starts_with("web/") {
             for word in [
                 "crate::jig",
-                "crate::ca::FileCa",
+                "crate::ca::FactoryCa",
                 "crate::core::step",
                 // Handlers queue label jobs; only the label worker prints.
                 "dyn Printer",

@@ -6,23 +6,31 @@
 //! replace the key file without touching the profile. Does no database or
 //! jig I/O: the workflow records what this module issues.
 
+pub mod chain;
 pub mod crl;
 mod csr;
-mod file;
+mod factory;
+pub mod file;
+pub mod intermediate;
+pub mod key;
+pub mod pkcs11;
 mod proof;
 mod request;
 pub mod sealed;
+pub mod tpm_key;
 
 use std::sync::Mutex;
 
 use rcgen::{
-    CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, KeyUsagePurpose,
-    SerialNumber, SubjectPublicKeyInfo,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyUsagePurpose, SerialNumber, SubjectPublicKeyInfo,
 };
 use time::OffsetDateTime;
 
 pub use csr::{CheckedCsr, CsrError, check_csr};
-pub use file::{FileCa, pem_to_der};
+pub use factory::FactoryCa;
+pub use file::pem_to_der;
+pub use key::CaKey;
 pub use proof::{fingerprint, verify_key_proof};
 pub use request::{ExternalKey, build_csr};
 
@@ -43,7 +51,9 @@ pub enum CaError {
         "{path} already exists: the factory CA is not overwritten; use --force to replace it (every certificate it issued will stop verifying)"
     )]
     Exists { path: String },
-    #[error("the CA certificate {cert} does not belong to the key {key}")]
+    #[error(
+        "the CA certificate {cert} does not belong to the CA key ({key}): install the certificate made for this key (`station ca install`), or point [ca] at the right key"
+    )]
     Mismatch { cert: String, key: String },
     #[error(
         "the CA certificate {cert} is valid only from {not_before} to {not_after}: renew it (or check the PC's clock) before provisioning"
@@ -53,13 +63,23 @@ pub enum CaError {
         not_before: String,
         not_after: String,
     },
+    #[error("the CA certificate chain {cert} cannot be used: {reason}")]
+    Chain { cert: String, reason: String },
+    #[error("{0}")]
+    Backend(String),
 }
 
 /// Something that signs with the factory CA key.
 pub trait CaSigner: Send + Sync {
-    /// The CA certificate, DER; boards receive it as the end of their chain.
+    /// The certificate that signs device certificates, DER.
     fn certificate_der(&self) -> &[u8];
+    /// That certificate and its issuers up to the root, PEM.
     fn certificate_pem(&self) -> &str;
+    /// That certificate and its issuers up to the root, DER: what follows
+    /// a device certificate in the chain the board receives.
+    fn chain_der(&self) -> Vec<Vec<u8>> {
+        vec![self.certificate_der().to_vec()]
+    }
     /// Signs a certificate with these parameters for this subject key.
     fn sign(
         &self,
@@ -148,6 +168,22 @@ pub fn issue_leaf(
     })
 }
 
+/// A self-signed root's profile (development CA, `station ca init`): path
+/// length 0, since it signs device certificates itself.
+pub(crate) fn root_params(common_name: &str, validity_days: u32) -> CertificateParams {
+    let now = OffsetDateTime::now_utc();
+    let serial: [u8; 16] = crate::random::bytes();
+    let mut p = CertificateParams::default();
+    p.distinguished_name = DistinguishedName::new();
+    p.distinguished_name.push(DnType::CommonName, common_name);
+    p.not_before = now;
+    p.not_after = now + time::Duration::days(i64::from(validity_days));
+    p.serial_number = Some(SerialNumber::from_slice(&serial));
+    p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    p
+}
+
 pub fn pem_encode(label: &str, der: &[u8]) -> String {
     use base64::Engine;
     let b64 = base64::engine::general_purpose::STANDARD.encode(der);
@@ -182,6 +218,9 @@ impl<S: CaSigner> CaSigner for ScriptedCa<S> {
     }
     fn certificate_pem(&self) -> &str {
         self.inner.certificate_pem()
+    }
+    fn chain_der(&self) -> Vec<Vec<u8>> {
+        self.inner.chain_der()
     }
     fn sign(
         &self,

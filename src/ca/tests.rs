@@ -16,8 +16,8 @@ fn board_csr(cn: &str, alg: &'static rcgen::SignatureAlgorithm) -> (rcgen::KeyPa
     (key, der)
 }
 
-fn test_ca(dir: &std::path::Path) -> FileCa {
-    FileCa::init(
+fn test_ca(dir: &std::path::Path) -> FactoryCa {
+    FactoryCa::init(
         &dir.join("ca.pem"),
         &dir.join("ca.key"),
         "Test Factory CA",
@@ -152,7 +152,7 @@ fn key_file_open_to_others_is_refused() {
     test_ca(dir.path());
     let key = dir.path().join("ca.key");
     std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o640)).unwrap();
-    let e = FileCa::load(&dir.path().join("ca.pem"), &key)
+    let e = FactoryCa::load(&dir.path().join("ca.pem"), &key)
         .err()
         .unwrap();
     assert!(e.to_string().contains("chmod 600"), "{e}");
@@ -162,7 +162,7 @@ fn key_file_open_to_others_is_refused() {
 fn init_does_not_overwrite_and_mismatch_is_caught() {
     let dir = tempfile::tempdir().unwrap();
     test_ca(dir.path());
-    let e = FileCa::init(
+    let e = FactoryCa::init(
         &dir.path().join("ca.pem"),
         &dir.path().join("ca.key"),
         "x",
@@ -174,7 +174,7 @@ fn init_does_not_overwrite_and_mismatch_is_caught() {
     assert!(matches!(e, CaError::Exists { .. }));
     let other = tempfile::tempdir().unwrap();
     test_ca(other.path());
-    let e = FileCa::load(&other.path().join("ca.pem"), &dir.path().join("ca.key"))
+    let e = FactoryCa::load(&other.path().join("ca.pem"), &dir.path().join("ca.key"))
         .err()
         .unwrap();
     assert!(matches!(e, CaError::Mismatch { .. }), "{e}");
@@ -193,7 +193,7 @@ fn an_expired_ca_is_refused() {
     std::fs::write(&cp, cert.pem()).unwrap();
     std::fs::write(&kp, key.serialize_pem()).unwrap();
     std::fs::set_permissions(&kp, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-    let e = FileCa::load(&cp, &kp).err().unwrap();
+    let e = FactoryCa::load(&cp, &kp).err().unwrap();
     assert!(matches!(e, CaError::NotValidNow { .. }), "{e}");
     assert!(e.to_string().contains("renew it"), "{e}");
 }
@@ -218,7 +218,7 @@ fn scripted_ca_fails_then_signs() {
 fn an_encrypted_key_file_needs_its_passphrase_and_openssl_reads_it() {
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = (dir.path().join("ca.pem"), dir.path().join("ca.key"));
-    let ca = FileCa::init_with(&cert, &key, "T", 10, false, Some(b"s3cret pass")).unwrap();
+    let ca = FactoryCa::init_with(&cert, &key, "T", 10, false, Some(b"s3cret pass")).unwrap();
     assert!(ca.sealed());
     assert!(ca.describe().contains("(encrypted)"));
     let text = std::fs::read_to_string(&key).unwrap();
@@ -227,17 +227,17 @@ fn an_encrypted_key_file_needs_its_passphrase_and_openssl_reads_it() {
         "{text}"
     );
 
-    let e = FileCa::load(&cert, &key).err().unwrap().to_string();
+    let e = FactoryCa::load(&cert, &key).err().unwrap().to_string();
     assert!(
         e.contains("it is encrypted") && e.contains("STATION_CA_PASSPHRASE"),
         "{e}"
     );
-    let e = FileCa::load_with(&cert, &key, Some(b"wrong"))
+    let e = FactoryCa::load_with(&cert, &key, Some(b"wrong"))
         .err()
         .unwrap()
         .to_string();
     assert!(e.contains("passphrase does not open it"), "{e}");
-    let again = FileCa::load_with(&cert, &key, Some(b"s3cret pass")).unwrap();
+    let again = FactoryCa::load_with(&cert, &key, Some(b"s3cret pass")).unwrap();
     assert_eq!(again.certificate_der(), ca.certificate_der());
 
     // Standard encrypted PKCS#8: openssl opens it with the passphrase.

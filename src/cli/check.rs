@@ -28,11 +28,22 @@ pub async fn check(args: &ConfigArgs) -> bool {
         println!("{}  {what}", if ok { "ok     " } else { "PROBLEM" });
         good &= ok;
     };
-    match crate::app::load_ca(&cfg, false).and_then(|ca| ca_summary(&ca)) {
-        Ok(ca) => report(
-            true,
-            format!("factory CA ({}), valid until {}", ca.key, ca.not_after),
-        ),
+    match crate::custody::load_ca(&cfg, false).and_then(|ca| Ok((ca_summary(&ca)?, ca))) {
+        Ok((summary, ca)) => {
+            report(
+                true,
+                format!(
+                    "factory CA ({}), valid until {}",
+                    summary.key, summary.not_after
+                ),
+            );
+            // A warning, not a problem: the station still provisions.
+            if let Some(w) =
+                crate::custody::expiry_warning(&cfg, &ca, time::OffsetDateTime::now_utc())
+            {
+                println!("WARNING  {w}");
+            }
+        }
         Err(e) => report(false, format!("factory CA: {e:#}")),
     }
     if cfg.data_dir.exists() {

@@ -100,7 +100,7 @@ pub(super) fn keygen(r: &RawKeygen<'_>) -> Result<Keygen, Invalid> {
     }
 }
 
-fn check_tcti(t: &str) -> Result<String, String> {
+pub(super) fn check_tcti(t: &str) -> Result<String, String> {
     let t = t.trim();
     let name = t.split(':').next().unwrap_or("");
     if name.is_empty()

@@ -18,6 +18,7 @@ use crate::ids::SlotId;
 use crate::jig::LinkTiming;
 use crate::sim::SimOptions;
 
+mod ca;
 mod dps;
 mod keygen;
 mod label;
@@ -25,6 +26,7 @@ mod reports;
 mod slots;
 mod view;
 
+pub use ca::{CaBackend, CaConfig, CaTpmConfig, DEFAULT_CA_TPM_HANDLE, Pkcs11Config};
 pub use dps::{DPS_ENV, DpsConfig};
 pub use keygen::{Attestation, Keygen, TpmKeys};
 pub use label::{LabelConfig, PrinterBackend, PrinterConfig};
@@ -45,7 +47,7 @@ pub struct ConfigError {
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     station: RawStation,
-    ca: RawCa,
+    ca: ca::RawCa,
     #[serde(default)]
     jig: slots::RawJig,
     #[serde(default)]
@@ -91,28 +93,6 @@ struct RawStation {
     listen: String,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawCa {
-    key: String,
-    certificate_file: String,
-    key_file: String,
-    leaf_validity_days: u32,
-    #[serde(default = "default_cn")]
-    common_name: String,
-    #[serde(default = "default_ca_days")]
-    ca_validity_days: u32,
-    #[serde(default)]
-    key_passphrase_file: Option<String>,
-}
-
-fn default_cn() -> String {
-    "Factory Device CA".into()
-}
-fn default_ca_days() -> u32 {
-    9125
-}
-
 // ---- validated form ----
 
 #[derive(Debug, Clone)]
@@ -139,18 +119,6 @@ pub struct Config {
     /// How `--demo N`'s simulated boards get their keys (`[demo] keygen`).
     pub demo_keygen: Keygen,
     pub reports: ReportsConfig,
-}
-
-#[derive(Debug, Clone)]
-pub struct CaConfig {
-    pub certificate_file: PathBuf,
-    pub key_file: PathBuf,
-    /// A file holding the key file's passphrase (readable by the station's
-    /// user only); STATION_CA_PASSPHRASE wins over it.
-    pub key_passphrase_file: Option<PathBuf>,
-    pub leaf_validity_days: u32,
-    pub common_name: String,
-    pub ca_validity_days: u32,
 }
 
 impl Config {
@@ -200,7 +168,7 @@ impl Config {
         let listen = check_station(s).map_err(|(k, r)| err(k, r))?;
         let base = path.parent().unwrap_or(Path::new("."));
         let data_dir = base.join(&s.data_dir);
-        let ca = ca_config(&raw.ca).map_err(|(k, r)| err(k, r))?;
+        let ca = ca::ca_config(&raw.ca).map_err(|(k, r)| err(k, r))?;
 
         let slots::Slots {
             timing,
@@ -315,42 +283,6 @@ fn check_station(s: &RawStation) -> Result<SocketAddr, Invalid> {
             "station.listen",
             format!("{:?} is not an address like 127.0.0.1:8080", s.listen),
         )
-    })
-}
-
-fn ca_config(c: &RawCa) -> Result<CaConfig, Invalid> {
-    if c.key != "file" {
-        return Err((
-            "ca.key",
-            format!(
-                "{:?} is not a CA key backend this station has; use \"file\"",
-                c.key
-            ),
-        ));
-    }
-    if !(1..=36_500).contains(&c.leaf_validity_days) {
-        return Err((
-            "ca.leaf_validity_days",
-            format!("{} must be between 1 and 36500", c.leaf_validity_days),
-        ));
-    }
-    if !(1..=36_500).contains(&c.ca_validity_days) {
-        return Err((
-            "ca.ca_validity_days",
-            format!("{} must be between 1 and 36500", c.ca_validity_days),
-        ));
-    }
-    Ok(CaConfig {
-        certificate_file: PathBuf::from(&c.certificate_file),
-        key_file: PathBuf::from(&c.key_file),
-        key_passphrase_file: c
-            .key_passphrase_file
-            .as_deref()
-            .filter(|f| !f.trim().is_empty())
-            .map(PathBuf::from),
-        leaf_validity_days: c.leaf_validity_days,
-        common_name: c.common_name.clone(),
-        ca_validity_days: c.ca_validity_days,
     })
 }
 

@@ -2,7 +2,7 @@
 //! everything but secrets. It reads a validated [`Config`]; it knows
 //! nothing of the file.
 
-use super::{Attestation, Config, Keygen, SlotLink};
+use super::{Attestation, CaBackend, Config, Keygen, SlotLink};
 
 impl Config {
     /// What admins may see of the configuration: everything but secrets
@@ -34,9 +34,18 @@ impl Config {
             "file": self.file.display().to_string(),
             "station": { "id": self.station_id, "line": self.line, "data_dir": self.data_dir.display().to_string(), "listen": self.listen.to_string(), "work_order": self.work_order },
             "ca": {
-                "key": "file",
+                "key": self.ca.backend.as_str(),
                 "certificate_file": self.ca_certificate_path().display().to_string(),
-                "key_file": self.ca_key_path().display().to_string(),
+                "key_file": matches!(self.ca.backend, CaBackend::File).then(|| self.ca_key_path().display().to_string()),
+                "pkcs11": match &self.ca.backend {
+                    CaBackend::Pkcs11(p) => serde_json::json!({ "module": p.module.display().to_string(), "token_label": p.token_label, "key_label": p.key_label, "pin_from_file": p.pin_file.is_some() }),
+                    _ => serde_json::Value::Null,
+                },
+                "tpm": match &self.ca.backend {
+                    CaBackend::Tpm(t) => serde_json::json!({ "tcti": t.tcti, "handle": format!("{:#010x}", t.handle) }),
+                    _ => serde_json::Value::Null,
+                },
+                "expiry_warning_days": self.ca.expiry_warning_days,
                 "leaf_validity_days": self.ca.leaf_validity_days,
             },
             "jig": {

@@ -1,5 +1,5 @@
 use super::*;
-use crate::ca::{CaSigner, FileCa, issue_leaf};
+use crate::ca::{CaSigner, FactoryCa, issue_leaf};
 use crate::ids::Guid;
 use crate::jig::protocol::key_proof_message;
 use rcgen::{
@@ -8,14 +8,14 @@ use rcgen::{
 
 struct Bench {
     _dir: tempfile::TempDir,
-    ca: FileCa,
+    ca: FactoryCa,
     key: KeyPair,
     id: BoardIdentity,
 }
 
 fn bench() -> Bench {
     let dir = tempfile::tempdir().unwrap();
-    let ca = FileCa::init(
+    let ca = FactoryCa::init(
         &dir.path().join("ca.pem"),
         &dir.path().join("ca.key"),
         "T",

@@ -392,7 +392,7 @@ impl SlotDriver {
                     .map_err(|e| store_failure(&e))?;
                 Ok(Output::Reviewed(match review {
                     Review::Resume(mut cert) => {
-                        cert.chain.push(self.ca.certificate_der().to_vec());
+                        cert.chain.extend(self.ca.chain_der());
                         tracing::info!(serial = %cert.serial, "resuming with the certificate already in the ledger");
                         Review::Resume(cert)
                     }
@@ -459,7 +459,9 @@ impl SlotDriver {
         tracing::info!(serial = %result.serial, fingerprint = %result.fingerprint, "certificate issued and recorded");
         Ok(Output::Issued(IssuedCert {
             serial: result.serial,
-            chain: vec![result.der, self.ca.certificate_der().to_vec()],
+            chain: std::iter::once(result.der)
+                .chain(self.ca.chain_der())
+                .collect(),
         }))
     }
 }

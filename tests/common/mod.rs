@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::Value;
-use station::ca::{CaSigner, FileCa};
+use station::ca::{CaSigner, FactoryCa};
 use station::config::Config;
 use station::ids::Guid;
 use station::sim::{PtySim, SimOptions};
@@ -166,7 +166,7 @@ pub fn prepare_slots(
     )
     .unwrap();
     let cfg = Config::load(&path).unwrap();
-    FileCa::init(
+    FactoryCa::init(
         &cfg.ca_certificate_path(),
         &cfg.ca_key_path(),
         "Test CA",
@@ -240,9 +240,9 @@ impl TestStation {
         &self.app.store
     }
 
-    pub fn ca(&self) -> FileCa {
+    pub fn ca(&self) -> FactoryCa {
         let d = self.dir.path().join("data/ca");
-        FileCa::load(&d.join("ca.pem"), &d.join("ca.key")).unwrap()
+        FactoryCa::load(&d.join("ca.pem"), &d.join("ca.key")).unwrap()
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
@@ -406,7 +406,7 @@ pub fn seed_provisioned(
 ) -> Vec<String> {
     use station::ids::{Serial, SlotId};
     let store = Store::open(&cfg.database_path()).unwrap();
-    let ca = FileCa::load(&cfg.ca_certificate_path(), &cfg.ca_key_path()).unwrap();
+    let ca = FactoryCa::load(&cfg.ca_certificate_path(), &cfg.ca_key_path()).unwrap();
     let template = station::dps::EnrollmentTemplate::from_config(cfg);
     let now = time::OffsetDateTime::now_utc();
     let mut guids = Vec::new();

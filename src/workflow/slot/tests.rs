@@ -2,7 +2,7 @@
 //! request it did not expect, and a CA that fails on demand.
 
 use super::*;
-use crate::ca::{FileCa, ScriptedCa};
+use crate::ca::{FactoryCa, ScriptedCa};
 use crate::jig::fake::{Scripted, ScriptedLink};
 use crate::jig::protocol::b64;
 use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair, PKCS_ECDSA_P256_SHA256};
@@ -51,7 +51,7 @@ fn csr() -> String {
 }
 
 fn driver(dir: &std::path::Path, ca_failures: Vec<String>) -> SlotDriver {
-    let ca = FileCa::init(&dir.join("ca.pem"), &dir.join("ca.key"), "T", 10, false).unwrap();
+    let ca = FactoryCa::init(&dir.join("ca.pem"), &dir.join("ca.key"), "T", 10, false).unwrap();
     let view = SlotBoard::default();
     view.add(SlotId(1), "scripted", false);
     SlotDriver {
