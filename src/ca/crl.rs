@@ -44,7 +44,26 @@ pub fn build_crl(
         crl_number: SerialNumber::from_slice(&number),
         issuing_distribution_point: None,
         revoked_certs,
-        key_identifier_method: KeyIdMethod::Sha256,
+        // The authority key identifier must be the CA certificate's own
+        // subject key identifier, however its issuer computed it (openssl
+        // uses SHA-1), or verifiers do not find the list.
+        key_identifier_method: match subject_key_id(ca.certificate_der()) {
+            Some(id) => KeyIdMethod::PreSpecified(id),
+            None => KeyIdMethod::Sha256,
+        },
     };
     ca.sign_crl(&params)
+}
+
+/// The subject key identifier of a certificate, if it has one.
+fn subject_key_id(der: &[u8]) -> Option<Vec<u8>> {
+    use x509_parser::extensions::ParsedExtension;
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    let (_, cert) = X509Certificate::from_der(der).ok()?;
+    cert.extensions()
+        .iter()
+        .find_map(|e| match e.parsed_extension() {
+            ParsedExtension::SubjectKeyIdentifier(id) => Some(id.0.to_vec()),
+            _ => None,
+        })
 }

@@ -7,6 +7,7 @@
 
 pub mod fake_dps;
 pub mod fake_zebra;
+pub mod root;
 pub mod swtpm;
 
 use std::path::{Path, PathBuf};
