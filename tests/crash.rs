@@ -75,11 +75,11 @@ async fn a_crash_after_the_ledger_commit_resumes_with_the_same_certificate() {
     let _second = spawn_station(&config, None, &log2);
     let mut done = None;
     for _ in 0..300 {
-        if let Some(b) = store.board(&guid).unwrap() {
-            if b.status != "in_progress" {
-                done = Some(b);
-                break;
-            }
+        if let Some(b) = store.board(&guid).unwrap()
+            && b.status != "in_progress"
+        {
+            done = Some(b);
+            break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

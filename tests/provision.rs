@@ -183,10 +183,10 @@ async fn wait_guid_status(
 ) -> (usize, station::store::BoardRow) {
     let g: station::ids::Guid = guid.parse().unwrap();
     for _ in 0..200 {
-        if let Some(b) = app.store.board(&g).unwrap() {
-            if b.status == status {
-                return (app.store.boards(100).unwrap().len(), b);
-            }
+        if let Some(b) = app.store.board(&g).unwrap()
+            && b.status == status
+        {
+            return (app.store.boards(100).unwrap().len(), b);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -25,10 +25,10 @@ pub async fn board_override(
 }
 
 pub fn outbox_list(state: Option<&str>, limit: u32, args: &ConfigArgs) -> anyhow::Result<()> {
-    if let Some(s) = state {
-        if !["pending", "enrolled", "parked"].contains(&s) {
-            anyhow::bail!("--state {s:?}: choose pending, enrolled or parked");
-        }
+    if let Some(s) = state
+        && !["pending", "enrolled", "parked"].contains(&s)
+    {
+        anyhow::bail!("--state {s:?}: choose pending, enrolled or parked");
     }
     let cfg = args.load()?;
     let store = Store::open(&cfg.database_path())?;

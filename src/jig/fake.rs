@@ -62,10 +62,10 @@ impl JigLink for ScriptedLink {
     }
 
     async fn next_event(&mut self, wait: Duration) -> Result<Option<JigEvent>, LinkError> {
-        if let Some(Scripted::Event(_)) = self.script.front() {
-            if let Some(Scripted::Event(e)) = self.script.pop_front() {
-                return Ok(Some(e));
-            }
+        if let Some(Scripted::Event(_)) = self.script.front()
+            && let Some(Scripted::Event(e)) = self.script.pop_front()
+        {
+            return Ok(Some(e));
         }
         tokio::time::sleep(wait).await;
         Ok(None)

@@ -129,11 +129,10 @@ pub async fn run<T: AsyncRead + AsyncWrite + Unpin>(
                 let mut items = Vec::new();
                 decoder.feed(&buf[..n], &mut items);
                 for item in items {
-                    if let Decoded::Frame(f) = item {
-                        if f.kind == Kind::Request {
+                    if let Decoded::Frame(f) = item
+                        && f.kind == Kind::Request {
                             sim.serve(&f, &mut wr).await?;
                         }
-                    }
                 }
             }
             _ = tokio::time::sleep_until(timer.unwrap_or_else(far_future)), if timer.is_some() => {
@@ -258,11 +257,11 @@ impl Sim {
                 }
             }
             Timer::Remove => {
-                if let Some(b) = self.board.take() {
-                    if let Ok(mut s) = self.seen.lock() {
-                        s.boards.push(b.observed());
-                        s.current = None;
-                    }
+                if let Some(b) = self.board.take()
+                    && let Ok(mut s) = self.seen.lock()
+                {
+                    s.boards.push(b.observed());
+                    s.current = None;
                 }
                 self.test = TestState::None;
                 self.done = None;

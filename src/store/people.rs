@@ -186,12 +186,12 @@ impl Store {
                 "give a badge and PIN, or a password, or both".into(),
             ));
         }
-        if let Some(b) = badge {
-            if b.trim().is_empty() || b.len() > 128 {
-                return Err(PeopleError::Invalid(
-                    "a badge is 1 to 128 characters".into(),
-                ));
-            }
+        if let Some(b) = badge
+            && (b.trim().is_empty() || b.len() > 128)
+        {
+            return Err(PeopleError::Invalid(
+                "a badge is 1 to 128 characters".into(),
+            ));
         }
         let pin_hash = pin
             .map(|p| check_pin(p).and_then(|_| hash_secret(p)))

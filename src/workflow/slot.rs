@@ -297,11 +297,10 @@ impl SlotDriver {
                 return Some(event);
             }
             Command::EndStep { error, .. } => {
-                if let Some(id) = visit.open_step.take() {
-                    if let Err(e) = blocking(move || store.end_step(id, now, error.as_ref())).await
-                    {
-                        tracing::error!("could not record the end of a step: {e}");
-                    }
+                if let Some(id) = visit.open_step.take()
+                    && let Err(e) = blocking(move || store.end_step(id, now, error.as_ref())).await
+                {
+                    tracing::error!("could not record the end of a step: {e}");
                 }
             }
             Command::Complete { serial } => {
@@ -325,10 +324,10 @@ impl SlotDriver {
             Command::Fail(f) => {
                 visit.tpm = None;
                 tracing::error!(board.guid = visit.guid.as_deref().unwrap_or(""), code = %f.code, "board failed: {}", f.message);
-                if let Some(board) = visit.board {
-                    if let Err(e) = blocking(move || store.fail(board, &f, now)).await {
-                        tracing::error!("could not record the failure: {e}");
-                    }
+                if let Some(board) = visit.board
+                    && let Err(e) = blocking(move || store.fail(board, &f, now)).await
+                {
+                    tracing::error!("could not record the failure: {e}");
                 }
             }
             Command::NotifyFailed { code } => {

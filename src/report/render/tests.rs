@@ -30,7 +30,14 @@ fn unit(id: i64, guid: Option<u32>, slot: u16, times: &str, outcome: &str) -> Un
         board_id: id,
         station: "station-01".into(),
         slot,
-        operator: Some(if slot % 2 == 0 { "ana" } else { "bo, \"b\"" }.into()),
+        operator: Some(
+            if slot.is_multiple_of(2) {
+                "ana"
+            } else {
+                "bo, \"b\""
+            }
+            .into(),
+        ),
         lot: Some(LOT.into()),
         guid: guid.map(|g| format!("0a1b2c3d-0000-4000-8000-{g:012x}")),
         started_at: format!("2026-11-23T{started}Z"),
