@@ -2,7 +2,8 @@
 # Runs every test of the station. Installs what the tests need on a fresh
 # Debian machine (as root): a C compiler for the bundled SQLite and ring,
 # Chromium with its WebDriver for the browser test, and the TPM 2.0
-# simulator (swtpm), tpm2-tools and libtss2 for the TPM tests.
+# simulator (swtpm), tpm2-tools and libtss2 for the TPM tests, and SoftHSM
+# for the CA key in a PKCS#11 token.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,6 +17,10 @@ command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 command -v swtpm >/dev/null 2>&1 || need+=(swtpm swtpm-tools)
 command -v tpm2_createek >/dev/null 2>&1 || need+=(tpm2-tools)
 pkg-config --exists tss2-esys 2>/dev/null || need+=(libtss2-dev)
+# The CA key in a PKCS#11 token: SoftHSM.
+[ -e /usr/lib/softhsm/libsofthsm2.so ] || need+=(softhsm2)
+# The offline factory root in the CA tests is kept with openssl.
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing ${need[*]}"
   apt-get update -qq

@@ -343,3 +343,101 @@ fn a_request_refuses_to_reuse_the_key_of_a_self_signed_ca() {
     assert!(!out.status.success(), "{said}");
     assert!(said.contains("needs a key of its own"), "{said}");
 }
+
+/// The CA key in the station PC's TPM (swtpm): made there by `station ca
+/// request`, used through the TCTI to sign leaves that openssl verifies,
+/// and, per the TPM, fixed to it (it cannot be duplicated out).
+#[cfg(feature = "tpm")]
+#[test]
+fn the_ca_key_in_the_station_tpm_signs_leaves_and_stays_in_the_tpm() {
+    let tpm = common::swtpm::Swtpm::start();
+    let dir = tempfile::tempdir().unwrap();
+    let root = Root::new(dir.path());
+    let cfg = bare_config(dir.path(), "").replace_in_file(
+        "key = \"file\"",
+        "key = \"tpm\"",
+        &format!("\n[ca.tpm]\ntcti = \"{}\"\n", tpm.tcti()),
+    );
+    let (csr, said) = request(&cfg, &[]);
+    assert!(
+        said.contains("made the CA key: TPM key 0x81010100"),
+        "{said}"
+    );
+    let (_, said) = request(&cfg, &[]);
+    assert!(said.contains("using the CA key: TPM key"), "{said}");
+    let intermediate = root.sign(&csr, 365, "intermediate");
+    let (ok, said) = install(&cfg, &intermediate, Some(&root.cert), &[]);
+    assert!(ok, "{said}");
+    assert!(!dir.path().join("data/ca/ca.key").exists());
+
+    let config = station::config::Config::load(&cfg).unwrap();
+    let ca = station::custody::load_ca(&config, false).unwrap();
+    assert!(
+        ca.describe().starts_with("TPM key 0x81010100"),
+        "{}",
+        ca.describe()
+    );
+    for n in 1..=2u32 {
+        let guid = format!("0a1b2c3d-0000-4000-8000-{n:012x}");
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut p = rcgen::CertificateParams::default();
+        p.distinguished_name = rcgen::DistinguishedName::new();
+        p.distinguished_name
+            .push(rcgen::DnType::CommonName, guid.as_str());
+        let csr = p.serialize_request(&key).unwrap().der().to_vec();
+        let checked = station::ca::check_csr(&csr, &guid.parse().unwrap()).unwrap();
+        let leaf =
+            station::ca::issue_leaf(&ca, &checked, time::OffsetDateTime::now_utc(), 365).unwrap();
+        let path = dir.path().join(format!("leaf{n}.pem"));
+        std::fs::write(&path, &leaf.pem).unwrap();
+        let (ok, said) = root.verify(&intermediate, &path, None);
+        assert!(ok, "{said}");
+    }
+    drop(ca);
+
+    // The TPM's own view of the key: the intermediate's key, fixed to
+    // this TPM and its parent, made inside it.
+    let public = dir.path().join("tpm-key.pem");
+    let out = std::process::Command::new("tpm2_readpublic")
+        .args([
+            "-T",
+            &tpm.tcti(),
+            "-c",
+            "0x81010100",
+            "-f",
+            "pem",
+            "-o",
+            public.to_str().unwrap(),
+        ])
+        .env("TSS2_LOG", "all+NONE")
+        .output()
+        .expect("tpm2-tools is installed");
+    let said = text(&out);
+    assert!(out.status.success(), "{said}");
+    for attr in ["fixedtpm", "fixedparent", "sensitivedataorigin"] {
+        assert!(said.contains(attr), "{attr} in {said}");
+    }
+    let from_cert = text(&openssl(&[
+        "x509",
+        "-in",
+        intermediate.to_str().unwrap(),
+        "-noout",
+        "-pubkey",
+    ]));
+    assert_eq!(std::fs::read_to_string(&public).unwrap(), from_cert);
+}
+
+#[cfg(feature = "tpm")]
+trait ReplaceInFile {
+    fn replace_in_file(self, from: &str, to: &str, append: &str) -> Self;
+}
+
+#[cfg(feature = "tpm")]
+impl ReplaceInFile for PathBuf {
+    fn replace_in_file(self, from: &str, to: &str, append: &str) -> PathBuf {
+        let text = std::fs::read_to_string(&self).unwrap();
+        assert!(text.contains(from));
+        std::fs::write(&self, text.replace(from, to) + append).unwrap();
+        self
+    }
+}

@@ -34,8 +34,9 @@ fn open_tpm(spec: &TpmCaSpec) -> Result<Arc<dyn BoardTpm>, CaError> {
     crate::tpm::open(&TpmSlot {
         tcti: spec.tcti.clone(),
         key_handle: spec.handle,
-        // The CA keeps no certificate in the TPM.
-        cert_nv_index: 0,
+        // Never used: the CA keeps no certificate in the TPM, but the
+        // backend wants a well-formed NV index.
+        cert_nv_index: 0x0150_0100,
     })
     .map_err(|e| tpm_error(spec, e))
 }

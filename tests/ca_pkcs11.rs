@@ -1,0 +1,312 @@
+//! The CA key in a PKCS#11 token (SoftHSM): `station ca request` makes it
+//! in the token, the offline root signs the station's intermediate, and
+//! the station signs device certificates and its CRL through the token.
+//! The test then tries to get the private key out of the token, and fails.
+//!
+//! SoftHSM reads where its tokens are from `SOFTHSM2_CONF` only, and a
+//! test may not change its own environment (unsafe code is denied), so
+//! each test here runs itself again as a child process with a fresh
+//! token folder in that variable.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::root::{Root, openssl, station, text};
+use common::*;
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::error::{Error as P11Error, RvError};
+use cryptoki::mechanism::Mechanism;
+use cryptoki::object::{Attribute, AttributeInfo, AttributeType, ObjectClass};
+use cryptoki::session::UserType;
+use cryptoki::types::AuthPin;
+use station::ca::CaSigner;
+
+const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+const TOKEN: &str = "station-ca";
+const PIN: &str = "5678";
+const KEY_LABEL: &str = "station-ca-key";
+/// Set in the child: the test body runs there.
+const CHILD: &str = "STATION_TEST_IN_SOFTHSM";
+
+/// Runs the test `name` again in a child of this test binary, with a
+/// fresh SoftHSM token; true if this process is that child.
+fn in_softhsm(name: &str) -> bool {
+    if std::env::var_os(CHILD).is_some() {
+        return true;
+    }
+    assert!(
+        Path::new(MODULE).exists(),
+        "SoftHSM is not installed ({MODULE}): apt-get install softhsm2 (scripts/test.sh does)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens");
+    std::fs::create_dir(&tokens).unwrap();
+    let conf = dir.path().join("softhsm2.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+            tokens.display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new("softhsm2-util")
+        .args([
+            "--init-token",
+            "--free",
+            "--label",
+            TOKEN,
+            "--so-pin",
+            "1234",
+            "--pin",
+            PIN,
+        ])
+        .env("SOFTHSM2_CONF", &conf)
+        .output()
+        .expect("softhsm2-util is installed (apt-get install softhsm2)");
+    assert!(out.status.success(), "{}", text(&out));
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([name, "--exact", "--nocapture", "--test-threads=1"])
+        .env("SOFTHSM2_CONF", &conf)
+        .env(CHILD, "1")
+        .output()
+        .unwrap();
+    let said = text(&out);
+    assert!(out.status.success(), "the test in SoftHSM failed:\n{said}");
+    assert!(said.contains("1 passed"), "the test did not run:\n{said}");
+    false
+}
+
+/// A configuration whose CA key is in the SoftHSM token, the PIN in a
+/// file beside it.
+fn pkcs11_config(dir: &Path, token: &str, name: &str) -> PathBuf {
+    let text = config_text(&["/dev/null".into()], 300)
+        .replace("key = \"file\"", "key = \"pkcs11\"")
+        + &format!(
+            "\n[ca.pkcs11]\nmodule = \"{MODULE}\"\ntoken_label = \"{token}\"\nkey_label = \"{KEY_LABEL}\"\npin_file = \"hsm.pin\"\n"
+        );
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn request(cfg: &Path, env: &[(&str, &str)]) -> std::process::Output {
+    let csr = cfg.with_file_name("station.csr");
+    station(
+        &[
+            "ca",
+            "request",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--out",
+            csr.to_str().unwrap(),
+        ],
+        env,
+    )
+}
+
+#[test]
+fn the_ca_key_in_a_pkcs11_token_signs_leaves_and_the_crl_and_cannot_be_exported() {
+    if !in_softhsm("the_ca_key_in_a_pkcs11_token_signs_leaves_and_the_crl_and_cannot_be_exported") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = Root::new(dir.path());
+    let cfg = pkcs11_config(dir.path(), TOKEN, "station.toml");
+    let pin_file = dir.path().join("hsm.pin");
+    std::fs::write(&pin_file, format!("{PIN}\n")).unwrap();
+
+    // Mistakes first; none of them makes a key.
+    std::fs::set_permissions(&pin_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let said = text(&request(&cfg, &[]));
+    assert!(said.contains("chmod 600"), "{said}");
+    std::fs::set_permissions(&pin_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let said = text(&request(&cfg, &[("STATION_CA_PIN", "0000")]));
+    assert!(said.contains("the token refused the PIN"), "{said}");
+    let wrong_token = pkcs11_config(dir.path(), "no-such-token", "wrong-token.toml");
+    let said = text(&request(&wrong_token, &[]));
+    assert!(
+        said.contains("no such token") && said.contains(TOKEN),
+        "the message lists the tokens there are: {said}"
+    );
+    let said = text(&station(
+        &["ca", "show", "--config", cfg.to_str().unwrap()],
+        &[],
+    ));
+    assert!(said.contains("station ca request"), "no key yet: {said}");
+
+    // The request makes the key in the token, then uses it.
+    let out = request(&cfg, &[]);
+    let said = text(&out);
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains("made the CA key: PKCS#11 key \"station-ca-key\" in token \"station-ca\""),
+        "{said}"
+    );
+    let said = text(&request(&cfg, &[]));
+    assert!(said.contains("using the CA key: PKCS#11"), "{said}");
+    assert!(
+        !dir.path().join("data/ca/ca.key").exists(),
+        "no key file is written"
+    );
+
+    let intermediate = root.sign(&cfg.with_file_name("station.csr"), 365, "intermediate");
+    let out = station(
+        &[
+            "ca",
+            "install",
+            intermediate.to_str().unwrap(),
+            "--root",
+            root.cert.to_str().unwrap(),
+            "--config",
+            cfg.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let said = text(&station(
+        &["ca", "show", "--config", cfg.to_str().unwrap()],
+        &[],
+    ));
+    assert!(said.contains("key:         PKCS#11 key"), "{said}");
+    assert!(said.contains("station intermediate"), "{said}");
+
+    // The station signs device certificates through the token; openssl
+    // verifies them with the root and the intermediate.
+    let config = station::config::Config::load(&cfg).unwrap();
+    let ca = station::custody::load_ca(&config, false).unwrap();
+    assert!(
+        ca.describe().starts_with("PKCS#11 key"),
+        "{}",
+        ca.describe()
+    );
+    for n in 1..=3u32 {
+        let guid = format!("0a1b2c3d-0000-4000-8000-{n:012x}");
+        let (_, csr) = board_csr(&guid);
+        let checked = station::ca::check_csr(&csr, &guid.parse().unwrap()).unwrap();
+        let leaf =
+            station::ca::issue_leaf(&ca, &checked, time::OffsetDateTime::now_utc(), 365).unwrap();
+        let path = dir.path().join(format!("leaf{n}.pem"));
+        std::fs::write(&path, &leaf.pem).unwrap();
+        let (ok, said) = root.verify(&intermediate, &path, None);
+        assert!(ok, "{said}");
+    }
+    drop(ca);
+
+    // The CRL, signed through the token.
+    let crl = dir.path().join("crl.der");
+    let out = station(
+        &[
+            "ca",
+            "crl",
+            "--out",
+            crl.to_str().unwrap(),
+            "--config",
+            cfg.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let said = text(&openssl(&[
+        "crl",
+        "-inform",
+        "DER",
+        "-in",
+        crl.to_str().unwrap(),
+        "-noout",
+        "-CAfile",
+        intermediate.to_str().unwrap(),
+    ]));
+    assert!(said.contains("verify OK"), "{said}");
+
+    // Try to get the private key out of the token: its value is refused,
+    // and so is wrapping it under a key of our own.
+    let ctx = Pkcs11::new(MODULE).unwrap();
+    ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+        .unwrap();
+    let slot = ctx
+        .get_slots_with_initialized_token()
+        .unwrap()
+        .into_iter()
+        .find(|s| ctx.get_token_info(*s).unwrap().label().trim_end() == TOKEN)
+        .unwrap();
+    let session = ctx.open_rw_session(slot).unwrap();
+    session
+        .login(UserType::User, Some(&AuthPin::new(PIN.into())))
+        .unwrap();
+    let keys = session
+        .find_objects(&[
+            Attribute::Class(ObjectClass::PRIVATE_KEY),
+            Attribute::Label(KEY_LABEL.as_bytes().to_vec()),
+        ])
+        .unwrap();
+    assert_eq!(keys.len(), 1);
+    let key = keys[0];
+    let info = session
+        .get_attribute_info(key, &[AttributeType::Value])
+        .unwrap();
+    assert!(
+        matches!(info[0], AttributeInfo::Sensitive),
+        "the token gives out the private value: {info:?}"
+    );
+    let values = session
+        .get_attributes(key, &[AttributeType::Value])
+        .unwrap();
+    assert!(
+        !values.iter().any(|a| matches!(a, Attribute::Value(_))),
+        "the private value came out"
+    );
+    let flags = session
+        .get_attributes(
+            key,
+            &[
+                AttributeType::Sensitive,
+                AttributeType::Extractable,
+                AttributeType::NeverExtractable,
+                AttributeType::AlwaysSensitive,
+            ],
+        )
+        .unwrap();
+    for a in &flags {
+        match a {
+            Attribute::Sensitive(v)
+            | Attribute::NeverExtractable(v)
+            | Attribute::AlwaysSensitive(v) => {
+                assert!(*v, "{a:?}")
+            }
+            Attribute::Extractable(v) => assert!(!*v, "{a:?}"),
+            _ => {}
+        }
+    }
+    let wrapping = session
+        .generate_key(
+            &Mechanism::AesKeyGen,
+            &[
+                Attribute::Token(false),
+                Attribute::ValueLen(32.into()),
+                Attribute::Wrap(true),
+                Attribute::Encrypt(true),
+            ],
+        )
+        .unwrap();
+    let wrapped = session.wrap_key(&Mechanism::AesKeyWrapPad, wrapping, key);
+    match wrapped {
+        Err(P11Error::Pkcs11(RvError::KeyUnextractable, _)) => {}
+        other => panic!("wrapping the CA key should be refused: {other:?}"),
+    }
+}
+
+/// A board's CSR (DER) with subject CN = `guid`.
+fn board_csr(guid: &str) -> (rcgen::KeyPair, Vec<u8>) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut p = rcgen::CertificateParams::default();
+    p.distinguished_name = rcgen::DistinguishedName::new();
+    p.distinguished_name.push(rcgen::DnType::CommonName, guid);
+    let der = p.serialize_request(&key).unwrap().der().to_vec();
+    (key, der)
+}
