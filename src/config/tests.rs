@@ -493,3 +493,95 @@ fn reports_offset_and_shifts() {
         assert!(e.contains(want), "{e}");
     }
 }
+
+#[test]
+fn ca_backends_and_their_mistakes() {
+    let c = parse(&reference()).unwrap();
+    assert_eq!(c.ca.backend, CaBackend::File);
+    assert_eq!(c.ca.expiry_warning_days, 30);
+
+    let pkcs11 = reference().replace("key = \"file\"", "key = \"pkcs11\"")
+        + "\n[ca.pkcs11]\nmodule = \"/usr/lib/softhsm/libsofthsm2.so\"\ntoken_label = \"station-ca\"\nkey_label = \"ca-key\"\npin_file = \"hsm.pin\"\n";
+    let c = parse(&pkcs11).unwrap();
+    assert_eq!(
+        c.ca.backend,
+        CaBackend::Pkcs11(Pkcs11Config {
+            module: "/usr/lib/softhsm/libsofthsm2.so".into(),
+            token_label: "station-ca".into(),
+            key_label: "ca-key".into(),
+            pin_file: Some("hsm.pin".into()),
+        })
+    );
+    assert_eq!(c.public_view()["ca"]["key"], "pkcs11");
+    assert_eq!(c.public_view()["ca"]["pkcs11"]["pin_from_file"], true);
+    assert!(c.public_view()["ca"]["key_file"].is_null());
+
+    let tpm = reference().replace("key = \"file\"", "key = \"tpm\"")
+        + "\n[ca.tpm]\ntcti = \"device:/dev/tpmrm0\"\n";
+    let c = parse(&tpm).unwrap();
+    assert_eq!(
+        c.ca.backend,
+        CaBackend::Tpm(CaTpmConfig {
+            tcti: "device:/dev/tpmrm0".into(),
+            handle: DEFAULT_CA_TPM_HANDLE,
+        })
+    );
+    assert_eq!(c.public_view()["ca"]["tpm"]["handle"], "0x81010100");
+
+    let cases: Vec<(String, &str, &str)> = vec![
+        (
+            reference().replace("key = \"file\"", "key = \"pkcs11\""),
+            "ca.pkcs11",
+            "needs a [ca.pkcs11] section",
+        ),
+        (
+            reference().replace("key = \"file\"", "key = \"tpm\""),
+            "ca.tpm",
+            "tcti of the station's TPM",
+        ),
+        (
+            reference() + "\n[ca.tpm]\ntcti = \"device:/dev/tpmrm0\"\n",
+            "ca.key",
+            "set key = \"tpm\" or remove the section",
+        ),
+        (
+            tpm.replace("tcti = \"device:/dev/tpmrm0\"", "tcti = \"device /dev/tpmrm0\""),
+            "ca.tpm.tcti",
+            "is not a TCTI string",
+        ),
+        (
+            tpm.clone() + "handle = 0x01000000\n",
+            "ca.tpm.handle",
+            "not an owner persistent handle",
+        ),
+        (
+            pkcs11.replace("token_label = \"station-ca\"", "token_label = \"\""),
+            "ca.pkcs11.token_label",
+            "must not be empty",
+        ),
+        (
+            pkcs11.replace(
+                "token_label = \"station-ca\"",
+                &format!("token_label = \"{}\"", "t".repeat(33)),
+            ),
+            "ca.pkcs11.token_label",
+            "longer than 32 characters",
+        ),
+        (
+            if reference().contains("\nexpiry_warning_days = 30") {
+                reference().replace("\nexpiry_warning_days = 30", "\nexpiry_warning_days = 9999")
+            } else {
+                reference().replace(
+                    "leaf_validity_days = 7300",
+                    "leaf_validity_days = 7300\nexpiry_warning_days = 9999",
+                )
+            },
+            "ca.expiry_warning_days",
+            "at most 3650",
+        ),
+    ];
+    for (text, key, words) in cases {
+        let e = parse(&text).unwrap_err().to_string();
+        assert!(e.contains(key) && e.contains(words), "{key}: {e}");
+    }
+}
