@@ -224,6 +224,16 @@ fn the_ca_key_in_a_pkcs11_token_signs_leaves_and_the_crl_and_cannot_be_exported(
     ]));
     assert!(said.contains("verify OK"), "{said}");
 
+    // A running station with its CA key in the token provisions a board
+    // whose certificate verifies with the root and the intermediate.
+    let leaf = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(provision_one(&cfg, dir.path()));
+    let leaf_path = dir.path().join("served-leaf.pem");
+    std::fs::write(&leaf_path, leaf).unwrap();
+    let (ok, said) = root.verify(&intermediate, &leaf_path, None);
+    assert!(ok, "{said}");
+
     // Try to get the private key out of the token: its value is refused,
     // and so is wrapping it under a key of our own.
     let ctx = Pkcs11::new(MODULE).unwrap();
@@ -309,4 +319,66 @@ fn board_csr(guid: &str) -> (rcgen::KeyPair, Vec<u8>) {
     p.distinguished_name.push(rcgen::DnType::CommonName, guid);
     let der = p.serialize_request(&key).unwrap().der().to_vec();
     (key, der)
+}
+
+/// Runs `station serve --demo 1` with `cfg` until one board is provisioned;
+/// returns its certificate (PEM).
+async fn provision_one(cfg: &Path, dir: &Path) -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let (out, log) = (dir.join("serve.out"), dir.join("serve.log"));
+    let _child = Child(
+        Command::new(station_bin())
+            .args(["serve", "--demo", "1", "--listen", &listen, "--config"])
+            .arg(cfg)
+            .env_remove("STATION_CA_PIN")
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let mut token = None;
+    for _ in 0..300 {
+        token = read(&out)
+            .lines()
+            .find_map(|l| l.strip_prefix("demo API token: ").map(str::to_string));
+        if token.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let token = token.unwrap_or_else(|| panic!("the station did not start; log:\n{}", read(&log)));
+    let client = client_with_token(&token);
+    for _ in 0..300 {
+        if let Ok(r) = client
+            .get(format!("http://{listen}/api/v1/boards"))
+            .send()
+            .await
+        {
+            let boards: Vec<serde_json::Value> = r.json().await.unwrap();
+            if let Some(b) = boards.iter().find(|b| b["status"] == "provisioned") {
+                let guid = b["guid"].as_str().unwrap();
+                let detail: serde_json::Value = client
+                    .get(format!("http://{listen}/api/v1/boards/{guid}"))
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                assert!(
+                    read(&log).contains("PKCS#11 key"),
+                    "the station says where its CA key is: {}",
+                    read(&log)
+                );
+                return detail["certificate_pem"].as_str().unwrap().to_string();
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("no board was provisioned; log:\n{}", read(&log));
 }

@@ -545,7 +545,10 @@ fn ca_backends_and_their_mistakes() {
             "set key = \"tpm\" or remove the section",
         ),
         (
-            tpm.replace("tcti = \"device:/dev/tpmrm0\"", "tcti = \"device /dev/tpmrm0\""),
+            tpm.replace(
+                "tcti = \"device:/dev/tpmrm0\"",
+                "tcti = \"device /dev/tpmrm0\"",
+            ),
             "ca.tpm.tcti",
             "is not a TCTI string",
         ),
