@@ -279,6 +279,7 @@ pub async fn start(cfg: &Config, demo_ca: bool) -> anyhow::Result<App> {
         },
         reports: Arc::new(cfg.reports.clone()),
         ca: ca.clone(),
+        activation_hubs: Arc::new(cfg.dps.activation_hubs.clone()),
     };
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await

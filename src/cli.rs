@@ -14,6 +14,7 @@ use crate::config::Config;
 
 mod ca;
 mod check;
+mod device;
 mod people;
 mod records;
 pub mod report_cmd;
@@ -21,6 +22,7 @@ mod simulate;
 
 pub use ca::{ca_crl, ca_init, ca_install, ca_request, ca_show};
 pub use check::check;
+pub use device::device;
 pub use people::{token_command, user_command};
 pub use records::{audit_export, audit_verify, board_override, outbox_list, outbox_retry};
 pub use simulate::simulate;
@@ -122,6 +124,11 @@ pub enum Command {
         config: ConfigArgs,
     },
     /// Supervisor actions on a board's record.
+    /// Devices after the line: activate, disable, enable, revoke, show.
+    Device {
+        #[command(subcommand)]
+        command: DeviceCommand,
+    },
     Board {
         #[command(subcommand)]
         command: BoardCommand,
@@ -298,6 +305,85 @@ pub enum CaCommand {
         /// The file to write (DER; `openssl crl -inform DER` reads it).
         #[arg(long)]
         out: PathBuf,
+    },
+}
+
+/// Who is asking: an API token (`station token create`); its role decides
+/// what it may do.
+#[derive(Args, Clone)]
+pub struct TokenArg {
+    /// An API token; or set STATION_TOKEN.
+    #[arg(long, env = "STATION_TOKEN", hide_env_values = true)]
+    pub token: String,
+}
+
+#[derive(Subcommand)]
+pub enum DeviceCommand {
+    /// Enable a device in DPS on an IoT hub with initial-twin tags and
+    /// desired properties (activator or supervisor).
+    Activate {
+        guid: String,
+        /// The IoT hub, one of [dps] activation_hubs.
+        #[arg(long)]
+        hub: String,
+        /// Initial-twin tags, a JSON object.
+        #[arg(long, default_value = "")]
+        tags: String,
+        /// Initial desired properties, a JSON object.
+        #[arg(long, default_value = "")]
+        desired: String,
+        /// A note for the audit trail.
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        token: TokenArg,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Disable a device's enrollment for a while (supervisor).
+    Disable {
+        guid: String,
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        token: TokenArg,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Enable a disabled device again (supervisor).
+    Enable {
+        guid: String,
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        token: TokenArg,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Revoke a device for good: disabled in DPS, its certificate on the
+    /// CRL, never provisioned again without an admin (supervisor).
+    Revoke {
+        guid: String,
+        #[arg(long)]
+        reason: String,
+        /// Confirms that this cannot be undone.
+        #[arg(long)]
+        yes: bool,
+        #[command(flatten)]
+        token: TokenArg,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// The device's history and its DPS state as last seen.
+    Show {
+        guid: String,
+        /// The whole record as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        token: TokenArg,
+        #[command(flatten)]
+        config: ConfigArgs,
     },
 }
 

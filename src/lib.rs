@@ -22,7 +22,10 @@
 //! - [`label`]: label content: the ZPL template and the SVG preview.
 //! - [`printer`]: label printers (raw TCP with Zebra host status, spool
 //!   folder, CUPS, a scripted fake) and the worker printing queued labels.
-//! - [`dps`]: DPS enrollments: body, SAS, client, outbox uploader.
+//! - [`dps`]: DPS enrollments: body, SAS, client, outbox uploader, and
+//!   what the device lifecycle actions change in an enrollment.
+//! - [`lifecycle`]: asking for a device action (activate, disable, enable,
+//!   revoke): roles, checks, the queue.
 //! - [`web`]: the JSON API, metrics and a plain HTML page.
 //! - [`app`]: wiring it all together for `station serve`.
 //!
@@ -39,6 +42,7 @@ pub mod failpoint;
 pub mod ids;
 pub mod jig;
 pub mod label;
+pub mod lifecycle;
 pub mod printer;
 pub mod random;
 pub mod report;

@@ -59,6 +59,7 @@ async fn main() -> std::process::ExitCode {
                 std::process::ExitCode::FAILURE
             };
         }
+        Command::Device { command } => station::cli::device(command),
         Command::Board {
             command:
                 BoardCommand::Override {

@@ -158,6 +158,7 @@ async fn an_already_provisioned_guid_gets_no_second_certificate_without_override
             &guid,
             "supervisor",
             "rework after RF fix",
+            false,
             time::OffsetDateTime::now_utc(),
         )
         .unwrap();

@@ -19,6 +19,7 @@ pub(super) struct RawDps {
     max_backoff_ms: u64,
     allocation_policy: Option<String>,
     iot_hubs: Vec<String>,
+    activation_hubs: Vec<String>,
     desired_properties: toml::Table,
     attestation: String,
     tpm_registration_id: String,
@@ -34,6 +35,7 @@ impl Default for RawDps {
             max_backoff_ms: 300_000,
             allocation_policy: None,
             iot_hubs: Vec::new(),
+            activation_hubs: Vec::new(),
             desired_properties: toml::Table::new(),
             attestation: "x509".into(),
             tpm_registration_id: "guid".into(),
@@ -55,6 +57,8 @@ pub struct DpsConfig {
     pub max_backoff: Duration,
     pub allocation_policy: Option<String>,
     pub iot_hubs: Vec<String>,
+    /// The IoT hubs an activator may assign a device to.
+    pub activation_hubs: Vec<String>,
     pub desired_properties: serde_json::Map<String, serde_json::Value>,
     pub attestation: Attestation,
 }
@@ -118,14 +122,19 @@ pub(super) fn dps_config(d: &RawDps, env: Option<String>) -> Result<DpsConfig, I
             ));
         }
     }
-    if d.iot_hubs
-        .iter()
-        .any(|h| h.is_empty() || h.contains('/') || h.contains(' '))
-    {
-        return Err((
-            "dps.iot_hubs",
-            "each hub is a host name like \"myhub.azure-devices.net\"".into(),
-        ));
+    for (key, hubs) in [
+        ("dps.iot_hubs", &d.iot_hubs),
+        ("dps.activation_hubs", &d.activation_hubs),
+    ] {
+        if hubs
+            .iter()
+            .any(|h| h.is_empty() || h.contains('/') || h.contains(' '))
+        {
+            return Err((
+                key,
+                "each hub is a host name like \"myhub.azure-devices.net\"".into(),
+            ));
+        }
     }
     let desired_properties = match serde_json::to_value(&d.desired_properties) {
         Ok(serde_json::Value::Object(m)) => m,
@@ -140,6 +149,7 @@ pub(super) fn dps_config(d: &RawDps, env: Option<String>) -> Result<DpsConfig, I
         max_backoff: Duration::from_millis(d.max_backoff_ms),
         allocation_policy: d.allocation_policy.clone(),
         iot_hubs: d.iot_hubs.clone(),
+        activation_hubs: d.activation_hubs.clone(),
         desired_properties,
         attestation: keygen::attestation(&d.attestation, &d.tpm_registration_id)?,
     })

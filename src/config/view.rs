@@ -65,6 +65,7 @@ impl Config {
                 "ops_per_minute": self.dps.ops_per_minute,
                 "allocation_policy": self.dps.allocation_policy,
                 "iot_hubs": self.dps.iot_hubs,
+                "activation_hubs": self.dps.activation_hubs,
                 "attestation": match self.dps.attestation {
                     Attestation::X509 => "x509",
                     Attestation::Tpm { .. } => "tpm",

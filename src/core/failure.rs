@@ -75,6 +75,15 @@ impl Failure {
         )
     }
 
+    pub fn device_revoked(guid: &Guid, revoked_at: &str) -> Failure {
+        Failure::new(
+            "device_revoked",
+            format!(
+                "device {guid} was revoked ({revoked_at}): it is not provisioned again unless an admin allows a new certificate (`station board override {guid}`, or an admin on the device page); set the board aside"
+            ),
+        )
+    }
+
     pub fn readback_mismatch() -> Failure {
         Failure::new(
             "readback_mismatch",

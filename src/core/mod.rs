@@ -66,6 +66,8 @@ pub enum Review {
     Resume(IssuedCert),
     /// The GUID holds a valid certificate from this CA already.
     AlreadyProvisioned { serial: Serial, issued_at: String },
+    /// The device was revoked, and no admin allowed it a new certificate.
+    Revoked { revoked_at: String },
 }
 
 /// Everything the core remembers about the board being provisioned.
@@ -362,6 +364,9 @@ fn advance(step: Step, mut board: BoardCtx, out: Output) -> (SlotState, Vec<Comm
                     step,
                     Failure::already_provisioned(&id.guid, &serial, &issued_at),
                 ),
+                Review::Revoked { revoked_at } => {
+                    fail(step, Failure::device_revoked(&id.guid, &revoked_at))
+                }
             }
         }
         (Step::KeyGen, Output::Csr(der)) => {

@@ -1,5 +1,6 @@
 //! The DPS service API over HTTPS: create or update an enrollment, bulk
-//! create, read one back. Every request is signed afresh.
+//! create, read one back, replace one only if unchanged (`If-Match`).
+//! Every request is signed afresh.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -72,6 +73,10 @@ pub trait DpsClient: Send + Sync {
     async fn bulk_create(&self, enrollments: &[Value]) -> Result<BulkResult, DpsError>;
     /// `GET /enrollments/{id}`; `None` if DPS has none.
     async fn get(&self, registration_id: &str) -> Result<Option<Value>, DpsError>;
+    /// `PUT /enrollments/{registrationId}` with `If-Match: etag`: replaces
+    /// the enrollment only if it is still the one read; the enrollment as
+    /// stored. A changed one is `Rejected { status: 412 }`.
+    async fn replace(&self, enrollment: &Value, etag: &str) -> Result<Value, DpsError>;
     /// The service endpoint, for messages.
     fn endpoint(&self) -> &str;
 }
@@ -218,6 +223,19 @@ impl DpsClient for HttpDps {
             Err(DpsError::Rejected { status: 404, .. }) => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    async fn replace(&self, enrollment: &Value, etag: &str) -> Result<Value, DpsError> {
+        let id = enrollment["registrationId"].as_str().unwrap_or_default();
+        let rb = self
+            .request(
+                reqwest::Method::PUT,
+                &format!("/enrollments/{}", url_encode(id)),
+            )
+            .header("If-Match", etag)
+            .json(enrollment);
+        let (_, _, body) = self.send(rb).await?;
+        Ok(body)
     }
 
     fn endpoint(&self) -> &str {

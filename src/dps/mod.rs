@@ -1,5 +1,6 @@
 //! Azure IoT Hub Device Provisioning Service: the enrollment body, the
-//! service API client and the outbox uploader.
+//! service API client, the outbox uploader, and the device lifecycle
+//! (activate, disable, enable, revoke) it also carries out.
 //!
 //! Owns what goes to DPS and when. The contract followed is
 //! `../shared/docs/dps-service-api.md` (api-version 2021-10-01, SAS from the
@@ -8,6 +9,7 @@
 
 mod client;
 mod enrollment;
+pub mod lifecycle;
 mod sas;
 mod uploader;
 

@@ -1,6 +1,7 @@
 //! The outbox uploader: one background task that sends queued enrollments
-//! to DPS in order, in bulk when there is a backlog, within the operation
-//! budget, and decides per error whether to wait, park or stop.
+//! to DPS in order, in bulk when there is a backlog, then the queued device
+//! actions (`actions.rs`), all within the operation budget, and decides per
+//! error whether to wait, park or stop.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -13,6 +14,8 @@ use tokio::time::Instant;
 
 use super::{BULK_LIMIT, DpsClient, DpsError};
 use crate::store::{Job, Store, blocking, ts};
+
+mod actions;
 
 /// What the uploader is doing, for the API and metrics.
 #[derive(Debug, Clone, Serialize)]
@@ -131,11 +134,26 @@ impl Uploader {
                     continue;
                 }
             };
-            if jobs.is_empty() {
-                self.idle(Duration::from_secs(1)).await;
-                continue;
-            }
-            match self.send(&pacer, &jobs).await {
+            let next = if jobs.is_empty() {
+                // Enrollments first: a device action waits for its
+                // device's enrollment anyway.
+                let store = self.store.clone();
+                match blocking(move || store.due_device_action()).await {
+                    Ok(Some(action)) => self.send_action(&pacer, &action).await,
+                    Ok(None) => {
+                        self.idle(Duration::from_secs(1)).await;
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::error!("cannot read the device actions: {e}");
+                        self.idle(Duration::from_secs(5)).await;
+                        continue;
+                    }
+                }
+            } else {
+                self.send(&pacer, &jobs).await
+            };
+            match next {
                 Next::Continue => failures = 0,
                 Next::Wait(retry_after) => {
                     failures = failures.saturating_add(1);

@@ -105,9 +105,18 @@ impl Store {
 
     /// The whole trail, oldest first.
     pub fn audit_rows(&self) -> Result<Vec<AuditRow>, StoreError> {
+        self.audit_where(None)
+    }
+
+    /// The rows about one subject (a GUID), oldest first.
+    pub fn audit_about(&self, subject: &str) -> Result<Vec<AuditRow>, StoreError> {
+        self.audit_where(Some(subject))
+    }
+
+    fn audit_where(&self, subject: Option<&str>) -> Result<Vec<AuditRow>, StoreError> {
         self.with(|c| {
-            let mut st = c.prepare("SELECT id, at, actor, action, subject, detail, prev_hash, hash FROM audit ORDER BY id")?;
-            st.query_map([], |r| {
+            let mut st = c.prepare("SELECT id, at, actor, action, subject, detail, prev_hash, hash FROM audit WHERE (?1 IS NULL OR subject = ?1) ORDER BY id")?;
+            st.query_map([subject], |r| {
                 let detail: String = r.get(5)?;
                 Ok(AuditRow {
                     id: r.get(0)?,

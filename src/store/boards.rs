@@ -57,11 +57,11 @@ pub struct StepRow {
     pub error: Option<String>,
 }
 
-const BOARD_COLUMNS: &str = "b.id, b.guid, b.slot, b.station, b.status, b.step, b.hw_revision, b.fw_version, b.mac, b.operator, b.work_order,
+pub(super) const BOARD_COLUMNS: &str = "b.id, b.guid, b.slot, b.station, b.status, b.step, b.hw_revision, b.fw_version, b.mac, b.operator, b.work_order,
      (SELECT serial FROM certificates c WHERE c.board_id = b.id ORDER BY c.issued_at DESC LIMIT 1),
      b.error_code, b.error, b.started_at, b.finished_at";
 
-fn board_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BoardRow> {
+pub(super) fn board_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BoardRow> {
     Ok(BoardRow {
         id: r.get(0)?,
         guid: r.get(1)?,

@@ -100,6 +100,29 @@ impl Store {
                     chain: vec![der],
                 }));
             }
+            // A revoked device gets a certificate again only if an admin
+            // allowed it.
+            let revoked: Option<String> = c
+                .query_row(
+                    "SELECT revoked_at FROM device_revocations WHERE guid = ?1",
+                    [guid.as_str()],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if let Some(revoked_at) = revoked {
+                let by_admin: bool = c.query_row(
+                    "SELECT EXISTS (SELECT 1 FROM overrides WHERE guid = ?1 AND by_admin = 1)",
+                    [guid.as_str()],
+                    |r| r.get(0),
+                )?;
+                return Ok(if by_admin {
+                    Review::Fresh {
+                        override_granted: true,
+                    }
+                } else {
+                    Review::Revoked { revoked_at }
+                });
+            }
             let held: Option<(String, String)> = c
                 .query_row(
                     "SELECT serial, issued_at FROM certificates WHERE guid = ?1 AND state = 'installed' AND not_after > ?2 ORDER BY issued_at DESC LIMIT 1",
@@ -236,16 +259,17 @@ impl Store {
         guid: &Guid,
         by: &str,
         reason: &str,
+        by_admin: bool,
         now: OffsetDateTime,
     ) -> Result<(), StoreError> {
         self.with(|c| {
             let tx = c.transaction()?;
             tx.execute(
-                "INSERT INTO overrides (guid, granted_by, reason, granted_at) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (guid) DO UPDATE SET granted_by = excluded.granted_by, reason = excluded.reason, granted_at = excluded.granted_at",
-                params![guid.as_str(), by, reason, ts(now)],
+                "INSERT INTO overrides (guid, granted_by, reason, granted_at, by_admin) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (guid) DO UPDATE SET granted_by = excluded.granted_by, reason = excluded.reason, granted_at = excluded.granted_at, by_admin = excluded.by_admin",
+                params![guid.as_str(), by, reason, ts(now), by_admin],
             )?;
-            audit::append(&tx, by, "override_granted", Some(guid.as_str()), &serde_json::json!({ "reason": reason }), now)?;
+            audit::append(&tx, by, "override_granted", Some(guid.as_str()), &serde_json::json!({ "reason": reason, "by_admin": by_admin }), now)?;
             tx.commit()
         })
     }

@@ -222,4 +222,80 @@ BEGIN SELECT RAISE(ABORT, 'a revocation is never changed'); END;
 CREATE TRIGGER revocations_no_delete BEFORE DELETE ON revocations
 BEGIN SELECT RAISE(ABORT, 'a revocation is never removed'); END;
 "#,
+    // 11: the device lifecycle after the line. The `activator` role (the
+    // machine builder's staff): SQLite cannot change a CHECK, so the two
+    // tables with roles are rebuilt (the migration runs with foreign keys
+    // off, then checks them). Overrides say whether an admin granted them
+    // (a revoked device needs one). Device actions are an outbox of their
+    // own, kept as the device's history; the DPS enrollment as last seen;
+    // revoked devices, for good.
+    r#"
+CREATE TABLE users_v11 (
+    id             INTEGER PRIMARY KEY,
+    name           TEXT NOT NULL UNIQUE,
+    role           TEXT NOT NULL CHECK (role IN ('activator', 'operator', 'supervisor', 'admin')),
+    badge          TEXT UNIQUE,
+    pin_hash       TEXT,
+    password_hash  TEXT,
+    created_at     TEXT NOT NULL,
+    disabled_at    TEXT
+);
+INSERT INTO users_v11 (id, name, role, badge, pin_hash, password_hash, created_at, disabled_at)
+    SELECT id, name, role, badge, pin_hash, password_hash, created_at, disabled_at FROM users;
+DROP TABLE users;
+ALTER TABLE users_v11 RENAME TO users;
+
+CREATE TABLE api_tokens_v11 (
+    id          INTEGER PRIMARY KEY,
+    name        TEXT NOT NULL,
+    role        TEXT NOT NULL CHECK (role IN ('activator', 'operator', 'supervisor', 'admin')),
+    token_hash  TEXT NOT NULL UNIQUE,
+    created_at  TEXT NOT NULL,
+    revoked_at  TEXT
+);
+INSERT INTO api_tokens_v11 (id, name, role, token_hash, created_at, revoked_at)
+    SELECT id, name, role, token_hash, created_at, revoked_at FROM api_tokens;
+DROP TABLE api_tokens;
+ALTER TABLE api_tokens_v11 RENAME TO api_tokens;
+
+ALTER TABLE overrides ADD COLUMN by_admin INTEGER NOT NULL DEFAULT 0;
+
+CREATE TABLE device_actions (
+    id          INTEGER PRIMARY KEY,
+    guid        TEXT NOT NULL,
+    action      TEXT NOT NULL CHECK (action IN ('activate', 'disable', 'enable', 'revoke')),
+    -- JSON: for activate, the hub, tags and desired properties.
+    params      TEXT NOT NULL,
+    reason      TEXT,
+    actor       TEXT NOT NULL,
+    state       TEXT NOT NULL CHECK (state IN ('pending', 'done', 'parked')),
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    last_error  TEXT,
+    created_at  TEXT NOT NULL,
+    updated_at  TEXT NOT NULL
+);
+CREATE INDEX device_actions_state ON device_actions (state, id);
+CREATE INDEX device_actions_guid ON device_actions (guid, id);
+
+CREATE TABLE device_dps (
+    guid                 TEXT PRIMARY KEY,
+    provisioning_status  TEXT,
+    etag                 TEXT,
+    -- The enrollment JSON as DPS last returned it.
+    enrollment           TEXT NOT NULL,
+    seen_at              TEXT NOT NULL
+);
+
+CREATE TABLE device_revocations (
+    guid        TEXT PRIMARY KEY,
+    serial      TEXT NOT NULL REFERENCES certificates (serial),
+    revoked_at  TEXT NOT NULL,
+    reason      TEXT NOT NULL,
+    revoked_by  TEXT NOT NULL
+);
+CREATE TRIGGER device_revocations_no_update BEFORE UPDATE ON device_revocations
+BEGIN SELECT RAISE(ABORT, 'a revocation is never changed'); END;
+CREATE TRIGGER device_revocations_no_delete BEFORE DELETE ON device_revocations
+BEGIN SELECT RAISE(ABORT, 'a revocation is never removed'); END;
+"#,
 ];

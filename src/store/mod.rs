@@ -16,6 +16,7 @@
 
 mod audit;
 mod boards;
+mod devices;
 mod labels;
 mod ledger;
 mod migrations;
@@ -34,6 +35,7 @@ use time::OffsetDateTime;
 
 pub use audit::{AuditCheck, AuditRow, GENESIS};
 pub use boards::{BoardId, BoardRow, Stamp, StepRow};
+pub use devices::{DeviceAction, DeviceRecord, DeviceRevocation, DpsSeen, LabelPrint, Queued};
 pub use labels::{LabelCounts, LabelJob, LabelRecord, LabelState, TEST_LABEL_GUID};
 pub use ledger::{CertificateRow, EnrollmentFacts, NewCertificate};
 pub use outbox::{Job, JobRow, OutboxCounts};
@@ -115,6 +117,11 @@ impl Store {
                 known,
             });
         }
+        // Foreign keys are off while migrating, as SQLite asks for when a
+        // migration rebuilds a table; checked before they are on again.
+        // (The pragma cannot change inside a transaction.)
+        conn.pragma_update(None, "foreign_keys", "OFF")
+            .map_err(err)?;
         for (i, sql) in migrations::MIGRATIONS
             .iter()
             .enumerate()
@@ -122,10 +129,26 @@ impl Store {
         {
             let tx = conn.transaction().map_err(err)?;
             tx.execute_batch(sql).map_err(err)?;
+            let broken: i64 = tx
+                .query_row("SELECT COUNT(*) FROM pragma_foreign_key_check", [], |r| {
+                    r.get(0)
+                })
+                .map_err(err)?;
+            if broken > 0 {
+                return Err(err(rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CONSTRAINT),
+                    Some(format!(
+                        "migration {} would leave {broken} broken references",
+                        i + 1
+                    )),
+                )));
+            }
             tx.pragma_update(None, "user_version", i as i64 + 1)
                 .map_err(err)?;
             tx.commit().map_err(err)?;
         }
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(err)?;
         Ok(Store {
             conn: Arc::new(Mutex::new(conn)),
             path: path.to_path_buf(),

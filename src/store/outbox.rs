@@ -38,7 +38,7 @@ pub struct OutboxCounts {
     pub oldest_pending: Option<String>,
 }
 
-fn job_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
+pub(super) fn job_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
     Ok(JobRow {
         id: r.get(0)?,
         guid: r.get(1)?,

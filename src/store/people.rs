@@ -1,4 +1,4 @@
-//! Users (operators, supervisors, admins) and API tokens. PINs and
+//! Users (activators, operators, supervisors, admins) and API tokens. PINs and
 //! passwords are kept as argon2 hashes, tokens as SHA-256: none of them is
 //! ever stored, logged or shown back.
 
@@ -9,10 +9,13 @@ use time::OffsetDateTime;
 
 use super::{Store, StoreError, audit, ts};
 
-/// What a person or a token may do; each role includes the ones below it.
+/// What a person or a token may do. Operator, supervisor and admin each
+/// include the ones below; an activator (the machine builder's staff)
+/// may only look up and activate devices (see [`Role::may_activate`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
+    Activator,
     Operator,
     Supervisor,
     Admin,
@@ -21,6 +24,7 @@ pub enum Role {
 impl Role {
     pub fn as_str(self) -> &'static str {
         match self {
+            Role::Activator => "activator",
             Role::Operator => "operator",
             Role::Supervisor => "supervisor",
             Role::Admin => "admin",
@@ -28,15 +32,24 @@ impl Role {
     }
 }
 
+impl Role {
+    /// Activators, supervisors and admins activate devices and read their
+    /// history; operators do not.
+    pub fn may_activate(self) -> bool {
+        self == Role::Activator || self >= Role::Supervisor
+    }
+}
+
 impl std::str::FromStr for Role {
     type Err = String;
     fn from_str(s: &str) -> Result<Role, String> {
         match s {
+            "activator" => Ok(Role::Activator),
             "operator" => Ok(Role::Operator),
             "supervisor" => Ok(Role::Supervisor),
             "admin" => Ok(Role::Admin),
             _ => Err(format!(
-                "{s:?} is not a role: operator, supervisor or admin"
+                "{s:?} is not a role: activator, operator, supervisor or admin"
             )),
         }
     }

@@ -130,7 +130,8 @@ fn review_resume_already_and_override() {
         }
     );
     // An override allows one more, and is used up by it.
-    s.grant_override(&g1, "sup", "rework", now()).unwrap();
+    s.grant_override(&g1, "sup", "rework", false, now())
+        .unwrap();
     assert_eq!(
         s.review(b2, &g1, now()).unwrap(),
         Review::Fresh {
@@ -236,7 +237,7 @@ fn audit_three(s: &Store) {
     let b = s.open_board("st", SlotId(1), now()).unwrap();
     let b = s.record_identity(b, &ident(G1), now()).unwrap();
     commit(s, b, G1, "aa", false);
-    s.grant_override(&G1.parse().unwrap(), "sup", "rework", now())
+    s.grant_override(&G1.parse().unwrap(), "sup", "rework", false, now())
         .unwrap();
     s.retry_parked(None, "cli:qa", now()).unwrap();
 }

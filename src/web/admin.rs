@@ -44,7 +44,12 @@ pub async fn grant_override(
         time::OffsetDateTime::now_utc(),
         guid.clone(),
     );
-    query(&s.store, move |st| st.grant_override(&g, &by, &reason, now)).await?;
+    // Only an admin's override lets a revoked device be provisioned again.
+    let by_admin = caller.role >= Role::Admin;
+    query(&s.store, move |st| {
+        st.grant_override(&g, &by, &reason, by_admin, now)
+    })
+    .await?;
     Ok(Json(
         serde_json::json!({ "guid": guid, "override": "granted" }),
     ))

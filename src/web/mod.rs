@@ -5,6 +5,7 @@
 mod admin;
 mod api;
 pub mod auth;
+mod devices;
 mod labels;
 mod login;
 mod outbox;
@@ -49,6 +50,8 @@ pub struct AppState {
     pub reports: Arc<crate::config::ReportsConfig>,
     /// Signs the revocation list.
     pub ca: Arc<dyn crate::ca::CaSigner>,
+    /// The IoT hubs an activator may choose (`[dps] activation_hubs`).
+    pub activation_hubs: Arc<Vec<String>>,
 }
 
 /// What the web layer needs for labels.
@@ -118,6 +121,17 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/outbox", get(outbox::status))
         .route("/api/v1/outbox/retry", axum::routing::post(outbox::retry))
         .route("/metrics", get(outbox::metrics))
+        .route("/devices", get(devices::lookup))
+        .route("/devices/{guid}", get(devices::page))
+        .route(
+            "/devices/{guid}/{action}",
+            axum::routing::post(devices::act_form),
+        )
+        .route("/api/v1/devices/{guid}", get(devices::record))
+        .route(
+            "/api/v1/devices/{guid}/{action}",
+            axum::routing::post(devices::act),
+        )
         .fallback(api::not_found)
         .with_state(state)
 }

@@ -196,6 +196,10 @@ pub async fn index(
     let Ok(caller) = caller else {
         return Ok(Redirect::to("/login").into_response());
     };
+    // The machine builder's staff work on devices, not on the line.
+    if caller.role == Role::Activator {
+        return Ok(Redirect::to("/devices").into_response());
+    }
     caller.require(Role::Operator)?;
     let boards = query(&s.store, |st| st.boards(50)).await?;
     let csrf = caller.csrf.clone().unwrap_or_default();

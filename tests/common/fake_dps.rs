@@ -4,6 +4,11 @@
 //! equals the path, the certificate parses and its CN is the id); at most 10
 //! per bulk call and no duplicate ids in one. It keeps enrollments with
 //! etags, and can be told to misbehave.
+//!
+//! A second listener serves the device registration API (section 4 of the
+//! same document) over TLS with a mandatory client certificate: a device
+//! registers with the certificate its X.509 individual enrollment holds, and
+//! gets `disabled` or `assigned` from the enrollment as it is at the time.
 
 #![allow(
     dead_code,
@@ -60,6 +65,9 @@ pub struct Logged {
     pub items: usize,
 }
 
+/// A change someone else makes to a stored enrollment.
+pub type Change = Box<dyn FnOnce(&mut Value) + Send>;
+
 pub struct FakeState {
     pub key: Vec<u8>,
     pub policy: String,
@@ -79,6 +87,25 @@ pub struct FakeState {
     pub quota: Option<(u32, f64)>,
     tokens: f64,
     refilled: Instant,
+    /// Device registration operations by operation id.
+    pub operations: BTreeMap<String, Operation>,
+    /// Every single-enrollment PUT that passed the checks: the id and the
+    /// `If-Match` it carried.
+    pub puts: Vec<(String, Option<String>)>,
+    /// Someone else's change, made to the enrollment with this id right
+    /// after the next GET of it has been answered (a new etag with it).
+    pub after_get: Option<(String, Change)>,
+}
+
+/// A device registration operation, with the answer its poll gives.
+#[derive(Debug, Clone)]
+pub struct Operation {
+    pub operation_id: String,
+    /// As in the request path.
+    pub registration_id: String,
+    /// The operation status body, computed from the enrollment when the
+    /// device registered.
+    pub outcome: Value,
 }
 
 impl FakeState {
@@ -94,9 +121,17 @@ pub struct FakeDps {
     pub addr: SocketAddr,
     pub state: Arc<Mutex<FakeState>>,
     task: Option<tokio::task::JoinHandle<()>>,
+    /// The device registration API (mutual TLS).
+    device_addr: SocketAddr,
+    device_tls: Arc<rustls::ServerConfig>,
+    device_ca: Vec<u8>,
+    device_task: Option<tokio::task::JoinHandle<()>>,
 }
 
 pub const POLICY: &str = "provisioningserviceowner";
+
+/// The ID scope of the fake's device registration API.
+pub const ID_SCOPE: &str = "0ne00FAKE01";
 
 impl FakeDps {
     /// A fake on a new port, with a fresh random key.
@@ -115,14 +150,62 @@ impl FakeDps {
             quota: None,
             tokens: 0.0,
             refilled: Instant::now(),
+            operations: BTreeMap::new(),
+            puts: Vec::new(),
+            after_get: None,
         }));
+        let device_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let device_addr = device_listener.local_addr().unwrap();
+        let (device_tls, device_ca) = device_tls_config();
         let mut f = FakeDps {
             addr,
             state,
             task: None,
+            device_addr,
+            device_tls,
+            device_ca,
+            device_task: None,
         };
         f.serve(listener);
+        f.serve_devices(device_listener);
         f
+    }
+
+    /// Where devices register (TLS with a client certificate).
+    pub fn device_endpoint(&self) -> SocketAddr {
+        self.device_addr
+    }
+
+    /// The device API's self-signed server certificate (DER), for "localhost"
+    /// and 127.0.0.1: the one certificate a device client should trust.
+    pub fn device_server_ca(&self) -> Vec<u8> {
+        self.device_ca.clone()
+    }
+
+    fn serve_devices(&mut self, listener: tokio::net::TcpListener) {
+        let acceptor = tokio_rustls::TlsAcceptor::from(self.device_tls.clone());
+        let state = self.state.clone();
+        self.device_task = Some(tokio::spawn(async move {
+            // Connections live in this set, so aborting the task (stop())
+            // drops them too.
+            let mut connections = tokio::task::JoinSet::new();
+            loop {
+                while connections.try_join_next().is_some() {}
+                let Ok((tcp, _)) = listener.accept().await else {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                };
+                let acceptor = acceptor.clone();
+                let state = state.clone();
+                connections.spawn(async move {
+                    let _ = tokio::time::timeout(
+                        Duration::from_secs(10),
+                        device_connection(acceptor, tcp, state),
+                    )
+                    .await;
+                });
+            }
+        }));
     }
 
     /// The connection string a station uses for this fake.
@@ -156,24 +239,19 @@ impl FakeDps {
         if let Some(t) = self.task.take() {
             t.abort();
         }
+        if let Some(t) = self.device_task.take() {
+            t.abort();
+        }
     }
 
-    /// Answers again on the same port, with the same enrollments.
+    /// Answers again on the same ports, with the same enrollments (and the
+    /// same device server certificate).
     pub async fn restart(&mut self) {
         self.stop();
-        let mut tries = 0;
-        let listener = loop {
-            match tokio::net::TcpListener::bind(self.addr).await {
-                Ok(l) => break l,
-                Err(e) if tries < 50 => {
-                    tries += 1;
-                    let _ = e;
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                Err(e) => panic!("cannot listen on {} again: {e}", self.addr),
-            }
-        };
+        let listener = rebind(self.addr).await;
         self.serve(listener);
+        let device_listener = rebind(self.device_addr).await;
+        self.serve_devices(device_listener);
     }
 
     pub fn with<T>(&self, f: impl FnOnce(&mut FakeState) -> T) -> T {
@@ -187,10 +265,30 @@ impl Drop for FakeDps {
     }
 }
 
+/// Listens on `addr` again, waiting a little for the old socket to go.
+async fn rebind(addr: SocketAddr) -> tokio::net::TcpListener {
+    let mut tries = 0;
+    loop {
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => return l,
+            Err(e) if tries < 50 => {
+                tries += 1;
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("cannot listen on {addr} again: {e}"),
+        }
+    }
+}
+
+fn error_body(code: i64, message: &str) -> Value {
+    json!({"errorCode": code, "trackingId": "fake", "message": message, "timestampUtc": "2026-11-22T00:00:00Z"})
+}
+
 fn error(status: u16, code: i64, message: &str) -> Response {
     let mut r = (
         StatusCode::from_u16(status).unwrap(),
-        axum::Json(json!({"errorCode": code, "trackingId": "fake", "message": message, "timestampUtc": "2026-11-22T00:00:00Z"})),
+        axum::Json(error_body(code, message)),
     )
         .into_response();
     r.headers_mut()
@@ -480,6 +578,11 @@ async fn put_one(
         );
     }
     let mut s = state.lock().unwrap();
+    let if_match = headers
+        .get("if-match")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    s.puts.push((eid.clone(), if_match));
     if let Some(m) = headers.get("if-match").and_then(|v| v.to_str().ok()) {
         let current = s.enrollments.get(&eid).map(|x| x.etag.clone());
         if m != "*" && current.as_deref() != Some(m.trim_matches('"')) {
@@ -508,8 +611,9 @@ async fn get_one(
     {
         return r;
     }
-    let s = state.lock().unwrap();
-    match s.enrollments.get(&id.to_ascii_lowercase()) {
+    let mut s = state.lock().unwrap();
+    let lower = id.to_ascii_lowercase();
+    let answer = match s.enrollments.get(&lower) {
         Some(e) => {
             let mut out = e.body.clone();
             out["etag"] = json!(e.etag);
@@ -520,7 +624,19 @@ async fn get_one(
             (StatusCode::OK, axum::Json(out)).into_response()
         }
         None => error(404, 404201, "Enrollment not found"),
+    };
+    if s.after_get.as_ref().is_some_and(|(i, _)| *i == lower) {
+        let (_, change) = s.after_get.take().unwrap();
+        if let Some(e) = s.enrollments.get_mut(&lower) {
+            change(&mut e.body);
+            e.etag = B64.encode(format!(
+                "\"{}\"",
+                hex::encode(station::random::bytes::<8>())
+            ));
+            e.writes += 1;
+        }
     }
+    answer
 }
 
 async fn bulk(
@@ -590,4 +706,408 @@ async fn bulk(
         axum::Json(json!({"isSuccessful": errors.is_empty(), "errors": errors})),
     )
         .into_response()
+}
+
+// The device registration API (`dps-service-api.md` section 4), over TLS
+// with a mandatory client certificate, in minimal hand-written HTTP/1.1: one
+// request per connection.
+
+/// The API versions the device API takes.
+const DEVICE_API_VERSIONS: [&str; 3] = ["2019-03-31", "2021-06-01", "2021-10-01"];
+
+/// Requires a client certificate and checks the handshake signature made
+/// with its key, but trusts any certificate: the handlers match it against
+/// the individual enrollment, as DPS does.
+#[derive(Debug)]
+struct AnyClientCertificate {
+    algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
+}
+
+impl rustls::server::danger::ClientCertVerifier for AnyClientCertificate {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        true
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        _end_entity: &rustls_pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls_pki_types::CertificateDer<'_>],
+        _now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        Ok(rustls::server::danger::ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+/// The device API's TLS configuration and its self-signed server
+/// certificate (DER).
+fn device_tls_config() -> (Arc<rustls::ServerConfig>, Vec<u8>) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut params =
+        rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            .unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "fake DPS device API");
+    let cert = params.self_signed(&key).unwrap();
+    let der = cert.der().to_vec();
+    let verifier = Arc::new(AnyClientCertificate {
+        algorithms: provider.signature_verification_algorithms,
+    });
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(
+            vec![rustls_pki_types::CertificateDer::from(der.clone())],
+            rustls_pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .unwrap();
+    (Arc::new(config), der)
+}
+
+struct DeviceRequest {
+    method: String,
+    /// The request target: path and query.
+    target: String,
+    body: Vec<u8>,
+}
+
+struct DeviceAnswer {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Value,
+}
+
+fn device_error(status: u16, code: i64, message: &str) -> DeviceAnswer {
+    DeviceAnswer {
+        status,
+        headers: vec![("x-ms-error-code".into(), code.to_string())],
+        body: error_body(code, message),
+    }
+}
+
+/// Reads one request: the head up to a blank line, then a `Content-Length`
+/// body. `Err(None)` when the peer sent nothing.
+async fn read_device_request<S: tokio::io::AsyncRead + Unpin>(
+    stream: &mut S,
+) -> Result<DeviceRequest, Option<String>> {
+    use tokio::io::AsyncReadExt;
+    const MAX: usize = 64 * 1024;
+    let mut buf = Vec::new();
+    let head_end = loop {
+        if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at;
+        }
+        if buf.len() > MAX {
+            return Err(Some("the request head is too long".into()));
+        }
+        let mut chunk = [0u8; 4096];
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) if buf.is_empty() => return Err(None),
+            Ok(0) | Err(_) => return Err(Some("the request ended early".into())),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+    let mut lines = head.split("\r\n");
+    let mut first = lines.next().unwrap_or("").split(' ');
+    let (Some(method), Some(target), Some(version)) = (first.next(), first.next(), first.next())
+    else {
+        return Err(Some("malformed request line".into()));
+    };
+    if !version.starts_with("HTTP/1.") {
+        return Err(Some("not HTTP/1.x".into()));
+    }
+    let mut length = 0usize;
+    for line in lines {
+        let Some((name, value)) = line.split_once(':') else {
+            return Err(Some("malformed header".into()));
+        };
+        if name.trim().eq_ignore_ascii_case("content-length") {
+            length = value
+                .trim()
+                .parse()
+                .map_err(|_| Some("bad Content-Length".to_string()))?;
+        }
+    }
+    if length > MAX {
+        return Err(Some("the body is too long".into()));
+    }
+    let mut body = buf[head_end + 4..].to_vec();
+    while body.len() < length {
+        let mut chunk = [0u8; 4096];
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return Err(Some("the body ended early".into())),
+            Ok(n) => body.extend_from_slice(&chunk[..n]),
+        }
+    }
+    body.truncate(length);
+    Ok(DeviceRequest {
+        method: method.to_string(),
+        target: target.to_string(),
+        body,
+    })
+}
+
+async fn device_connection(
+    acceptor: tokio_rustls::TlsAcceptor,
+    tcp: tokio::net::TcpStream,
+    state: Arc<Mutex<FakeState>>,
+) {
+    use tokio::io::AsyncWriteExt;
+    // The handshake fails here for a client without a certificate.
+    let Ok(mut tls) = acceptor.accept(tcp).await else {
+        return;
+    };
+    let peer: Vec<Vec<u8>> = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .map(|c| c.iter().map(|d| d.to_vec()).collect())
+        .unwrap_or_default();
+    let (method, path, answer) = match read_device_request(&mut tls).await {
+        Err(None) => return,
+        Err(Some(why)) => (
+            "?".to_string(),
+            "?".to_string(),
+            device_error(400, 400004, &why),
+        ),
+        Ok(req) => {
+            let path = req.target.split('?').next().unwrap_or("").to_string();
+            let answer = device_answer(&state, &req, &peer);
+            (req.method, path, answer)
+        }
+    };
+    state.lock().unwrap().log.push(Logged {
+        at: Instant::now(),
+        method,
+        path,
+        status: answer.status,
+        items: 0,
+    });
+    let body = answer.body.to_string();
+    let reason = StatusCode::from_u16(answer.status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("Unknown");
+    let mut out = format!("HTTP/1.1 {} {reason}\r\n", answer.status);
+    out.push_str("Content-Type: application/json; charset=utf-8\r\n");
+    out.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    for (name, value) in &answer.headers {
+        out.push_str(&format!("{name}: {value}\r\n"));
+    }
+    out.push_str("Connection: close\r\n\r\n");
+    out.push_str(&body);
+    let _ = tls.write_all(out.as_bytes()).await;
+    let _ = tls.flush().await;
+    let _ = tls.shutdown().await;
+}
+
+/// The subject CN of a DER certificate.
+fn common_name(der: &[u8]) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    cert.subject()
+        .iter_common_name()
+        .next()
+        .and_then(|c| c.as_str().ok())
+        .map(str::to_string)
+}
+
+/// The X.509 check of an individual enrollment: the client certificate's CN
+/// is the registration id, and the enrollment holds that very certificate.
+fn authenticate(s: &FakeState, id: &str, peer: &[Vec<u8>]) -> Result<Stored, DeviceAnswer> {
+    let unauthorized = || device_error(401, 401002, "Unauthorized");
+    let leaf = peer.first().ok_or_else(unauthorized)?;
+    let cn = common_name(leaf).ok_or_else(unauthorized)?;
+    if !cn.eq_ignore_ascii_case(id) {
+        return Err(unauthorized());
+    }
+    let stored = s
+        .enrollments
+        .get(&id.to_ascii_lowercase())
+        .ok_or_else(unauthorized)?;
+    if station::ca::pem_to_der(&stored.certificate_pem).as_deref() != Some(leaf.as_slice()) {
+        return Err(unauthorized());
+    }
+    Ok(stored.clone())
+}
+
+/// `5.<16 hex>.<uuid-like hex>`, as DPS's operation ids look.
+fn operation_id() -> String {
+    let u = hex::encode(station::random::bytes::<16>());
+    format!(
+        "5.{}.{}-{}-{}-{}-{}",
+        hex::encode(station::random::bytes::<8>()),
+        &u[..8],
+        &u[8..12],
+        &u[12..16],
+        &u[16..20],
+        &u[20..]
+    )
+}
+
+/// The operation status body for an enrollment, as it is now.
+fn outcome(op: &str, id: &str, e: &Stored) -> Value {
+    if e.body["provisioningStatus"] == "disabled" {
+        // DPS documents the `disabled` status but not the errorCode and
+        // errorMessage it gives with it (no captured body was found):
+        // 401008 and this message are the fake's own.
+        return json!({
+            "operationId": op,
+            "status": "disabled",
+            "registrationState": {
+                "registrationId": id,
+                "status": "disabled",
+                "errorCode": 401008,
+                "errorMessage": "The enrollment is disabled",
+            },
+        });
+    }
+    let hub = e.body["iotHubs"]
+        .as_array()
+        .and_then(|h| h.first())
+        .and_then(Value::as_str)
+        .unwrap_or("fake-hub.azure-devices.net");
+    let device_id = e.body["deviceId"].as_str().unwrap_or(id);
+    let now = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let mut state = json!({
+        "x509": {},
+        "registrationId": id,
+        "createdDateTimeUtc": now,
+        "assignedHub": hub,
+        "deviceId": device_id,
+        "status": "assigned",
+        "substatus": "initialAssignment",
+        "lastUpdatedDateTimeUtc": now,
+        "etag": e.etag,
+    });
+    if let Some(twin) = e.body.get("initialTwin") {
+        // Test-only: real DPS does not return the initial twin; the device
+        // gets it from the IoT hub. Here a test can see what it would be.
+        state["fakeInitialTwin"] = twin.clone();
+    }
+    json!({"operationId": op, "status": "assigned", "registrationState": state})
+}
+
+fn device_answer(
+    state: &Arc<Mutex<FakeState>>,
+    req: &DeviceRequest,
+    peer: &[Vec<u8>],
+) -> DeviceAnswer {
+    let (path, query) = req.target.split_once('?').unwrap_or((&req.target, ""));
+    let q: BTreeMap<String, String> = query
+        .split('&')
+        .filter_map(|p| p.split_once('='))
+        .map(|(k, v)| (percent_decode(k), percent_decode(v)))
+        .collect();
+    if !q
+        .get("api-version")
+        .is_some_and(|v| DEVICE_API_VERSIONS.contains(&v.as_str()))
+    {
+        return device_error(400, 400001, "api-version is missing or not supported");
+    }
+    let segments: Vec<String> = path
+        .strip_prefix('/')
+        .unwrap_or(path)
+        .split('/')
+        .map(percent_decode)
+        .collect();
+    let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
+    let mut s = state.lock().unwrap();
+    match (req.method.as_str(), segments.as_slice()) {
+        ("PUT", [scope, "registrations", id, "register"]) => {
+            if *scope != ID_SCOPE {
+                return device_error(404, 404201, "Unknown ID scope");
+            }
+            let Ok(body) = serde_json::from_slice::<Value>(&req.body) else {
+                return device_error(400, 400004, "the body is not JSON");
+            };
+            if body["registrationId"].as_str() != Some(*id) {
+                return device_error(
+                    400,
+                    400004,
+                    "registrationId in the body does not match the path",
+                );
+            }
+            let e = match authenticate(&s, id, peer) {
+                Ok(e) => e,
+                Err(a) => return a,
+            };
+            let op = operation_id();
+            s.operations.insert(
+                op.clone(),
+                Operation {
+                    operation_id: op.clone(),
+                    registration_id: id.to_string(),
+                    outcome: outcome(&op, id, &e),
+                },
+            );
+            DeviceAnswer {
+                status: 202,
+                headers: vec![
+                    ("Retry-After".into(), "1".into()),
+                    (
+                        "Location".into(),
+                        format!("https://localhost/{scope}/registrations/{id}/register"),
+                    ),
+                    (
+                        "x-ms-request-id".into(),
+                        hex::encode(station::random::bytes::<16>()),
+                    ),
+                ],
+                body: json!({"operationId": op, "status": "assigning"}),
+            }
+        }
+        ("GET", [scope, "registrations", id, "operations", op]) => {
+            if *scope != ID_SCOPE {
+                return device_error(404, 404201, "Unknown ID scope");
+            }
+            if let Err(a) = authenticate(&s, id, peer) {
+                return a;
+            }
+            match s.operations.get(*op) {
+                Some(o) if o.registration_id.eq_ignore_ascii_case(id) => DeviceAnswer {
+                    status: 200,
+                    headers: Vec::new(),
+                    body: o.outcome.clone(),
+                },
+                _ => device_error(404, 404201, "Operation not found"),
+            }
+        }
+        _ => device_error(404, 404000, "Not found"),
+    }
 }

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 #![allow(dead_code)]
 
+pub mod device_client;
 pub mod fake_dps;
 pub mod fake_zebra;
 pub mod root;

@@ -1,0 +1,155 @@
+//! Device lifecycle actions through the uploader: read the enrollment,
+//! apply the action (`super::super::lifecycle`), write it back with
+//! `If-Match` on the etag read. A 412 (someone changed it in between) is
+//! read and applied again, so neither change is lost; an action DPS
+//! already reflects is not written again.
+
+use serde_json::Value;
+use time::OffsetDateTime;
+
+use super::{Next, Pacer, Uploader};
+use crate::dps::DpsError;
+use crate::dps::lifecycle::{Action, apply, held_thumbprint};
+use crate::store::{DeviceAction, blocking};
+
+/// Reads after a 412 before the action is parked.
+const CONFLICT_TRIES: u32 = 5;
+
+impl Uploader {
+    /// Carries out one device action.
+    pub(super) async fn send_action(&self, pacer: &Pacer, action: &DeviceAction) -> Next {
+        let act = match Action::from_stored(&action.action, &action.params) {
+            Ok(a) => a,
+            Err(e) => {
+                self.park_action(action, &e).await;
+                return Next::Continue;
+            }
+        };
+        let store = self.store.clone();
+        let guid = action.guid.clone();
+        let (reg_id, pem) = match blocking(move || store.enrollment_facts_of(&guid)).await {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::error!("cannot read the device's enrollment facts: {e}");
+                return Next::Wait(None);
+            }
+        };
+        let reg_id = reg_id.unwrap_or_else(|| action.guid.clone());
+        let ours = pem
+            .as_deref()
+            .and_then(crate::ca::pem_to_der)
+            .map(|d| crate::ca::fingerprint(&d).to_ascii_lowercase());
+        for _ in 0..CONFLICT_TRIES {
+            pacer.slot().await;
+            let current = match self.client.get(&reg_id).await {
+                Ok(Some(c)) => c,
+                Ok(None) => {
+                    self.count("ok");
+                    self.park_action(
+                        action,
+                        &format!("DPS has no enrollment {reg_id:?} for this device: check the outbox (`station outbox list`) and the DPS instance"),
+                    )
+                    .await;
+                    return Next::Continue;
+                }
+                Err(e) => return self.action_failed(action, e).await,
+            };
+            self.count("ok");
+            if let (Some(held), Some(ours)) = (held_thumbprint(&current), &ours)
+                && &held != ours
+            {
+                self.park_action(
+                    action,
+                    "DPS holds another certificate for this device than the station's: it was enrolled elsewhere since; nothing was changed",
+                )
+                .await;
+                return Next::Continue;
+            }
+            let Some(body) = apply(&act, &current, pem.as_deref()) else {
+                tracing::info!(guid = %action.guid, action = %action.action, "DPS already reflects the device action");
+                self.action_done(action, &current).await;
+                return Next::Continue;
+            };
+            let etag = current["etag"].as_str().unwrap_or("*").to_string();
+            pacer.slot().await;
+            match self.client.replace(&body, &etag).await {
+                Ok(stored) => {
+                    self.count("ok");
+                    tracing::info!(guid = %action.guid, action = %action.action, "device action applied in DPS");
+                    let seen = if stored.is_object() { stored } else { body };
+                    self.action_done(action, &seen).await;
+                    return Next::Continue;
+                }
+                Err(DpsError::Rejected { status: 412, .. }) => {
+                    self.count("rejected");
+                    tracing::info!(guid = %action.guid, "the enrollment changed in DPS since it was read: reading it again");
+                }
+                Err(e) => return self.action_failed(action, e).await,
+            }
+        }
+        self.park_action(
+            action,
+            &format!("DPS changed the enrollment between each read and write, {CONFLICT_TRIES} times: try the action again later"),
+        )
+        .await;
+        Next::Continue
+    }
+
+    async fn action_done(&self, action: &DeviceAction, enrollment: &Value) {
+        let store = self.store.clone();
+        let (id, guid, e) = (action.id, action.guid.clone(), enrollment.clone());
+        let now = OffsetDateTime::now_utc();
+        if let Err(err) = blocking(move || store.device_action_done(id, &guid, &e, now)).await {
+            tracing::error!("DPS took the device action but it could not be recorded: {err}");
+        }
+    }
+
+    async fn park_action(&self, action: &DeviceAction, reason: &str) {
+        tracing::error!(guid = %action.guid, action = %action.action, "device action parked: {reason}");
+        self.set(|s| s.last_error = Some(reason.to_string()));
+        let store = self.store.clone();
+        let (a, reason) = (action.clone(), reason.to_string());
+        let now = OffsetDateTime::now_utc();
+        if let Err(e) = blocking(move || store.park_device_action(&a, &reason, now)).await {
+            tracing::error!("cannot record the parked device action: {e}");
+        }
+    }
+
+    /// A call failed: wait and try again, or park.
+    async fn action_failed(&self, action: &DeviceAction, e: DpsError) -> Next {
+        let msg = e.to_string();
+        let next = match &e {
+            DpsError::Network(_) => {
+                self.count("network");
+                Next::Wait(None)
+            }
+            DpsError::Throttled { retry_after } => {
+                self.count("throttled");
+                Next::Wait(*retry_after)
+            }
+            DpsError::Server { retry_after, .. } => {
+                self.count("server");
+                Next::Wait(*retry_after)
+            }
+            DpsError::Unauthorized { .. } => {
+                self.count("unauthorized");
+                self.park_action(action, &msg).await;
+                return Next::Pause(msg);
+            }
+            DpsError::Rejected { .. } => {
+                self.count("rejected");
+                self.park_action(action, &msg).await;
+                return Next::Continue;
+            }
+        };
+        tracing::warn!(guid = %action.guid, "device action failed, will retry: {msg}");
+        self.set(|s| s.last_error = Some(msg.clone()));
+        let store = self.store.clone();
+        let id = action.id;
+        let now = OffsetDateTime::now_utc();
+        if let Err(err) = blocking(move || store.device_action_failed(id, &msg, now)).await {
+            tracing::error!("cannot record the failed device action: {err}");
+        }
+        next
+    }
+}
