@@ -490,3 +490,112 @@ async fn disable_enable_and_revoke_taken_offline_reach_dps_once_each() {
     assert!(text.contains("REVOKED"), "{text}");
     assert!(text.contains("DPS         disabled"), "{text}");
 }
+
+/// Signs a person in with a badge; the session cookie.
+async fn session_of(st: &TestStation, name: &str, role: Role, badge: &str) -> String {
+    let new = station::store::NewUser {
+        name,
+        role,
+        badge: Some(badge),
+        pin: Some("1234"),
+        password: None,
+    };
+    st.store()
+        .add_user(&new, "tests", time::OffsetDateTime::now_utc())
+        .unwrap();
+    let r = sign_in_badge(st, badge, "1234").await;
+    set_cookie(&r, "station_session").unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_device_page_forms_check_what_they_are_given_and_who_sends_it() {
+    let l = line().await;
+    let sup = session_of(&l.st, "sue", Role::Supervisor, "B-1").await;
+    let builder = session_of(&l.st, "bob", Role::Activator, "B-2").await;
+    let get = |cookie: &str, path: &str| {
+        bare_client()
+            .get(format!("{}{path}", l.st.base))
+            .header("cookie", format!("station_session={cookie}"))
+            .send()
+    };
+    // An activator lands on the device lookup, and a scanned GUID opens
+    // the device's page with the activation form only.
+    let r = get(&builder, "/").await.unwrap();
+    assert_eq!(r.headers()["location"], "/devices");
+    let r = get(&builder, &format!("/devices?guid={}", l.guid))
+        .await
+        .unwrap();
+    let to = r.headers()["location"].to_str().unwrap().to_string();
+    assert_eq!(to, format!("/devices/{}", l.guid));
+    let page = get(&builder, &to).await.unwrap().text().await.unwrap();
+    assert!(page.contains(&l.guid) && page.contains(">Activate</button>"));
+    assert!(!page.contains("Revoke for good"), "not for an activator");
+    let bad = get(&builder, "/devices?guid=not-a-guid").await.unwrap();
+    assert_eq!(bad.status(), 400);
+
+    let page = get(&sup, &format!("/devices/{}", l.guid))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("Revoke for good") && page.contains("cannot be undone"));
+    let csrf = hidden_csrf(&page);
+    let post = |action: &str, form: Vec<(&str, String)>| {
+        let mut form = form;
+        form.push(("csrf", csrf.clone()));
+        bare_client()
+            .post(format!("{}/devices/{}/{action}", l.st.base, l.guid))
+            .header("cookie", format!("station_session={sup}"))
+            .form(&form)
+            .send()
+    };
+    // Malformed twin JSON, a hub not in the list, a revoke unconfirmed:
+    // the page again, saying what to fix; nothing queued.
+    let r = post(
+        "activate",
+        vec![("hub", HUB_A.into()), ("tags", "{location: hall}".into())],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("not valid JSON"));
+    let r = post("activate", vec![("hub", "elsewhere".into())])
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("choose one of"));
+    let r = post("revoke", vec![("reason", "stolen".into())])
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("cannot be undone"));
+    assert!(l.st.store().device_actions(&l.guid).unwrap().is_empty());
+
+    // A good form is queued and shown.
+    let r = post(
+        "activate",
+        vec![
+            ("hub", HUB_A.into()),
+            ("tags", r#"{"location": "hall 3"}"#.into()),
+            ("desired", String::new()),
+            ("reason", String::new()),
+        ],
+    )
+    .await
+    .unwrap();
+    let to = r.headers()["location"].to_str().unwrap().to_string();
+    assert_eq!(to, format!("/devices/{}?done=activate", l.guid));
+    let page = get(&sup, &to).await.unwrap().text().await.unwrap();
+    assert!(page.contains("Queued: activate"));
+    l.settled(1).await;
+    // Without the CSRF token a form is refused.
+    let r = bare_client()
+        .post(format!("{}/devices/{}/disable", l.st.base, l.guid))
+        .header("cookie", format!("station_session={sup}"))
+        .form(&[("reason", "x"), ("csrf", "wrong")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+}

@@ -243,6 +243,26 @@ fn already_provisioned_and_override() {
 }
 
 #[test]
+fn a_revoked_device_fails_at_review() {
+    let b = bench();
+    let (s, _) = step(SlotState::Empty, Event::TestPassed);
+    let (s, _) = step(s, Event::Done(Output::Hello { version: 1 }));
+    let (s, _) = step(s, Event::Done(Output::Identified(b.id.clone())));
+    let (f, c) = step(
+        s,
+        Event::Done(Output::Reviewed(Review::Revoked {
+            revoked_at: "2026-11-20T10:00:00Z".into(),
+        })),
+    );
+    assert_eq!(failed_code(&f), "device_revoked");
+    assert!(!matches!(run_action(&c), Some(Action::KeyGen(_))));
+    if let SlotState::Done(Outcome::Failed(f)) = f {
+        assert!(f.message.contains("admin"), "{}", f.message);
+        assert!(f.message.contains("2026-11-20"), "{}", f.message);
+    }
+}
+
+#[test]
 fn removal_mid_step_fails_with_the_step_named() {
     let b = bench();
     let s = to_keygen(&b);

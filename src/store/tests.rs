@@ -595,3 +595,148 @@ fn failed_sign_ins_keep_no_typed_secrets_and_tokens_can_be_revoked() {
     assert_eq!(s.revoke_token("mes", "t", now()).unwrap(), 0);
     assert!(s.tokens().unwrap()[0].revoked_at.is_some());
 }
+
+#[test]
+fn a_revoked_device_is_refused_unless_an_admin_overrides() {
+    let (_d, s) = store();
+    let g1: Guid = G1.parse().unwrap();
+    let b = s.open_board("st", SlotId(1), now()).unwrap();
+    let b = s.record_identity(b, &ident(G1), now()).unwrap();
+    commit(&s, b, G1, "aa", false);
+    s.complete(b, &Serial("aa".into()), now(), None, false)
+        .unwrap();
+
+    // An action for a device the station never made is refused.
+    let stranger: Guid = G2.parse().unwrap();
+    assert_eq!(
+        s.queue_device_action(
+            &stranger,
+            "disable",
+            &serde_json::json!({}),
+            Some("x"),
+            "sue",
+            now()
+        )
+        .unwrap(),
+        crate::store::Queued::Unknown
+    );
+    let queued = s
+        .queue_device_action(
+            &g1,
+            "revoke",
+            &serde_json::json!({}),
+            Some("stolen"),
+            "sue",
+            now(),
+        )
+        .unwrap();
+    assert!(
+        matches!(queued, crate::store::Queued::Queued(_)),
+        "{queued:?}"
+    );
+    assert_eq!(s.revoked().unwrap().len(), 1, "on the CRL at once");
+    // Further actions are refused; the revocation stays as it was.
+    assert!(matches!(
+        s.queue_device_action(
+            &g1,
+            "enable",
+            &serde_json::json!({}),
+            Some("oops"),
+            "sue",
+            now()
+        )
+        .unwrap(),
+        crate::store::Queued::Revoked(_)
+    ));
+    assert!(
+        s.with(|c| c.execute("DELETE FROM device_revocations", []))
+            .is_err(),
+        "a device revocation is never removed"
+    );
+
+    let b2 = s.open_board("st", SlotId(2), now()).unwrap();
+    let b2 = s.record_identity(b2, &ident(G1), now()).unwrap();
+    assert!(matches!(
+        s.review(b2, &g1, now()).unwrap(),
+        Review::Revoked { .. }
+    ));
+    // A supervisor's override is not enough; an admin's is.
+    s.grant_override(&g1, "sup", "rework", false, now())
+        .unwrap();
+    assert!(matches!(
+        s.review(b2, &g1, now()).unwrap(),
+        Review::Revoked { .. }
+    ));
+    s.grant_override(&g1, "adm", "new certificate after repair", true, now())
+        .unwrap();
+    assert_eq!(
+        s.review(b2, &g1, now()).unwrap(),
+        Review::Fresh {
+            override_granted: true
+        }
+    );
+    let actions = s.device_actions(G1).unwrap();
+    assert_eq!(actions.len(), 1);
+    assert_eq!(actions[0].action, "revoke");
+    assert_eq!(actions[0].reason.as_deref(), Some("stolen"));
+}
+
+#[test]
+fn the_role_migration_keeps_people_tokens_and_sessions() {
+    // A database as version 10 left it, with a signed-in person.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("station.db");
+    {
+        let mut c = rusqlite::Connection::open(&path).unwrap();
+        c.pragma_update(None, "foreign_keys", "ON").unwrap();
+        let tx = c.transaction().unwrap();
+        for sql in &super::migrations::MIGRATIONS[..10] {
+            tx.execute_batch(sql).unwrap();
+        }
+        tx.pragma_update(None, "user_version", 10).unwrap();
+        tx.execute_batch(
+            "INSERT INTO users (id, name, role, created_at) VALUES (7, 'ana', 'supervisor', '2026-11-01T00:00:00Z');
+             INSERT INTO api_tokens (name, role, token_hash, created_at) VALUES ('mes', 'operator', 'h1', '2026-11-01T00:00:00Z');
+             INSERT INTO sessions (token_hash, user_id, csrf, created_at, last_seen) VALUES ('s1', 7, 'c', '2026-11-01T00:00:00Z', '2026-11-01T00:00:00Z');
+             INSERT INTO overrides (guid, granted_by, reason, granted_at) VALUES ('g', 'ana', 'r', '2026-11-01T00:00:00Z');",
+        )
+        .unwrap();
+        tx.commit().unwrap();
+    }
+    let s = Store::open(&path).unwrap();
+    assert_eq!(
+        s.schema_version().unwrap(),
+        super::migrations::MIGRATIONS.len() as i64
+    );
+    let (users, sessions, fk_on, by_admin): (i64, i64, i64, i64) = s
+        .with(|c| {
+            c.query_row(
+                "SELECT (SELECT COUNT(*) FROM users), (SELECT COUNT(*) FROM sessions), (SELECT foreign_keys FROM pragma_foreign_keys), (SELECT by_admin FROM overrides)",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+        })
+        .unwrap();
+    assert_eq!((users, sessions, fk_on, by_admin), (1, 1, 1, 0));
+    // The new role is accepted, and references still hold.
+    s.with(|c| {
+        c.execute(
+            "INSERT INTO users (name, role, created_at) VALUES ('bob', 'activator', '2026-11-23T00:00:00Z')",
+            [],
+        )
+    })
+    .unwrap();
+    assert!(
+        s.with(|c| c.execute(
+            "INSERT INTO sessions (token_hash, user_id, csrf, created_at, last_seen) VALUES ('s2', 999, 'c', 'x', 'x')",
+            []
+        ))
+        .is_err(),
+        "foreign keys are enforced again after migrating"
+    );
+    assert_eq!(
+        s.token_role("nonexistent").unwrap(),
+        None,
+        "tokens table readable"
+    );
+}
