@@ -123,12 +123,12 @@ pub enum Command {
         #[command(flatten)]
         config: ConfigArgs,
     },
-    /// Supervisor actions on a board's record.
     /// Devices after the line: activate, disable, enable, revoke, show.
     Device {
         #[command(subcommand)]
         command: DeviceCommand,
     },
+    /// Supervisor actions on a board's record.
     Board {
         #[command(subcommand)]
         command: BoardCommand,
@@ -161,7 +161,7 @@ pub enum UserCommand {
     /// PIN first, then the password), never from the command line.
     Add {
         name: String,
-        /// operator, supervisor or admin.
+        /// activator, operator, supervisor or admin.
         #[arg(long)]
         role: String,
         /// What the badge scanner types for this person (needs --pin).
@@ -210,7 +210,7 @@ pub enum TokenCommand {
     },
     /// Make a bearer token; it is printed once and stored only as a hash.
     Create {
-        /// operator, supervisor or admin.
+        /// activator, operator, supervisor or admin.
         #[arg(long)]
         role: String,
         /// What the token is for (e.g. mes-import).

@@ -125,7 +125,7 @@ pub fn request(
             }
             if action == "revoke" && !req.confirmed {
                 return Err(Refused::Invalid(
-                    "revoking cannot be undone: confirm it (the device's certificate goes on the revocation list and the device is never enabled or provisioned again without an admin)".into(),
+                    "revoking cannot be undone: confirm it (`--yes` on the command line, \"confirm\": true over the API, the checkbox on the page); the device's certificates go on the revocation list and the device is never enabled or provisioned again without an admin".into(),
                 ));
             }
             Value::Object(Map::new())

@@ -47,6 +47,7 @@ async fn calls_without_a_session_or_token_are_refused() {
         "/api/v1/outbox",
         "/api/v1/ca",
         "/api/v1/boards/0a1b2c3d-0000-4000-8000-0000000000aa",
+        "/api/v1/devices/0a1b2c3d-0000-4000-8000-0000000000aa",
     ] {
         let r = c.get(format!("{}{path}", st.base)).send().await.unwrap();
         assert_eq!(r.status(), 401, "{path}");
@@ -58,6 +59,16 @@ async fn calls_without_a_session_or_token_are_refused() {
         .await
         .unwrap();
     assert_eq!(r.status(), 401, "state-changing call without credentials");
+    let r = c
+        .post(format!(
+            "{}/api/v1/devices/0a1b2c3d-0000-4000-8000-0000000000aa/revoke",
+            st.base
+        ))
+        .json(&serde_json::json!({"reason": "x", "confirm": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401, "a device action without credentials");
     let r = c
         .post(format!("{}/api/v1/outbox/retry", st.base))
         .bearer_auth("st_forged")

@@ -79,7 +79,7 @@ impl Failure {
         Failure::new(
             "device_revoked",
             format!(
-                "device {guid} was revoked ({revoked_at}): it is not provisioned again unless an admin allows a new certificate (`station board override {guid}`, or an admin on the device page); set the board aside"
+                "device {guid} was revoked ({revoked_at}): it is not provisioned again unless an admin allows a new certificate (`station board override {guid}`, or an admin's POST /api/v1/boards/{guid}/override); set the board aside"
             ),
         )
     }

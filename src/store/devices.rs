@@ -110,9 +110,18 @@ pub struct DeviceRecord {
     pub audit: Vec<AuditRow>,
 }
 
-fn revocation(c: &rusqlite::Connection, guid: &str) -> rusqlite::Result<Option<DeviceRevocation>> {
+/// The certificate a device holds now: its newest installed one.
+pub(super) const CURRENT_SERIAL: &str = "SELECT serial FROM certificates WHERE guid = ?1 AND state = 'installed' ORDER BY issued_at DESC, rowid DESC LIMIT 1";
+
+/// The revocation of the certificate the device holds now, if it is
+/// revoked (a device given a new certificate by an admin's override after
+/// a revocation is not revoked).
+pub(super) fn revocation(
+    c: &rusqlite::Connection,
+    guid: &str,
+) -> rusqlite::Result<Option<DeviceRevocation>> {
     c.query_row(
-        "SELECT serial, revoked_at, reason, revoked_by FROM device_revocations WHERE guid = ?1",
+        &format!("SELECT serial, revoked_at, reason, revoked_by FROM device_revocations WHERE guid = ?1 AND serial = ({CURRENT_SERIAL})"),
         [guid],
         |r| {
             Ok(DeviceRevocation {
@@ -146,11 +155,7 @@ impl Store {
                 return Ok(Queued::Revoked(r));
             }
             let serial: Option<String> = tx
-                .query_row(
-                    "SELECT serial FROM certificates WHERE guid = ?1 AND state = 'installed' ORDER BY issued_at DESC, rowid DESC LIMIT 1",
-                    [guid.as_str()],
-                    |r| r.get(0),
-                )
+                .query_row(CURRENT_SERIAL, [guid.as_str()], |r| r.get(0))
                 .optional()?;
             let Some(serial) = serial else {
                 return Ok(Queued::Unknown);
@@ -166,21 +171,32 @@ impl Store {
                 detail["params"] = params.clone();
             }
             if action == "revoke" {
+                // Every certificate the station ever issued for the device
+                // goes on the CRL, not only the one it holds now.
+                let serials: Vec<String> = {
+                    let mut st = tx.prepare(
+                        "SELECT serial FROM certificates c WHERE guid = ?1 AND NOT EXISTS (SELECT 1 FROM revocations r WHERE r.serial = c.serial) ORDER BY issued_at",
+                    )?;
+                    st.query_map([guid.as_str()], |r| r.get(0))?
+                        .collect::<rusqlite::Result<_>>()?
+                };
+                for s in &serials {
+                    tx.execute(
+                        "INSERT INTO revocations (serial, revoked_at, reason, revoked_by) VALUES (?1, ?2, ?3, ?4)",
+                        params![s, ts(now), reason.unwrap_or(""), actor],
+                    )?;
+                    audit::append(
+                        &tx,
+                        actor,
+                        "certificate_revoked",
+                        Some(guid.as_str()),
+                        &serde_json::json!({ "serial": s, "reason": reason }),
+                        now,
+                    )?;
+                }
                 tx.execute(
-                    "INSERT INTO revocations (serial, revoked_at, reason, revoked_by) VALUES (?1, ?2, ?3, ?4) ON CONFLICT (serial) DO NOTHING",
-                    params![serial, ts(now), reason.unwrap_or(""), actor],
-                )?;
-                tx.execute(
-                    "INSERT INTO device_revocations (guid, serial, revoked_at, reason, revoked_by) VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![guid.as_str(), serial, ts(now), reason.unwrap_or(""), actor],
-                )?;
-                audit::append(
-                    &tx,
-                    actor,
-                    "certificate_revoked",
-                    Some(guid.as_str()),
-                    &serde_json::json!({ "serial": serial, "reason": reason }),
-                    now,
+                    "INSERT INTO device_revocations (serial, guid, revoked_at, reason, revoked_by) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![serial, guid.as_str(), ts(now), reason.unwrap_or(""), actor],
                 )?;
                 detail["serial"] = serial.into();
             }
@@ -279,16 +295,6 @@ impl Store {
         })
     }
 
-    /// Records the enrollment as DPS returned it.
-    pub fn note_dps_state(
-        &self,
-        guid: &str,
-        enrollment: &serde_json::Value,
-        now: OffsetDateTime,
-    ) -> Result<(), StoreError> {
-        self.with(|c| upsert_dps(c, guid, enrollment, now).map(|_| ()))
-    }
-
     /// The registration id the device's enrollment was sent with (the
     /// GUID, or a TPM's), and the certificate it holds now (PEM).
     pub fn enrollment_facts_of(
@@ -308,7 +314,7 @@ impl Store {
                 .and_then(|v| v["registrationId"].as_str().map(str::to_string));
             let pem: Option<String> = c
                 .query_row(
-                    "SELECT pem FROM certificates WHERE guid = ?1 AND state = 'installed' ORDER BY issued_at DESC, rowid DESC LIMIT 1",
+                    &CURRENT_SERIAL.replace("SELECT serial", "SELECT pem"),
                     [guid],
                     |r| r.get(0),
                 )
@@ -327,17 +333,7 @@ impl Store {
         })
     }
 
-    /// Device actions in a state (or all), oldest first.
-    pub fn device_actions_in(&self, state: Option<&str>) -> Result<Vec<DeviceAction>, StoreError> {
-        self.with(|c| {
-            let mut st = c.prepare(&format!(
-                "SELECT {ACTION_COLUMNS} FROM device_actions WHERE (?1 IS NULL OR state = ?1) ORDER BY id"
-            ))?;
-            st.query_map([state], action_row)?.collect()
-        })
-    }
-
-    /// Whether a device was revoked, and how.
+    /// Whether the certificate the device holds now is revoked, and how.
     pub fn device_revocation(&self, guid: &str) -> Result<Option<DeviceRevocation>, StoreError> {
         self.with(|c| revocation(c, guid))
     }

@@ -102,14 +102,8 @@ impl Store {
             }
             // A revoked device gets a certificate again only if an admin
             // allowed it.
-            let revoked: Option<String> = c
-                .query_row(
-                    "SELECT revoked_at FROM device_revocations WHERE guid = ?1",
-                    [guid.as_str()],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            if let Some(revoked_at) = revoked {
+            let revoked = super::devices::revocation(c, guid.as_str())?;
+            if let Some(revoked_at) = revoked.map(|r| r.revoked_at) {
                 let by_admin: bool = c.query_row(
                     "SELECT EXISTS (SELECT 1 FROM overrides WHERE guid = ?1 AND by_admin = 1)",
                     [guid.as_str()],

@@ -286,13 +286,16 @@ CREATE TABLE device_dps (
     seen_at              TEXT NOT NULL
 );
 
+-- A device is revoked with the certificate it held; after an admin's
+-- override it may get a new certificate, which is not revoked.
 CREATE TABLE device_revocations (
-    guid        TEXT PRIMARY KEY,
-    serial      TEXT NOT NULL REFERENCES certificates (serial),
+    serial      TEXT PRIMARY KEY REFERENCES certificates (serial),
+    guid        TEXT NOT NULL,
     revoked_at  TEXT NOT NULL,
     reason      TEXT NOT NULL,
     revoked_by  TEXT NOT NULL
 );
+CREATE INDEX device_revocations_guid ON device_revocations (guid);
 CREATE TRIGGER device_revocations_no_update BEFORE UPDATE ON device_revocations
 BEGIN SELECT RAISE(ABORT, 'a revocation is never changed'); END;
 CREATE TRIGGER device_revocations_no_delete BEFORE DELETE ON device_revocations

@@ -679,6 +679,40 @@ fn a_revoked_device_is_refused_unless_an_admin_overrides() {
     assert_eq!(actions.len(), 1);
     assert_eq!(actions[0].action, "revoke");
     assert_eq!(actions[0].reason.as_deref(), Some("stolen"));
+
+    // With the admin's override the device gets a new certificate, which is
+    // not revoked: the device can be managed again, and revoked again.
+    commit(&s, b2, G1, "bb", true);
+    s.complete(b2, &Serial("bb".into()), now(), None, false)
+        .unwrap();
+    assert_eq!(s.device_revocation(G1).unwrap(), None);
+    assert!(matches!(
+        s.queue_device_action(
+            &g1,
+            "enable",
+            &serde_json::json!({}),
+            Some("repaired"),
+            "sue",
+            now()
+        )
+        .unwrap(),
+        crate::store::Queued::Queued(_)
+    ));
+    s.queue_device_action(
+        &g1,
+        "revoke",
+        &serde_json::json!({}),
+        Some("stolen again"),
+        "sue",
+        now(),
+    )
+    .unwrap();
+    let serials: Vec<String> = s.revoked().unwrap().into_iter().map(|r| r.serial).collect();
+    assert_eq!(serials, vec!["aa".to_string(), "bb".to_string()]);
+    assert_eq!(
+        s.device_revocation(G1).unwrap().unwrap().reason,
+        "stolen again"
+    );
 }
 
 #[test]

@@ -234,7 +234,14 @@ pub async fn events(
     let (idle, c) = (s.session_idle, session.clone());
     let now = time::OffsetDateTime::now_utc();
     let found = query(&s.store, move |st| st.session_peek(&c, idle, now)).await?;
-    let csrf = found.ok_or(ApiError::Unauthorized)?.csrf;
+    let found = found.ok_or(ApiError::Unauthorized)?;
+    // The slot tiles are the line's; an activator works on devices only.
+    if found.user.role < Role::Operator {
+        return Err(ApiError::Forbidden(
+            "the line view is for operators and above".into(),
+        ));
+    }
+    let csrf = found.csrf;
     let changes = s.slots.subscribe();
     let state = (changes, s, csrf, session, true);
     let stream =

@@ -70,7 +70,12 @@ impl Uploader {
                 self.action_done(action, &current).await;
                 return Next::Continue;
             };
-            let etag = current["etag"].as_str().unwrap_or("*").to_string();
+            let Some(etag) = current["etag"].as_str().map(str::to_string) else {
+                // Without an etag a write could not be conditional, and
+                // could undo someone else's change.
+                self.park_action(action, "DPS returned the enrollment without an etag: the station writes only with If-Match, so nothing was changed").await;
+                return Next::Continue;
+            };
             pacer.slot().await;
             match self.client.replace(&body, &etag).await {
                 Ok(stored) => {
