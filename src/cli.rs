@@ -323,7 +323,7 @@ pub enum DeviceCommand {
     /// desired properties (activator or supervisor).
     Activate {
         guid: String,
-        /// The IoT hub, one of [dps] activation_hubs.
+        /// The IoT hub, one of `[dps] activation_hubs`.
         #[arg(long)]
         hub: String,
         /// Initial-twin tags, a JSON object.
