@@ -501,22 +501,6 @@ async fn scan_back_confirms_the_label_or_says_loudly_it_does_not_match() {
     assert_eq!(s, 400);
 }
 
-/// Signs `name` in with a badge; returns the session cookie's value.
-async fn session_of(st: &TestStation, name: &str, badge: &str) -> String {
-    let new = station::store::NewUser {
-        name,
-        role: station::store::Role::Operator,
-        badge: Some(badge),
-        pin: Some("1234"),
-        password: None,
-    };
-    st.store()
-        .add_user(&new, "tests", time::OffsetDateTime::now_utc())
-        .unwrap();
-    let r = sign_in_badge(st, badge, "1234").await;
-    set_cookie(&r, "station_session").unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn previews_redrawn_by_the_line_view_do_not_keep_a_session_alive() {
     let st = TestStation::start(vec![quick_board()]).await;
@@ -524,8 +508,8 @@ async fn previews_redrawn_by_the_line_view_do_not_keep_a_session_alive() {
         .as_str()
         .unwrap()
         .to_string();
-    let watching = session_of(&st, "ana", "B-1").await;
-    let working = session_of(&st, "ben", "B-2").await;
+    let watching = session_of(&st, "ana", station::store::Role::Operator, "B-1").await;
+    let working = session_of(&st, "ben", station::store::Role::Operator, "B-2").await;
     let signed_in = time::OffsetDateTime::now_utc();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     for (cookie, path) in [

@@ -491,22 +491,6 @@ async fn disable_enable_and_revoke_taken_offline_reach_dps_once_each() {
     assert!(text.contains("DPS         disabled"), "{text}");
 }
 
-/// Signs a person in with a badge; the session cookie.
-async fn session_of(st: &TestStation, name: &str, role: Role, badge: &str) -> String {
-    let new = station::store::NewUser {
-        name,
-        role,
-        badge: Some(badge),
-        pin: Some("1234"),
-        password: None,
-    };
-    st.store()
-        .add_user(&new, "tests", time::OffsetDateTime::now_utc())
-        .unwrap();
-    let r = sign_in_badge(st, badge, "1234").await;
-    set_cookie(&r, "station_session").unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_device_page_forms_check_what_they_are_given_and_who_sends_it() {
     let l = line().await;

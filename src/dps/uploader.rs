@@ -67,6 +67,14 @@ pub struct Uploader {
     pub max_backoff: Duration,
 }
 
+/// What a failed call means for the work it carried.
+enum Verdict {
+    /// Try again, after this long if DPS said.
+    Retry(Option<Duration>),
+    /// Park it; `pause` stops all uploads until a supervisor retries.
+    Park { pause: bool },
+}
+
 /// The result of handling a batch.
 enum Next {
     /// Carry on with the next batch.
@@ -390,32 +398,47 @@ impl Uploader {
         }
     }
 
+    /// Counts a failed call and says what it means: wait and try again
+    /// (DPS unreachable, throttling, failing), or park the work, pausing
+    /// all uploads when the credentials are refused.
+    fn verdict(&self, e: &DpsError) -> Verdict {
+        match e {
+            DpsError::Network(_) => {
+                self.count("network");
+                Verdict::Retry(None)
+            }
+            DpsError::Throttled { retry_after } => {
+                self.count("throttled");
+                Verdict::Retry(*retry_after)
+            }
+            DpsError::Server { retry_after, .. } => {
+                self.count("server");
+                Verdict::Retry(*retry_after)
+            }
+            DpsError::Unauthorized { .. } => {
+                self.count("unauthorized");
+                Verdict::Park { pause: true }
+            }
+            DpsError::Rejected { .. } => {
+                self.count("rejected");
+                Verdict::Park { pause: false }
+            }
+        }
+    }
+
     /// A call failed as a whole.
     async fn failed(&self, jobs: &[Job], e: DpsError) -> Next {
         let ids: Vec<i64> = jobs.iter().map(|j| j.id).collect();
         let msg = e.to_string();
-        let next = match &e {
-            DpsError::Network(_) => {
-                self.count("network");
-                Next::Wait(None)
-            }
-            DpsError::Throttled { retry_after } => {
-                self.count("throttled");
-                Next::Wait(*retry_after)
-            }
-            DpsError::Server { retry_after, .. } => {
-                self.count("server");
-                Next::Wait(*retry_after)
-            }
-            DpsError::Unauthorized { .. } => {
-                self.count("unauthorized");
+        let next = match self.verdict(&e) {
+            Verdict::Retry(after) => Next::Wait(after),
+            Verdict::Park { pause } => {
                 self.park(&ids, &msg).await;
-                return Next::Pause(msg);
-            }
-            DpsError::Rejected { .. } => {
-                self.count("rejected");
-                self.park(&ids, &msg).await;
-                return Next::Continue;
+                return if pause {
+                    Next::Pause(msg)
+                } else {
+                    Next::Continue
+                };
             }
         };
         tracing::warn!(jobs = ids.len(), "DPS upload failed, will retry: {msg}");

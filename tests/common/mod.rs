@@ -318,6 +318,28 @@ pub fn with_fault(fault: &str) -> SimOptions {
     }
 }
 
+/// Adds a person with a badge and PIN 1234 and signs them in; the session
+/// cookie's value.
+pub async fn session_of(
+    st: &TestStation,
+    name: &str,
+    role: station::store::Role,
+    badge: &str,
+) -> String {
+    let new = station::store::NewUser {
+        name,
+        role,
+        badge: Some(badge),
+        pin: Some("1234"),
+        password: None,
+    };
+    st.store()
+        .add_user(&new, "tests", time::OffsetDateTime::now_utc())
+        .unwrap();
+    let r = sign_in_badge(st, badge, "1234").await;
+    set_cookie(&r, "station_session").unwrap()
+}
+
 /// The station binary built for these tests.
 pub fn station_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_station"))

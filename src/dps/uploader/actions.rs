@@ -7,7 +7,7 @@
 use serde_json::Value;
 use time::OffsetDateTime;
 
-use super::{Next, Pacer, Uploader};
+use super::{Next, Pacer, Uploader, Verdict};
 use crate::dps::DpsError;
 use crate::dps::lifecycle::{Action, apply, held_thumbprint};
 use crate::store::{DeviceAction, blocking};
@@ -123,28 +123,15 @@ impl Uploader {
     /// A call failed: wait and try again, or park.
     async fn action_failed(&self, action: &DeviceAction, e: DpsError) -> Next {
         let msg = e.to_string();
-        let next = match &e {
-            DpsError::Network(_) => {
-                self.count("network");
-                Next::Wait(None)
-            }
-            DpsError::Throttled { retry_after } => {
-                self.count("throttled");
-                Next::Wait(*retry_after)
-            }
-            DpsError::Server { retry_after, .. } => {
-                self.count("server");
-                Next::Wait(*retry_after)
-            }
-            DpsError::Unauthorized { .. } => {
-                self.count("unauthorized");
+        let next = match self.verdict(&e) {
+            Verdict::Retry(after) => Next::Wait(after),
+            Verdict::Park { pause } => {
                 self.park_action(action, &msg).await;
-                return Next::Pause(msg);
-            }
-            DpsError::Rejected { .. } => {
-                self.count("rejected");
-                self.park_action(action, &msg).await;
-                return Next::Continue;
+                return if pause {
+                    Next::Pause(msg)
+                } else {
+                    Next::Continue
+                };
             }
         };
         tracing::warn!(guid = %action.guid, "device action failed, will retry: {msg}");
