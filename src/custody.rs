@@ -118,11 +118,7 @@ pub fn open_key(cfg: &Config, create: bool) -> anyhow::Result<OpenedKey> {
             let (key, sealed) = crate::ca::file::read_key(&path, pass)?;
             Ok(OpenedKey {
                 key: CaKey::File(Box::new(key)),
-                describe: if sealed {
-                    format!("key file {} (encrypted)", path.display())
-                } else {
-                    format!("key file {}", path.display())
-                },
+                describe: crate::ca::file::describe(&path, sealed),
                 sealed,
                 made,
             })

@@ -7,6 +7,7 @@
 //!   retries, and a scripted fake link.
 //! - [`sim`]: a board simulator on a real pseudo-terminal.
 //! - [`random`]: OS randomness for serials, nonces and ids.
+//! - [`files`]: writing a file whole (temporary file, then rename).
 //! - [`ca`]: CSR intake, the leaf profile, the CA signer, its key backends
 //!   (key file, PKCS#11, TPM) and its chain to the factory root.
 //! - [`custody`]: opening the CA that `[ca]` describes, with its secrets.
@@ -39,6 +40,7 @@ pub mod core;
 pub mod custody;
 pub mod dps;
 pub mod failpoint;
+pub mod files;
 pub mod ids;
 pub mod jig;
 pub mod label;

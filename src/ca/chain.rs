@@ -34,7 +34,6 @@ pub fn pem_certificates(pem: &str) -> Vec<Vec<u8>> {
 pub struct ChainFacts {
     /// The signing certificate's subject.
     pub subject: String,
-    pub not_before: OffsetDateTime,
     /// When the signing certificate, or any above it, expires: the
     /// earliest `notAfter` in the chain.
     pub not_after: OffsetDateTime,
@@ -151,7 +150,6 @@ pub fn check_chain(
     }
     Ok(ChainFacts {
         subject: first.subject().to_string(),
-        not_before: first.validity().not_before.to_datetime(),
         not_after,
         intermediate,
     })
@@ -177,9 +175,8 @@ fn can_sign_certificates(c: &X509Certificate<'_>) -> bool {
     }
 }
 
-/// The SubjectPublicKeyInfo (DER) of a certificate.
-pub fn certificate_spki(der: &[u8]) -> Option<Vec<u8>> {
+/// Whether the certificate (DER) is for `key`'s public key.
+pub fn certifies(der: &[u8], key: &impl rcgen::PublicKeyData) -> bool {
     X509Certificate::from_der(der)
-        .ok()
-        .map(|(_, c)| c.public_key().raw.to_vec())
+        .is_ok_and(|(_, c)| c.public_key().raw == key.subject_public_key_info().as_slice())
 }

@@ -3,11 +3,11 @@
 
 use std::path::Path;
 
-use rcgen::{CertificateParams, Issuer, KeyPair, PublicKeyData, SubjectPublicKeyInfo};
+use rcgen::{CertificateParams, Issuer, KeyPair, SubjectPublicKeyInfo};
 use rustls_pki_types::CertificateDer;
 use time::OffsetDateTime;
 
-use super::chain::{ChainFacts, certificate_spki, check_chain, pem_certificates};
+use super::chain::{ChainFacts, certifies, check_chain, pem_certificates};
 use super::key::CaKey;
 use super::{CaError, CaSigner, pem_encode};
 
@@ -40,8 +40,7 @@ impl FactoryCa {
         let path = cert_path.display().to_string();
         let chain = pem_certificates(&text);
         let facts = check_chain(&chain, &path, OffsetDateTime::now_utc())?;
-        if certificate_spki(&chain[0]).as_deref() != Some(key.subject_public_key_info().as_slice())
-        {
+        if !certifies(&chain[0], &key) {
             return Err(CaError::Mismatch {
                 cert: path,
                 key: describe,

@@ -19,7 +19,7 @@ fn unreadable(path: &Path, e: impl std::fmt::Display) -> CaError {
 }
 
 /// How `ca show` names a key file.
-pub(super) fn describe(key_path: &Path, sealed: bool) -> String {
+pub fn describe(key_path: &Path, sealed: bool) -> String {
     if sealed {
         format!("key file {} (encrypted)", key_path.display())
     } else {

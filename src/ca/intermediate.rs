@@ -4,16 +4,14 @@
 //! `station ca install` checks the certificate against the key and the
 //! root before it replaces the station's chain.
 
-use std::io::Write;
 use std::path::Path;
 
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, KeyUsagePurpose,
-    PublicKeyData,
 };
 use time::OffsetDateTime;
 
-use super::chain::{ChainFacts, certificate_spki, check_chain, pem_certificates};
+use super::chain::{ChainFacts, certifies, check_chain, pem_certificates};
 use super::key::CaKey;
 use super::{CaError, pem_encode};
 
@@ -83,7 +81,7 @@ pub fn install(
         });
     }
     let facts = check_chain(&chain, given, now)?;
-    if certificate_spki(&chain[0]).as_deref() != Some(key.subject_public_key_info().as_slice()) {
+    if !certifies(&chain[0], key) {
         return Err(CaError::Chain {
             cert: given.into(),
             reason: format!(
@@ -94,22 +92,13 @@ pub fn install(
         });
     }
     let text: String = chain.iter().map(|d| pem_encode("CERTIFICATE", d)).collect();
-    write_replacing(cert_path, text.as_bytes()).map_err(|e| CaError::Unreadable {
-        path: cert_path.display().to_string(),
-        reason: e.to_string(),
-    })?;
+    cert_path
+        .parent()
+        .map_or(Ok(()), std::fs::create_dir_all)
+        .and_then(|()| crate::files::write_replacing(cert_path, |f| f.write_all(text.as_bytes())))
+        .map_err(|e| CaError::Unreadable {
+            path: cert_path.display().to_string(),
+            reason: e.to_string(),
+        })?;
     Ok(facts)
-}
-
-/// Writes `bytes` to a temporary file beside `path`, syncs it, and renames
-/// it over `path`.
-fn write_replacing(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let tmp = path.with_extension("pem.new");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
 }

@@ -111,7 +111,7 @@ fn show(guid: &str, json: bool, token: &TokenArg, config: &ConfigArgs) -> anyhow
     let guid: Guid = guid.trim().parse()?;
     let (_, store, _, _) = open(config, token)?;
     let r = store.device_record(&guid)?;
-    if r.certificates.is_empty() && r.boards.is_empty() {
+    if !r.is_known() {
         anyhow::bail!("the station has no record of device {guid}: check the GUID on the label");
     }
     if json {

@@ -86,31 +86,9 @@ fn emit(
             lock.flush()?;
         }
         Some(path) => {
-            // Beside the target, named after it, removed if anything fails:
-            // the target is either the whole new file or untouched.
-            let name = path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_else(|| "report".into());
-            let tmp = path.with_file_name(format!(".{name}.partial"));
-            let mut written = || -> anyhow::Result<()> {
-                let mut f = std::io::BufWriter::new(
-                    std::fs::File::create(&tmp)
-                        .with_context(|| format!("creating {}", tmp.display()))?,
-                );
-                write(&mut f)?;
-                f.flush()?;
-                f.into_inner()
-                    .map_err(|e| anyhow::anyhow!("writing {}: {e}", tmp.display()))?
-                    .sync_all()?;
-                std::fs::rename(&tmp, path)
-                    .with_context(|| format!("moving the report to {}", path.display()))
-            };
-            let result = written();
-            if result.is_err() {
-                let _ = std::fs::remove_file(&tmp);
-            }
-            result?;
+            // The target is either the whole new file or untouched.
+            crate::files::write_replacing(path, |f| write(f))
+                .with_context(|| format!("creating or writing {}", path.display()))?;
             eprintln!("wrote {}", path.display());
         }
     }

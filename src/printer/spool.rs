@@ -1,7 +1,6 @@
 //! The spool backend: each label becomes a `.zpl` file in a folder, for the
 //! demo, or for a print server that watches the folder.
 
-use std::io::Write;
 use std::path::PathBuf;
 
 use super::{PrintError, PrintJob, Printer};
@@ -67,11 +66,7 @@ impl Printer for SpoolPrinter {
         let zpl = job.zpl.clone();
         let done = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
             std::fs::create_dir_all(&dir)?;
-            let tmp = dir.join(format!(".{name}.partial"));
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(zpl.as_bytes())?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, dir.join(&name))
+            crate::files::write_replacing(&dir.join(&name), |f| f.write_all(zpl.as_bytes()))
         })
         .await
         .map_err(|e| self.error(e))?;

@@ -110,8 +110,9 @@ pub struct DeviceRecord {
     pub audit: Vec<AuditRow>,
 }
 
-/// The certificate a device holds now: its newest installed one.
-pub(super) const CURRENT_SERIAL: &str = "SELECT serial FROM certificates WHERE guid = ?1 AND state = 'installed' ORDER BY issued_at DESC, rowid DESC LIMIT 1";
+/// The certificate a device holds now, its newest installed one, after
+/// `SELECT <columns>`.
+const CURRENT_CERT: &str = "FROM certificates WHERE guid = ?1 AND state = 'installed' ORDER BY issued_at DESC, rowid DESC LIMIT 1";
 
 /// The revocation of the certificate the device holds now, if it is
 /// revoked (a device given a new certificate by an admin's override after
@@ -121,7 +122,7 @@ pub(super) fn revocation(
     guid: &str,
 ) -> rusqlite::Result<Option<DeviceRevocation>> {
     c.query_row(
-        &format!("SELECT serial, revoked_at, reason, revoked_by FROM device_revocations WHERE guid = ?1 AND serial = ({CURRENT_SERIAL})"),
+        &format!("SELECT serial, revoked_at, reason, revoked_by FROM device_revocations WHERE guid = ?1 AND serial = (SELECT serial {CURRENT_CERT})"),
         [guid],
         |r| {
             Ok(DeviceRevocation {
@@ -155,7 +156,7 @@ impl Store {
                 return Ok(Queued::Revoked(r));
             }
             let serial: Option<String> = tx
-                .query_row(CURRENT_SERIAL, [guid.as_str()], |r| r.get(0))
+                .query_row(&format!("SELECT serial {CURRENT_CERT}"), [guid.as_str()], |r| r.get(0))
                 .optional()?;
             let Some(serial) = serial else {
                 return Ok(Queued::Unknown);
@@ -313,11 +314,7 @@ impl Store {
                 .and_then(|b| serde_json::from_str::<serde_json::Value>(&b).ok())
                 .and_then(|v| v["registrationId"].as_str().map(str::to_string));
             let pem: Option<String> = c
-                .query_row(
-                    &CURRENT_SERIAL.replace("SELECT serial", "SELECT pem"),
-                    [guid],
-                    |r| r.get(0),
-                )
+                .query_row(&format!("SELECT pem {CURRENT_CERT}"), [guid], |r| r.get(0))
                 .optional()?;
             Ok((id, pem))
         })
@@ -402,6 +399,13 @@ impl Store {
             revocation: self.device_revocation(g)?,
             audit,
         })
+    }
+}
+
+impl DeviceRecord {
+    /// Whether the station has any record of the device.
+    pub fn is_known(&self) -> bool {
+        !(self.certificates.is_empty() && self.boards.is_empty())
     }
 }
 

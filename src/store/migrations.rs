@@ -296,6 +296,8 @@ CREATE TABLE device_revocations (
     revoked_by  TEXT NOT NULL
 );
 CREATE INDEX device_revocations_guid ON device_revocations (guid);
+-- The device page reads the audit rows about one GUID.
+CREATE INDEX audit_subject ON audit (subject, id);
 CREATE TRIGGER device_revocations_no_update BEFORE UPDATE ON device_revocations
 BEGIN SELECT RAISE(ABORT, 'a revocation is never changed'); END;
 CREATE TRIGGER device_revocations_no_delete BEFORE DELETE ON device_revocations

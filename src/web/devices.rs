@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::auth::Caller;
-use super::supervisor::refused;
+use super::supervisor::{not_allowed, refused};
 use super::{ApiError, AppState, query};
 use crate::ids::Guid;
 use crate::lifecycle::{Refused, Request};
@@ -66,7 +66,7 @@ pub async fn record(
     let guid = guid_of(&guid)?;
     let g = guid.clone();
     let record = query(&s.store, move |st| st.device_record(&g)).await?;
-    if record.certificates.is_empty() && record.boards.is_empty() {
+    if !record.is_known() {
         return Err(ApiError::NotFound(format!(
             "the station has no record of device {guid}"
         )));
@@ -212,7 +212,7 @@ async fn show(
     };
     let g = guid.clone();
     let record = query(&s.store, move |st| st.device_record(&g)).await?;
-    let known = !(record.certificates.is_empty() && record.boards.is_empty());
+    let known = record.is_known();
     let error = error.or_else(|| {
         (!known).then(|| {
             format!("the station has no record of device {guid}: check the GUID on the label")
@@ -307,7 +307,11 @@ pub async fn act_form(
         Err(ApiError::BadRequest(m) | ApiError::Conflict(m) | ApiError::NotFound(m)) => {
             show(&s, &caller, &guid, Some(m), None).await
         }
-        Err(ApiError::Forbidden(m)) => Ok((StatusCode::FORBIDDEN, Html(format!("<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Not allowed</title><link rel=\"stylesheet\" href=\"/static/station.css\"></head><body><h1>Not allowed</h1><p role=\"alert\">{}</p><p><a href=\"/devices/{g}\">Back to the device</a></p></body></html>", askama::filters::escape(&m, askama::filters::Html).map(|e| e.to_string()).unwrap_or_default()))).into_response()),
+        Err(ApiError::Forbidden(m)) => Ok(not_allowed(
+            &m,
+            &format!("/devices/{g}"),
+            "Back to the device",
+        )),
         Err(e) => Err(e),
     }
 }

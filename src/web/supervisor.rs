@@ -30,13 +30,30 @@ struct Supervisor {
 
 /// A page saying who may open it, for people whose role is too low.
 pub(super) fn refused(caller: &Caller, need: Role) -> Response {
-    let body = format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Not allowed</title><link rel=\"stylesheet\" href=\"/static/station.css\"></head><body><h1>Not allowed</h1><p role=\"alert\">This page is for the {} role. You are signed in as {} ({}).</p><p><a href=\"/\">Back to the line</a></p></body></html>",
-        need.as_str(),
-        askama::filters::escape(&caller.name, askama::filters::Html)
+    not_allowed(
+        &format!(
+            "This page is for the {} role. You are signed in as {} ({}).",
+            need.as_str(),
+            caller.name,
+            caller.role.as_str()
+        ),
+        "/",
+        "Back to the line",
+    )
+}
+
+/// The "not allowed" page: `message` (escaped here) and a way back.
+pub(super) fn not_allowed(message: &str, back: &str, back_text: &str) -> Response {
+    let esc = |t: &str| {
+        askama::filters::escape(t, askama::filters::Html)
             .map(|e| e.to_string())
-            .unwrap_or_default(),
-        caller.role.as_str()
+            .unwrap_or_default()
+    };
+    let body = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Not allowed</title><link rel=\"stylesheet\" href=\"/static/station.css\"></head><body><h1>Not allowed</h1><p role=\"alert\">{}</p><p><a href=\"{}\">{}</a></p></body></html>",
+        esc(message),
+        esc(back),
+        esc(back_text)
     );
     (StatusCode::FORBIDDEN, Html(body)).into_response()
 }
