@@ -29,10 +29,8 @@ pub async fn grant_override(
     Json(body): Json<OverrideBody>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     caller.require(Role::Supervisor)?;
-    caller.check_csrf(headers.get("x-csrf-token").and_then(|v| v.to_str().ok()))?;
-    let guid: Guid = guid
-        .parse()
-        .map_err(|e: crate::ids::IdError| ApiError::BadRequest(e.to_string()))?;
+    caller.check_csrf_header(&headers)?;
+    let guid: Guid = guid.parse()?;
     let reason = body.reason.trim().to_string();
     if reason.is_empty() || reason.chars().count() > 500 {
         return Err(ApiError::BadRequest(

@@ -77,9 +77,7 @@ pub async fn board(
     Path(guid): Path<String>,
 ) -> Result<Json<BoardDetail>, ApiError> {
     caller.require(Role::Operator)?;
-    let guid: Guid = guid
-        .parse()
-        .map_err(|e: crate::ids::IdError| ApiError::BadRequest(e.to_string()))?;
+    let guid: Guid = guid.parse()?;
     let g = guid.clone();
     let Some(board) = query(&s.store, move |st| st.board(&g)).await? else {
         return Err(ApiError::NotFound(format!(

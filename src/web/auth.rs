@@ -58,6 +58,12 @@ impl Caller {
             )),
         }
     }
+
+    /// As [`Caller::check_csrf`], with the token from the `x-csrf-token`
+    /// header (API calls from the page's scripts).
+    pub fn check_csrf_header(&self, headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
+        self.check_csrf(headers.get("x-csrf-token").and_then(|v| v.to_str().ok()))
+    }
 }
 
 /// Compares secrets without an early exit: the SHA-256 digests (fixed

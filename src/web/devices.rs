@@ -18,12 +18,6 @@ use crate::ids::Guid;
 use crate::lifecycle::{Refused, Request};
 use crate::store::{DeviceRecord, Role};
 
-fn guid_of(text: &str) -> Result<Guid, ApiError> {
-    text.trim()
-        .parse()
-        .map_err(|e: crate::ids::IdError| ApiError::BadRequest(e.to_string()))
-}
-
 fn refusal(e: Refused) -> ApiError {
     match e {
         Refused::Forbidden(m) => ApiError::Forbidden(m),
@@ -63,7 +57,7 @@ pub async fn record(
     Path(guid): Path<String>,
 ) -> Result<Json<DeviceRecord>, ApiError> {
     caller.require(Role::Activator)?;
-    let guid = guid_of(&guid)?;
+    let guid = guid.trim().parse::<Guid>()?;
     let g = guid.clone();
     let record = query(&s.store, move |st| st.device_record(&g)).await?;
     if !record.is_known() {
@@ -108,8 +102,8 @@ pub async fn act(
     Path((guid, action)): Path<(String, String)>,
     body: Option<Json<ActionBody>>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    caller.check_csrf(headers.get("x-csrf-token").and_then(|v| v.to_str().ok()))?;
-    let guid = guid_of(&guid)?;
+    caller.check_csrf_header(&headers)?;
+    let guid = guid.trim().parse::<Guid>()?;
     let b = body.map(|Json(b)| b).unwrap_or_default();
     let req = Request {
         action: action.clone(),
@@ -285,7 +279,7 @@ pub async fn act_form(
     Form(f): Form<ActionForm>,
 ) -> Result<Response, ApiError> {
     caller.check_csrf(Some(&f.csrf))?;
-    let g = guid_of(&guid)?;
+    let g = guid.trim().parse::<Guid>()?;
     let twin = |what: &str, text: &str| crate::dps::lifecycle::parse_twin(what, text);
     let (tags, desired) = match (
         twin("tags", &f.tags),

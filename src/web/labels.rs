@@ -16,15 +16,6 @@ use crate::printer::worker::facts_of;
 use crate::store::{LabelCounts, Role};
 use crate::workflow::LabelScan;
 
-fn parse_guid(guid: &str) -> Result<Guid, ApiError> {
-    guid.parse()
-        .map_err(|e: crate::ids::IdError| ApiError::BadRequest(e.to_string()))
-}
-
-fn csrf_header(headers: &HeaderMap) -> Option<&str> {
-    headers.get("x-csrf-token").and_then(|v| v.to_str().ok())
-}
-
 /// `GET /api/v1/boards/{guid}/label.svg`: the label as it prints.
 pub async fn preview(
     State(s): State<AppState>,
@@ -32,7 +23,7 @@ pub async fn preview(
     Path(guid): Path<String>,
 ) -> Result<Response, ApiError> {
     caller.require(Role::Operator)?;
-    let guid = parse_guid(&guid)?;
+    let guid: Guid = guid.parse()?;
     let g = guid.as_str().to_string();
     let Some(record) = query(&s.store, move |st| st.label_record(&g)).await? else {
         return Err(ApiError::NotFound(format!(
@@ -101,8 +92,8 @@ pub async fn reprint(
     body: Option<Json<ReprintBody>>,
 ) -> Result<(StatusCode, Json<Queued>), ApiError> {
     caller.require(Role::Operator)?;
-    caller.check_csrf(csrf_header(&headers))?;
-    let guid = parse_guid(&guid)?;
+    caller.check_csrf_header(&headers)?;
+    let guid: Guid = guid.parse()?;
     let reason = body.and_then(|Json(b)| b.reason);
     let job = queue_reprint(&s, &caller, &guid, reason).await?;
     Ok((
@@ -129,7 +120,7 @@ pub async fn test_label(
     headers: HeaderMap,
 ) -> Result<(StatusCode, Json<Queued>), ApiError> {
     caller.require(Role::Supervisor)?;
-    caller.check_csrf(csrf_header(&headers))?;
+    caller.check_csrf_header(&headers)?;
     let job = queue_test(&s, &caller).await?;
     Ok((
         StatusCode::ACCEPTED,
@@ -259,7 +250,7 @@ pub async fn scan(
     Json(body): Json<ScanBody>,
 ) -> Result<Json<ScanResult>, ApiError> {
     caller.require(Role::Operator)?;
-    caller.check_csrf(csrf_header(&headers))?;
+    caller.check_csrf_header(&headers)?;
     Ok(Json(check_scan(&s, &caller, slot, &body.scanned).await?))
 }
 
@@ -298,7 +289,7 @@ pub async fn reprint_form(
     queue_reprint(
         &s,
         &caller,
-        &parse_guid(&guid)?,
+        &guid.parse::<Guid>()?,
         Some("reprint at the slot".into()),
     )
     .await?;

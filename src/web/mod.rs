@@ -152,6 +152,13 @@ pub enum ApiError {
     Internal(String),
 }
 
+/// A GUID in a path that is not one is the caller's mistake.
+impl From<crate::ids::IdError> for ApiError {
+    fn from(e: crate::ids::IdError) -> ApiError {
+        ApiError::BadRequest(e.to_string())
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, msg) = match self {

@@ -76,7 +76,7 @@ pub async fn retry(
     Query(q): Query<RetryQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     caller.require(Role::Supervisor)?;
-    caller.check_csrf(headers.get("x-csrf-token").and_then(|v| v.to_str().ok()))?;
+    caller.check_csrf_header(&headers)?;
     let guid = match q.guid {
         Some(g) => Some(
             g.parse::<crate::ids::Guid>()
