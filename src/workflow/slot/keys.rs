@@ -4,6 +4,7 @@
 //! certificate chain in an NV index), or the station (it makes the key,
 //! sends it with `KEYLOAD`, signs the CSR and forgets the key).
 
+use crate::ca::key::sha256;
 use std::sync::Arc;
 
 use p256::ecdsa::signature::Signer;
@@ -42,13 +43,6 @@ async fn with_tpm<T: Send + 'static>(
         .await
         .map_err(|e| Failure::internal(&e.to_string()))?
         .map_err(|e| tpm_failure(&e))
-}
-
-fn sha256(data: &[u8]) -> [u8; 32] {
-    let d = ring::digest::digest(&ring::digest::SHA256, data);
-    let mut out = [0u8; 32];
-    out.copy_from_slice(d.as_ref());
-    out
 }
 
 /// Splits concatenated DER values (a certificate chain read from NV).
@@ -119,11 +113,16 @@ impl SlotDriver {
             }
             KeySource::Tpm(opener) => {
                 let tpm = self.tpm(opener, visit).await?;
-                let ek = with_tpm(&tpm, |t| t.ek_public()).await?;
-                let store = self.store.clone();
-                blocking(move || store.record_tpm_ek(board, &ek))
-                    .await
-                    .map_err(|e| super::store_failure(&e))?;
+                // The endorsement key is made by the TPM on each read (an
+                // RSA key: seconds on a real chip); only TPM attestation
+                // needs it.
+                if self.enrollment.attestation != crate::config::Attestation::X509 {
+                    let ek = with_tpm(&tpm, |t| t.ek_public()).await?;
+                    let store = self.store.clone();
+                    blocking(move || store.record_tpm_ek(board, &ek))
+                        .await
+                        .map_err(|e| super::store_failure(&e))?;
+                }
                 let public = self.tpm_key(&tpm, &id, board).await?;
                 let guid = id.guid.clone();
                 let t = tpm.clone();
