@@ -59,6 +59,9 @@ async fn each_printer_status_becomes_an_operator_message() {
         assert_eq!(p.check().await.unwrap_err().code(), code);
     }
     assert!(zebra.printed().is_empty(), "nothing printed with a problem");
+    // (The fake takes a label only when ready; one sent during a problem
+    // would be a fault.)
+    assert!(zebra.faults().is_empty(), "nothing sent with a problem");
     assert_eq!(zebra.with(|s| s.status_requests), 10, "asked before each");
 
     zebra.set(Status::Ready);
@@ -161,6 +164,7 @@ async fn labels_wait_for_the_printer_and_print_once_each() {
             .contains("out of labels: load a new roll")
     );
     assert!(zebra.printed().is_empty());
+    assert!(zebra.faults().is_empty(), "nothing sent while out of paper");
 
     zebra.set(Status::Ready);
     let v = wait_printer(&st, "all printed", |v| v["labels"]["pending"] == 0).await;

@@ -428,12 +428,22 @@ async fn simulated_tpm_boards_each_bring_a_fresh_swtpm() {
     for b in &boards {
         assert_eq!(b["status"], "provisioned", "{b:#}");
     }
+    guids.sort();
     guids.dedup();
-    assert_eq!(
-        guids.len(),
-        boards.len(),
-        "a new board each time, each with its own TPM key"
-    );
+    assert_eq!(guids.len(), boards.len(), "a new board each time");
+    // Each with its own TPM key: the certificates' keys all differ.
+    let mut keys: Vec<Vec<u8>> = guids
+        .iter()
+        .map(|g| {
+            let pem = &st.ledger(g)[0].pem;
+            let der = station::ca::pem_to_der(pem).unwrap();
+            let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+            cert.public_key().raw.to_vec()
+        })
+        .collect();
+    keys.sort();
+    keys.dedup();
+    assert_eq!(keys.len(), boards.len(), "each with its own TPM key");
 }
 
 #[test]
