@@ -56,20 +56,13 @@ impl RangeArgs {
     }
 
     fn query(&self, range: &Range) -> ReportQuery {
-        let mut title = range.title.clone();
-        if let Some(l) = &self.lot {
-            title.push_str(&format!(", lot {l}"));
-        }
-        if let Some(s) = self.slot {
-            title.push_str(&format!(", slot {s}"));
-        }
-        ReportQuery {
-            from: ts(range.from),
-            to: ts(range.to),
-            lot: self.lot.clone(),
-            slot: self.slot,
-            title,
-        }
+        ReportQuery::new(
+            &range.title,
+            ts(range.from),
+            ts(range.to),
+            self.lot.clone(),
+            self.slot,
+        )
     }
 }
 
@@ -148,13 +141,7 @@ pub fn export_units(
     let cfg = config.load()?;
     let r = range.range(&cfg)?;
     let store = open_store(&cfg)?;
-    let q = range.query(&r);
-    let filter = UnitFilter {
-        from: q.from,
-        to: q.to,
-        lot: q.lot,
-        slot: q.slot,
-    };
+    let filter = UnitFilter::of(&range.query(&r));
     emit(out.map(PathBuf::as_path), &mut |w| {
         export(&store, &filter, format, w)
     })

@@ -25,6 +25,33 @@ pub struct ReportQuery {
     pub title: String,
 }
 
+impl ReportQuery {
+    /// A query from `from` to `to` (store time format), titled as the
+    /// range was asked for, with the lot and slot named.
+    pub fn new(
+        range_title: &str,
+        from: String,
+        to: String,
+        lot: Option<String>,
+        slot: Option<u16>,
+    ) -> ReportQuery {
+        let mut title = range_title.to_string();
+        if let Some(l) = &lot {
+            title.push_str(&format!(", lot {l}"));
+        }
+        if let Some(n) = slot {
+            title.push_str(&format!(", slot {n}"));
+        }
+        ReportQuery {
+            from,
+            to,
+            lot,
+            slot,
+            title,
+        }
+    }
+}
+
 /// One board record (one visit of a board to a jig), as reports show it.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Unit {

@@ -16,6 +16,18 @@ pub struct UnitFilter {
     pub slot: Option<u16>,
 }
 
+impl UnitFilter {
+    /// The board records a report query covers.
+    pub fn of(q: &crate::report::ReportQuery) -> UnitFilter {
+        UnitFilter {
+            from: q.from.clone(),
+            to: q.to.clone(),
+            lot: q.lot.clone(),
+            slot: q.slot,
+        }
+    }
+}
+
 const UNIT_SELECT: &str = "SELECT b.id, b.station, b.slot, b.operator, b.work_order, b.guid, b.started_at, b.finished_at,
         b.status, b.step, b.error_code, b.error,
         (SELECT c.serial FROM certificates c WHERE c.board_id = b.id ORDER BY c.rowid DESC LIMIT 1),
@@ -162,12 +174,7 @@ impl Store {
         query: crate::report::ReportQuery,
         generated_at: String,
     ) -> Result<crate::report::Report, StoreError> {
-        let filter = UnitFilter {
-            from: query.from.clone(),
-            to: query.to.clone(),
-            lot: query.lot.clone(),
-            slot: query.slot,
-        };
+        let filter = UnitFilter::of(&query);
         let (units, steps) = self.report_data(&filter)?;
         Ok(crate::report::Report::build(
             station,

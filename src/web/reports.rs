@@ -59,26 +59,8 @@ async fn answer(
         ),
         None => None,
     };
-    let mut title = range.title.clone();
-    if let Some(l) = &lot {
-        title.push_str(&format!(", lot {l}"));
-    }
-    if let Some(n) = slot {
-        title.push_str(&format!(", slot {n}"));
-    }
-    let q = ReportQuery {
-        from: ts(range.from),
-        to: ts(range.to),
-        lot,
-        slot,
-        title,
-    };
-    let filter = crate::store::UnitFilter {
-        from: q.from.clone(),
-        to: q.to.clone(),
-        lot: q.lot.clone(),
-        slot: q.slot,
-    };
+    let q = ReportQuery::new(&range.title, ts(range.from), ts(range.to), lot, slot);
+    let filter = crate::store::UnitFilter::of(&q);
     let records = query(&s.store, move |st| st.count_units(&filter)).await?;
     // A page is built in memory: larger ranges are for `station export
     // units`, which streams.
