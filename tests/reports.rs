@@ -748,3 +748,32 @@ async fn a_range_too_large_for_a_page_is_sent_to_the_export() {
     let (s, _) = st.get("/api/v1/reports?date=2026-11-23&lot=B-12").await;
     assert_eq!(s, 200, "a narrower range fits");
 }
+
+#[test]
+fn exports_read_in_small_pages_are_the_same_as_in_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("station.db");
+    seed(&db);
+    let store = Store::open(&db).unwrap();
+    let all = station::store::UnitFilter {
+        from: "2000-01-01T00:00:00.000Z".into(),
+        to: "2100-01-01T00:00:00.000Z".into(),
+        lot: None,
+        slot: None,
+    };
+    for format in ["csv", "jsonl"] {
+        let mut whole = Vec::new();
+        station::cli::report_cmd::export(&store, &all, format, &mut whole).unwrap();
+        let mut paged = Vec::new();
+        station::cli::report_cmd::export_paged(&store, &all, format, 3, &mut paged).unwrap();
+        let text = String::from_utf8(paged.clone()).unwrap();
+        let records = SEEDS.len();
+        let lines = text.lines().count();
+        if format == "csv" {
+            assert_eq!(lines, records + 1, "one header, then every record:\n{text}");
+        } else {
+            assert_eq!(lines, records, "{text}");
+        }
+        assert_eq!(paged, whole, "{format}: pages of 3 give the same export");
+    }
+}

@@ -147,6 +147,9 @@ pub fn export_units(
     })
 }
 
+/// Records read from the store at a time by an export.
+pub const EXPORT_PAGE: u32 = 5000;
+
 /// Writes the units of `filter` as JSON lines or CSV.
 pub fn export(
     store: &Store,
@@ -154,9 +157,21 @@ pub fn export(
     format: &str,
     w: &mut dyn Write,
 ) -> anyhow::Result<()> {
+    export_paged(store, filter, format, EXPORT_PAGE, w)
+}
+
+/// As [`export`], reading `page` records at a time (tests use small pages
+/// to cross page boundaries).
+pub fn export_paged(
+    store: &Store,
+    filter: &UnitFilter,
+    format: &str,
+    page: u32,
+    w: &mut dyn Write,
+) -> anyhow::Result<()> {
     let mut first = true;
     let mut failed: Option<std::io::Error> = None;
-    store.each_unit_page(filter, 5000, format != "csv", &mut |units, steps| {
+    store.each_unit_page(filter, page, format != "csv", &mut |units, steps| {
         let text = if format == "csv" {
             let all = render::csv(&units);
             if first {
