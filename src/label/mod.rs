@@ -11,6 +11,9 @@ pub use template::{LabelFacts, LabelSize, LabelTemplate, TemplateError};
 /// The reference template, used when `station.toml` names none.
 pub const REFERENCE_TEMPLATE: &str = include_str!("../../templates/label.zpl");
 
+/// The GUID a test label carries (the store keeps its print jobs under it).
+pub const TEST_LABEL_GUID: &str = "00000000-0000-0000-0000-000000000000";
+
 /// Makes labels: the checked template and what it needs besides a board.
 #[derive(Debug, Clone)]
 pub struct Labeler {
@@ -44,7 +47,7 @@ impl Labeler {
     /// sample values that say what they are.
     pub fn test_facts(station: &str, now: time::OffsetDateTime) -> LabelFacts {
         LabelFacts {
-            guid: "00000000-0000-0000-0000-000000000000".into(),
+            guid: TEST_LABEL_GUID.into(),
             product: "TEST LABEL".into(),
             hw_revision: "test".into(),
             fw_version: "test".into(),

@@ -8,8 +8,7 @@ use time::OffsetDateTime;
 
 use super::{Store, StoreError, audit, ts};
 
-/// The GUID a test label carries.
-pub const TEST_LABEL_GUID: &str = "00000000-0000-0000-0000-000000000000";
+pub use crate::label::TEST_LABEL_GUID;
 
 /// A label job waiting for the printer.
 #[derive(Debug, Clone, PartialEq, Eq)]
