@@ -2,8 +2,8 @@
 # Runs every test of the station. Installs what the tests need on a fresh
 # Debian machine (as root): a C compiler for the bundled SQLite and ring,
 # Chromium with its WebDriver for the browser test, and the TPM 2.0
-# simulator (swtpm), tpm2-tools and libtss2 for the TPM tests, and SoftHSM
-# for the CA key in a PKCS#11 token.
+# simulator (swtpm), tpm2-tools and libtss2 for the TPM tests, SoftHSM
+# for the CA key in a PKCS#11 token, and PostgreSQL for the plant tier.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,6 +21,12 @@ pkg-config --exists tss2-esys 2>/dev/null || need+=(libtss2-dev)
 [ -e /usr/lib/softhsm/libsofthsm2.so ] || need+=(softhsm2)
 # The offline factory root in the CA tests is kept with openssl.
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+# The plant tier tests start their own private PostgreSQL clusters
+# (tests/common/pg.rs) with initdb and pg_ctl from Debian's postgresql
+# (it brings postgresql-client's psql). The package also starts a system
+# cluster on port 5432, which the tests do not use.
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
+[ -x /usr/bin/psql ] || need+=(postgresql-client)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing ${need[*]}"
   apt-get update -qq

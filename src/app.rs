@@ -35,6 +35,8 @@ pub struct App {
     pub sims: Vec<(u16, PtySim)>,
     /// The swtpm of each simulated TPM slot.
     pub sim_tpms: Vec<Arc<SimTpm>>,
+    /// The plant tier, with `[plant]`.
+    pub plant: Option<crate::plant::PlantHandle>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
 }
@@ -83,6 +85,28 @@ fn people_check(store: &Store, demo: bool) -> anyhow::Result<Option<(String, Str
     Ok(Some(("demo".into(), password, token)))
 }
 
+/// The DPS budget shared through the plant database, with `[plant]
+/// dps_ops_per_minute`: one bucket per DPS instance (its host name).
+fn shared_budget(
+    cfg: &Config,
+    plant: Option<&crate::plant::PlantHandle>,
+    dps_host: &str,
+) -> Option<Arc<dyn crate::dps::SharedBudget>> {
+    let n = cfg.plant.as_ref()?.dps_ops_per_minute?;
+    let p = plant?;
+    tracing::info!(
+        dps = dps_host,
+        ops_per_minute = n,
+        "the DPS operation budget is shared through the plant database ([dps] ops_per_minute while it cannot be reached)"
+    );
+    Some(Arc::new(crate::plant::budget::PgBudget::new(
+        p.pool.clone(),
+        p.shown.clone(),
+        dps_host.to_string(),
+        n,
+    )))
+}
+
 /// Starts the station described by `cfg`.
 pub async fn start(cfg: &Config, demo_ca: bool) -> anyhow::Result<App> {
     std::fs::create_dir_all(&cfg.data_dir)
@@ -101,6 +125,17 @@ pub async fn start(cfg: &Config, demo_ca: bool) -> anyhow::Result<App> {
             .filter(|_| cfg.dps.connection.is_some()),
     );
     let mut tasks = Vec::new();
+    // The plant tier: its own task, which the line never waits for.
+    let plant = match crate::plant::start(cfg, &store, {
+        let slots = slots.clone();
+        Arc::new(move || slots.touch())
+    })? {
+        Some((handle, forwarder)) => {
+            tasks.push(tokio::spawn(forwarder.run()));
+            Some(handle)
+        }
+        None => None,
+    };
     match (&cfg.dps.connection, &cfg.dps.endpoint) {
         (Some(conn), Some(endpoint)) => {
             let client = HttpDps::new(endpoint, conn.clone(), cfg.dps.request_timeout)
@@ -119,6 +154,7 @@ pub async fn start(cfg: &Config, demo_ca: bool) -> anyhow::Result<App> {
                 wake: uploads.clone(),
                 ops_per_minute: cfg.dps.ops_per_minute,
                 max_backoff: cfg.dps.max_backoff,
+                budget: shared_budget(cfg, plant.as_ref(), &conn.host),
             };
             tasks.push(tokio::spawn(uploader.run()));
         }
@@ -280,6 +316,7 @@ pub async fn start(cfg: &Config, demo_ca: bool) -> anyhow::Result<App> {
         reports: Arc::new(cfg.reports.clone()),
         ca: ca.clone(),
         activation_hubs: Arc::new(cfg.dps.activation_hubs.clone()),
+        plant: plant.clone(),
     };
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
@@ -302,6 +339,7 @@ pub async fn start(cfg: &Config, demo_ca: bool) -> anyhow::Result<App> {
         demo_access,
         sims,
         sim_tpms,
+        plant,
         tasks,
         server,
     })

@@ -3,7 +3,8 @@
 //! live in the submodules, one topic each, re-exported here:
 //! `ca` (`ca init/show`), `check` (`check` and the jig pre-flight),
 //! `people` (`user`, `token`), `records` (`board`, `outbox`, `audit`),
-//! `simulate`, and `report_cmd` (`report`, `export`).
+//! `simulate`, `report_cmd` (`report`, `export`), and `plant` (`plant
+//! migrate/report/export/conflicts/verify`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -16,6 +17,7 @@ mod ca;
 mod check;
 mod device;
 mod people;
+pub mod plant;
 mod records;
 pub mod report_cmd;
 mod simulate;
@@ -24,6 +26,7 @@ pub use ca::{ca_crl, ca_init, ca_install, ca_request, ca_show};
 pub use check::check;
 pub use device::device;
 pub use people::{token_command, user_command};
+pub use plant::{plant_conflicts, plant_export_units, plant_migrate, plant_report, plant_verify};
 pub use records::{audit_export, audit_verify, board_override, outbox_list, outbox_retry};
 pub use simulate::simulate;
 
@@ -152,6 +155,81 @@ pub enum Command {
     Token {
         #[command(subcommand)]
         command: TokenCommand,
+    },
+    /// The plant database every station forwards to (`[plant]`): its
+    /// schema, reports and exports over every station, conflicts, audit
+    /// chains.
+    Plant {
+        #[command(subcommand)]
+        command: PlantCommand,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum PlantCommand {
+    /// Create or upgrade the plant schema (safe to run from every station
+    /// at once).
+    Migrate {
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// A QA report over every station of the plant (or --station, --line):
+    /// the options and formats of `station report`.
+    Report {
+        #[command(flatten)]
+        config: ConfigArgs,
+        #[command(flatten)]
+        range: report_cmd::RangeArgs,
+        #[command(flatten)]
+        scope: plant::PlantScope,
+        /// html (with charts, prints on A4), csv (the device list) or json.
+        #[arg(long, default_value = "html")]
+        format: String,
+        /// Write here instead of to standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Exports for the plant's MES, over every station.
+    Export {
+        #[command(subcommand)]
+        command: PlantExportCommand,
+    },
+    /// GUIDs that hold live certificates from two or more stations (exits
+    /// 0 whether or not there are any).
+    Conflicts {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// text or json.
+        #[arg(long, default_value = "text")]
+        format: String,
+    },
+    /// Check every station's audit hash chain as the plant holds it; names
+    /// the first bad row of each and exits non-zero if any is broken.
+    Verify {
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+}
+
+/// What `station plant export` exports.
+#[derive(Subcommand)]
+pub enum PlantExportCommand {
+    /// One record per unit (board record) of every station: as `station
+    /// export units`, with the station's id in each.
+    Units {
+        #[command(flatten)]
+        config: ConfigArgs,
+        #[command(flatten)]
+        range: report_cmd::RangeArgs,
+        #[command(flatten)]
+        scope: plant::PlantScope,
+        /// jsonl (one JSON object a line, with the steps) or csv (the
+        /// device list).
+        #[arg(long, default_value = "jsonl")]
+        format: String,
+        /// Write here instead of to standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
 }
 

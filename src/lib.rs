@@ -27,6 +27,8 @@
 //!   what the device lifecycle actions change in an enrollment.
 //! - [`lifecycle`]: asking for a device action (activate, disable, enable,
 //!   revoke): roles, checks, the queue.
+//! - [`plant`]: the plant tier: the forwarder to PostgreSQL, the shared
+//!   DPS budget, plant-wide reports, conflicts and audit checks.
 //! - [`web`]: the JSON API, metrics and a plain HTML page.
 //! - [`app`]: wiring it all together for `station serve`.
 //!
@@ -45,6 +47,7 @@ pub mod ids;
 pub mod jig;
 pub mod label;
 pub mod lifecycle;
+pub mod plant;
 pub mod printer;
 pub mod random;
 pub mod report;

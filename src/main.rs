@@ -2,7 +2,10 @@
 //! the chosen command.
 
 use clap::Parser;
-use station::cli::{AuditCommand, BoardCommand, CaCommand, Cli, Command, OutboxCommand};
+use station::cli::{
+    AuditCommand, BoardCommand, CaCommand, Cli, Command, OutboxCommand, PlantCommand,
+    PlantExportCommand,
+};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -97,6 +100,46 @@ async fn main() -> std::process::ExitCode {
         } => station::cli::audit_export(out.as_deref(), &config),
         Command::User { command } => station::cli::user_command(&command),
         Command::Token { command } => station::cli::token_command(&command),
+        Command::Plant { command } => return plant(command).await,
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("station: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// `station plant ...`; `verify` exits non-zero when a chain is broken.
+async fn plant(command: PlantCommand) -> std::process::ExitCode {
+    let result = match command {
+        PlantCommand::Migrate { config } => station::cli::plant_migrate(&config).await,
+        PlantCommand::Report {
+            config,
+            range,
+            scope,
+            format,
+            out,
+        } => station::cli::plant_report(&config, &range, &scope, &format, out.as_ref()).await,
+        PlantCommand::Export {
+            command:
+                PlantExportCommand::Units {
+                    config,
+                    range,
+                    scope,
+                    format,
+                    out,
+                },
+        } => station::cli::plant_export_units(&config, &range, &scope, &format, out.as_ref()).await,
+        PlantCommand::Conflicts { config, format } => {
+            station::cli::plant_conflicts(&config, &format).await
+        }
+        PlantCommand::Verify { config } => match station::cli::plant_verify(&config).await {
+            Ok(true) => Ok(()),
+            Ok(false) => return std::process::ExitCode::FAILURE,
+            Err(e) => Err(e),
+        },
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -83,6 +83,22 @@ pub async fn check(args: &ConfigArgs) -> bool {
             format!("printer: {e} (labels wait in the queue until it is ready)"),
         ),
     }
+    if let Some(p) = &cfg.plant {
+        match plant_check(&cfg, p).await {
+            Ok((line, warning)) => {
+                report(true, line);
+                if let Some(w) = warning {
+                    println!("WARNING  {w}");
+                }
+            }
+            Err(e) => report(
+                false,
+                format!(
+                    "{e} (the line runs without it; records wait and are sent when it is back)"
+                ),
+            ),
+        }
+    }
     let timing = LinkTiming {
         attempts: 1,
         ..cfg.timing
@@ -130,6 +146,57 @@ pub async fn check(args: &ConfigArgs) -> bool {
         }
     }
     good
+}
+
+/// The plant database: reached, with this station's schema; how far
+/// behind it is (a warning past `[plant] max_lag_warning_s`).
+async fn plant_check(
+    cfg: &crate::config::Config,
+    p: &crate::config::PlantConfig,
+) -> Result<(String, Option<String>), crate::plant::PlantError> {
+    let shown = p.shown_url();
+    let client = crate::plant::connect_checked(&p.database).await?;
+    let last: Option<i64> = client
+        .query_opt(
+            "SELECT last_seq FROM plant_stations WHERE station_id = $1",
+            &[&cfg.station_id],
+        )
+        .await
+        .map_err(|e| crate::plant::explain(&shown, &e))?
+        .map(|r| r.get(0));
+    let mut line = format!(
+        "plant database {shown}: reached, plant schema {}",
+        crate::plant::schema::known()
+    );
+    match last {
+        Some(_) => line.push_str(&format!("; station {} forwards to it", cfg.station_id)),
+        None => line.push_str(&format!(
+            "; station {} has not forwarded yet",
+            cfg.station_id
+        )),
+    }
+    let lag = Store::open(&cfg.database_path())
+        .and_then(|s| s.plant_feed())
+        .and_then(|f| f.lag())
+        .ok();
+    let mut warning = None;
+    if let Some(lag) = lag
+        && let Some(at) = lag.oldest_at_ms
+    {
+        let now = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
+        let age = (now - at).max(0) / 1000;
+        line.push_str(&format!(
+            "; {} change(s) to send, oldest {age} s",
+            lag.entries
+        ));
+        if age as u64 > p.max_lag_warning.as_secs() {
+            warning = Some(format!(
+                "the plant database is {age} s behind this station ([plant] max_lag_warning_s = {}): is the station running and the database reachable from it?",
+                p.max_lag_warning.as_secs()
+            ));
+        }
+    }
+    Ok((line, warning))
 }
 
 async fn preflight(device: &str, baud: u32, timing: LinkTiming) -> anyhow::Result<String> {

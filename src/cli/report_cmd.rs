@@ -10,7 +10,7 @@ use time::OffsetDateTime;
 
 use super::ConfigArgs;
 use crate::report::range::{Asked, Range, resolve};
-use crate::report::{ReportQuery, render};
+use crate::report::{Report, ReportQuery, StepRecord, Unit, render};
 use crate::store::{Store, UnitFilter, ts};
 
 /// The time range and filters of a report or export.
@@ -55,7 +55,7 @@ impl RangeArgs {
         .map_err(anyhow::Error::msg)
     }
 
-    fn query(&self, range: &Range) -> ReportQuery {
+    pub(crate) fn query(&self, range: &Range) -> ReportQuery {
         ReportQuery::new(
             &range.title,
             ts(range.from),
@@ -66,8 +66,36 @@ impl RangeArgs {
     }
 }
 
+/// The formats of `report`.
+pub(crate) const REPORT_FORMATS: &[&str] = &["html", "csv", "json"];
+/// The formats of `export units`.
+pub(crate) const EXPORT_FORMATS: &[&str] = &["jsonl", "csv"];
+
+/// Refuses a `--format` that is not one of `choices`.
+pub(crate) fn check_format(format: &str, choices: &[&str]) -> anyhow::Result<()> {
+    if choices.contains(&format) {
+        return Ok(());
+    }
+    let list = match choices.split_last() {
+        Some((last, [])) => last.to_string(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+        None => String::new(),
+    };
+    anyhow::bail!("--format {format:?}: choose {list}")
+}
+
+/// A report in one of [`REPORT_FORMATS`].
+pub(crate) fn render_report(report: &Report, format: &str) -> anyhow::Result<String> {
+    check_format(format, REPORT_FORMATS)?;
+    Ok(match format {
+        "html" => render::html(report).map_err(anyhow::Error::msg)?,
+        "csv" => render::csv(&report.units),
+        _ => render::json(report),
+    })
+}
+
 /// Writes to `out` (whole, through a temporary file) or to standard output.
-fn emit(
+pub(crate) fn emit(
     out: Option<&Path>,
     write: &mut dyn FnMut(&mut dyn Write) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
@@ -106,9 +134,7 @@ pub fn report(
     format: &str,
     out: Option<&PathBuf>,
 ) -> anyhow::Result<()> {
-    if !["html", "csv", "json"].contains(&format) {
-        anyhow::bail!("--format {format:?}: choose html, csv or json");
-    }
+    check_format(format, REPORT_FORMATS)?;
     let cfg = config.load()?;
     let r = range.range(&cfg)?;
     let store = open_store(&cfg)?;
@@ -117,11 +143,7 @@ pub fn report(
         range.query(&r),
         ts(OffsetDateTime::now_utc()),
     )?;
-    let text = match format {
-        "html" => render::html(&report).map_err(anyhow::Error::msg)?,
-        "csv" => render::csv(&report.units),
-        _ => render::json(&report),
-    };
+    let text = render_report(&report, format)?;
     emit(out.map(PathBuf::as_path), &mut |w| {
         w.write_all(text.as_bytes())?;
         Ok(())
@@ -135,9 +157,7 @@ pub fn export_units(
     format: &str,
     out: Option<&PathBuf>,
 ) -> anyhow::Result<()> {
-    if !["jsonl", "csv"].contains(&format) {
-        anyhow::bail!("--format {format:?}: choose jsonl or csv");
-    }
+    check_format(format, EXPORT_FORMATS)?;
     let cfg = config.load()?;
     let r = range.range(&cfg)?;
     let store = open_store(&cfg)?;
@@ -169,12 +189,46 @@ pub fn export_paged(
     page: u32,
     w: &mut dyn Write,
 ) -> anyhow::Result<()> {
-    let mut first = true;
-    let mut failed: Option<std::io::Error> = None;
-    store.each_unit_page(filter, page, format != "csv", &mut |units, steps| {
-        let text = if format == "csv" {
-            let all = render::csv(&units);
-            if first {
+    let mut out = ExportWriter::new(format, w);
+    let with_steps = out.with_steps();
+    store.each_unit_page(filter, page, with_steps, &mut |units, steps| {
+        out.page(&units, &steps)
+    })?;
+    out.finish()
+}
+
+/// Writes an export a page at a time: JSON lines, or CSV with its header
+/// once (the station's export and the plant's share it).
+pub(crate) struct ExportWriter<'a> {
+    format: &'a str,
+    w: &'a mut dyn Write,
+    /// No page written yet.
+    first: bool,
+    /// Why writing stopped.
+    failed: Option<std::io::Error>,
+}
+
+impl<'a> ExportWriter<'a> {
+    pub(crate) fn new(format: &'a str, w: &'a mut dyn Write) -> ExportWriter<'a> {
+        ExportWriter {
+            format,
+            w,
+            first: true,
+            failed: None,
+        }
+    }
+
+    /// Whether the format carries the steps (JSON lines do, CSV does not).
+    pub(crate) fn with_steps(&self) -> bool {
+        self.format != "csv"
+    }
+
+    /// Writes one page; false (the error kept for [`Self::finish`]) when
+    /// writing failed.
+    pub(crate) fn page(&mut self, units: &[Unit], steps: &[StepRecord]) -> bool {
+        let text = if self.format == "csv" {
+            let all = render::csv(units);
+            if self.first {
                 all
             } else {
                 // The header only once.
@@ -183,22 +237,26 @@ pub fn export_paged(
                     .unwrap_or_default()
             }
         } else {
-            render::units_jsonl(&units, &steps)
+            render::units_jsonl(units, steps)
         };
-        first = false;
-        match w.write_all(text.as_bytes()) {
+        self.first = false;
+        match self.w.write_all(text.as_bytes()) {
             Ok(()) => true,
             Err(e) => {
-                failed = Some(e);
+                self.failed = Some(e);
                 false
             }
         }
-    })?;
-    if first && format == "csv" {
-        w.write_all(render::csv(&[]).as_bytes())?;
     }
-    match failed {
-        Some(e) => Err(e.into()),
-        None => Ok(()),
+
+    /// Ends the export: a CSV without records still has its header.
+    pub(crate) fn finish(self) -> anyhow::Result<()> {
+        if let Some(e) = self.failed {
+            return Err(e.into());
+        }
+        if self.first && self.format == "csv" {
+            self.w.write_all(render::csv(&[]).as_bytes())?;
+        }
+        Ok(())
     }
 }

@@ -22,6 +22,7 @@ mod ca;
 mod dps;
 mod keygen;
 mod label;
+mod plant;
 mod reports;
 mod slots;
 mod view;
@@ -30,6 +31,7 @@ pub use ca::{CaBackend, CaConfig, CaTpmConfig, DEFAULT_CA_TPM_HANDLE, Pkcs11Conf
 pub use dps::{DPS_ENV, DpsConfig};
 pub use keygen::{Attestation, Keygen, TpmKeys};
 pub use label::{LabelConfig, PrinterBackend, PrinterConfig};
+pub use plant::{PLANT_ENV, PlantConfig, parse_url as parse_plant_url, shown as shown_plant_url};
 pub use reports::ReportsConfig;
 pub use slots::{SlotConfig, SlotLink};
 
@@ -66,6 +68,7 @@ struct RawConfig {
     reports: reports::RawReports,
     #[serde(default)]
     shift: Vec<reports::RawShift>,
+    plant: Option<plant::RawPlant>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -119,6 +122,9 @@ pub struct Config {
     /// How `--demo N`'s simulated boards get their keys (`[demo] keygen`).
     pub demo_keygen: Keygen,
     pub reports: ReportsConfig,
+    /// `[plant]`: the plant database and the shared DPS budget; `None`: a
+    /// station on its own.
+    pub plant: Option<PlantConfig>,
 }
 
 impl Config {
@@ -129,7 +135,12 @@ impl Config {
             key: "(file)".into(),
             reason: format!("cannot read it: {e}"),
         })?;
-        Config::parse_with_env(&text, path, std::env::var(DPS_ENV).ok())
+        Config::parse_with_envs(
+            &text,
+            path,
+            std::env::var(DPS_ENV).ok(),
+            std::env::var(PLANT_ENV).ok(),
+        )
     }
 
     /// Parses configuration text; relative `data_dir` is taken from the
@@ -143,6 +154,17 @@ impl Config {
         text: &str,
         path: &Path,
         dps_env: Option<String>,
+    ) -> Result<Config, ConfigError> {
+        Config::parse_with_envs(text, path, dps_env, None)
+    }
+
+    /// As [`Config::parse`], with the values of STATION_DPS_CONNECTION_STRING
+    /// and STATION_PLANT_DATABASE_URL.
+    pub fn parse_with_envs(
+        text: &str,
+        path: &Path,
+        dps_env: Option<String>,
+        plant_env: Option<String>,
     ) -> Result<Config, ConfigError> {
         let file = path.display().to_string();
         let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError {
@@ -207,8 +229,11 @@ impl Config {
 
         let reports =
             reports::reports_config(&raw.reports, &raw.shift).map_err(|(k, r)| err(&k, r))?;
+        let plant =
+            plant::plant_config(raw.plant.as_ref(), plant_env).map_err(|(k, r)| err(k, r))?;
 
         Ok(Config {
+            plant,
             reports,
             demo_keygen,
             label,

@@ -74,6 +74,13 @@ impl Config {
             "ui": { "session_idle_minutes": self.session_idle.as_secs() / 60 },
             "label": self.label.public_view(),
             "printer": self.printer.public_view(),
+            "plant": self.plant.as_ref().map(|p| serde_json::json!({
+                "database": p.shown_url(),
+                "database_url_from_environment": p.url_from_env,
+                "batch": p.batch,
+                "max_lag_warning_s": p.max_lag_warning.as_secs(),
+                "dps_ops_per_minute": p.dps_ops_per_minute,
+            })),
         })
     }
 }

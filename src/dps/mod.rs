@@ -16,7 +16,8 @@ mod uploader;
 pub use client::{BulkResult, DpsClient, DpsError, HttpDps, ItemError};
 pub use enrollment::EnrollmentTemplate;
 pub use sas::{ConnectionString, sas_token, url_encode};
-pub use uploader::{OutboxStatus, SharedStatus, Uploader};
+pub use uploader::pacer::{MODE_FALLBACK, MODE_LOCAL, MODE_SHARED};
+pub use uploader::{OutboxStatus, Pacer, SharedBudget, SharedStatus, Uploader};
 
 /// The service API version used on every call.
 pub const API_VERSION: &str = "2021-10-01";

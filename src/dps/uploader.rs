@@ -1,7 +1,8 @@
 //! The outbox uploader: one background task that sends queued enrollments
 //! to DPS in order, in bulk when there is a backlog, then the queued device
-//! actions (`actions.rs`), all within the operation budget, and decides per
-//! error whether to wait, park or stop.
+//! actions (`actions.rs`), all within the operation budget (`pacer.rs`:
+//! the station's own or one shared with the plant), and decides per error
+//! whether to wait, park or stop.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -10,12 +11,14 @@ use serde::Serialize;
 use serde_json::Value;
 use time::OffsetDateTime;
 use tokio::sync::Notify;
-use tokio::time::Instant;
 
 use super::{BULK_LIMIT, DpsClient, DpsError};
 use crate::store::{Job, Store, blocking, ts};
 
 mod actions;
+pub mod pacer;
+
+pub use pacer::{Pacer, SharedBudget};
 
 /// What the uploader is doing, for the API and metrics.
 #[derive(Debug, Clone, Serialize)]
@@ -35,6 +38,10 @@ pub struct OutboxStatus {
     /// DPS calls by outcome: ok, network, throttled, server, unauthorized,
     /// rejected.
     pub calls: std::collections::BTreeMap<&'static str, u64>,
+    /// The operation budget calls are paced by: `local` (`[dps]
+    /// ops_per_minute`), `shared` (the plant's, `[plant]
+    /// dps_ops_per_minute`) or `local (plant database unreachable)`.
+    pub budget: &'static str,
 }
 
 pub type SharedStatus = Arc<Mutex<OutboxStatus>>;
@@ -53,6 +60,7 @@ impl OutboxStatus {
             paused: None,
             last_error: None,
             calls: Default::default(),
+            budget: pacer::MODE_LOCAL,
         }))
     }
 }
@@ -63,8 +71,11 @@ pub struct Uploader {
     pub status: SharedStatus,
     /// Woken when a board completes or a supervisor retries.
     pub wake: Arc<Notify>,
+    /// The local pace, and the fallback while `budget` cannot be reached.
     pub ops_per_minute: u32,
     pub max_backoff: Duration,
+    /// The operation budget shared with the plant's other stations, if any.
+    pub budget: Option<Arc<dyn SharedBudget>>,
 }
 
 /// What a failed call means for the work it carried.
@@ -85,52 +96,11 @@ enum Next {
     Pause(String),
 }
 
-/// The operation budget: every DPS call waits for its slot, one per
-/// `pace`. The schedule keeps its own clock (a timer wakes a little late;
-/// re-anchoring on "now" would lose that much every call) unless it fell
-/// more than a pace behind, after idling: then no burst follows.
-struct Pacer {
-    pace: Duration,
-    next: Mutex<Instant>,
-}
-
-impl Pacer {
-    fn new(ops_per_minute: u32) -> Pacer {
-        Pacer {
-            pace: Duration::from_secs_f64(60.0 / f64::from(ops_per_minute.max(1))),
-            next: Mutex::new(Instant::now()),
-        }
-    }
-
-    async fn slot(&self) {
-        let at = match self.next.lock() {
-            Ok(mut next) => {
-                let now = Instant::now();
-                let at = if now.saturating_duration_since(*next) > self.pace {
-                    now
-                } else {
-                    *next
-                };
-                *next = at + self.pace;
-                at
-            }
-            Err(_) => Instant::now() + self.pace,
-        };
-        tokio::time::sleep_until(at).await;
-    }
-
-    /// No call before `wait` from now.
-    fn hold(&self, wait: Duration) {
-        if let Ok(mut next) = self.next.lock() {
-            *next = (*next).max(Instant::now() + wait);
-        }
-    }
-}
-
 impl Uploader {
     /// Runs until the task is aborted.
     pub async fn run(self) {
-        let pacer = Pacer::new(self.ops_per_minute);
+        let pacer =
+            Pacer::new(self.ops_per_minute, self.budget.clone()).reporting_to(self.status.clone());
         let mut failures: u32 = 0;
         loop {
             let store = self.store.clone();

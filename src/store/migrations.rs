@@ -303,4 +303,58 @@ BEGIN SELECT RAISE(ABORT, 'a revocation is never changed'); END;
 CREATE TRIGGER device_revocations_no_delete BEFORE DELETE ON device_revocations
 BEGIN SELECT RAISE(ABORT, 'a revocation is never removed'); END;
 "#,
+    // 12: the plant feed. Every change to a record the plant database
+    // keeps is noted here by a trigger, in the transaction that makes it,
+    // while forwarding is on (`plant_control.enabled`, set at start-up when
+    // `[plant]` is configured); the forwarder sends the rows named and
+    // deletes the entries the plant database has committed. AUTOINCREMENT:
+    // a sequence number is never used twice, even after every entry is
+    // deleted, so the plant's cursor never skips a new entry.
+    r#"
+CREATE TABLE plant_feed (
+    seq    INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind   TEXT NOT NULL,
+    row    INTEGER NOT NULL,
+    -- When the change was made, in milliseconds since 1970 (the lag).
+    at_ms  INTEGER NOT NULL DEFAULT (CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER))
+);
+CREATE TABLE plant_control (
+    id        INTEGER PRIMARY KEY CHECK (id = 1),
+    enabled   INTEGER NOT NULL,
+    -- A random name for this database, so that the plant can tell a new
+    -- database under an old station id from the one it knows.
+    instance  TEXT
+);
+INSERT INTO plant_control (id, enabled, instance) VALUES (1, 0, NULL);
+CREATE TRIGGER plant_board_ins AFTER INSERT ON boards WHEN (SELECT enabled FROM plant_control WHERE id = 1)
+BEGIN INSERT INTO plant_feed (kind, row) VALUES ('board', NEW.id); END;
+CREATE TRIGGER plant_board_upd AFTER UPDATE ON boards WHEN (SELECT enabled FROM plant_control WHERE id = 1)
+BEGIN INSERT INTO plant_feed (kind, row) VALUES ('board', NEW.id); END;
+CREATE TRIGGER plant_step_ins AFTER INSERT ON steps WHEN (SELECT enabled FROM plant_control WHERE id = 1)
+BEGIN INSERT INTO plant_feed (kind, row) VALUES ('step', NEW.id); END;
+CREATE TRIGGER plant_step_upd AFTER UPDATE ON steps WHEN (SELECT enabled FROM plant_control WHERE id = 1)
+BEGIN INSERT INTO plant_feed (kind, row) VALUES ('step', NEW.id); END;
+CREATE TRIGGER plant_certificate_ins AFTER INSERT ON certificates WHEN (SELECT enabled FROM plant_control WHERE id = 1)
+BEGIN INSERT INTO plant_feed (kind, row) VALUES ('certificate', NEW.rowid); END;
+CREATE TRIGGER plant_certificate_upd AFTER UPDATE ON certificates WHEN (SELECT enabled FROM plant_control WHERE id = 1)
+BEGIN INSERT INTO plant_feed (kind, row) VALUES ('certificate', NEW.rowid); END;
+CREATE TRIGGER plant_enrollment_ins AFTER INSERT ON outbox WHEN (SELECT enabled FROM plant_control WHERE id = 1)
+BEGIN INSERT INTO plant_feed (kind, row) VALUES ('enrollment', NEW.id); END;
+CREATE TRIGGER plant_enrollment_upd AFTER UPDATE ON outbox WHEN (SELECT enabled FROM plant_control WHERE id = 1)
+BEGIN INSERT INTO plant_feed (kind, row) VALUES ('enrollment', NEW.id); END;
+CREATE TRIGGER plant_device_action_ins AFTER INSERT ON device_actions WHEN (SELECT enabled FROM plant_control WHERE id = 1)
+BEGIN INSERT INTO plant_feed (kind, row) VALUES ('device_action', NEW.id); END;
+CREATE TRIGGER plant_device_action_upd AFTER UPDATE ON device_actions WHEN (SELECT enabled FROM plant_control WHERE id = 1)
+BEGIN INSERT INTO plant_feed (kind, row) VALUES ('device_action', NEW.id); END;
+CREATE TRIGGER plant_label_ins AFTER INSERT ON labels WHEN (SELECT enabled FROM plant_control WHERE id = 1)
+BEGIN INSERT INTO plant_feed (kind, row) VALUES ('label', NEW.id); END;
+CREATE TRIGGER plant_label_upd AFTER UPDATE ON labels WHEN (SELECT enabled FROM plant_control WHERE id = 1)
+BEGIN INSERT INTO plant_feed (kind, row) VALUES ('label', NEW.id); END;
+CREATE TRIGGER plant_revocation_ins AFTER INSERT ON revocations WHEN (SELECT enabled FROM plant_control WHERE id = 1)
+BEGIN INSERT INTO plant_feed (kind, row) VALUES ('revocation', NEW.rowid); END;
+CREATE TRIGGER plant_device_revocation_ins AFTER INSERT ON device_revocations WHEN (SELECT enabled FROM plant_control WHERE id = 1)
+BEGIN INSERT INTO plant_feed (kind, row) VALUES ('device_revocation', NEW.rowid); END;
+CREATE TRIGGER plant_audit_ins AFTER INSERT ON audit WHEN (SELECT enabled FROM plant_control WHERE id = 1)
+BEGIN INSERT INTO plant_feed (kind, row) VALUES ('audit', NEW.id); END;
+"#,
 ];

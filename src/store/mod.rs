@@ -22,6 +22,7 @@ mod ledger;
 mod migrations;
 mod outbox;
 mod people;
+mod plant;
 mod report;
 mod revocations;
 #[cfg(test)]
@@ -33,13 +34,17 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use rusqlite::{Connection, OptionalExtension, params};
 use time::OffsetDateTime;
 
-pub use audit::{AuditCheck, AuditRow, GENESIS};
+pub use audit::{AuditCheck, AuditRow, GENESIS, row_hash};
 pub use boards::{BoardId, BoardRow, Stamp, StepRow};
 pub use devices::{DeviceAction, DeviceRecord, DeviceRevocation, DpsSeen, LabelPrint, Queued};
 pub use labels::{LabelCounts, LabelJob, LabelRecord, LabelState, TEST_LABEL_GUID};
 pub use ledger::{CertificateRow, EnrollmentFacts, NewCertificate};
 pub use outbox::{Job, JobRow, OutboxCounts};
 pub use people::{NewUser, PeopleError, Role, Session, TokenRow, User, check_password, check_pin};
+pub use plant::{
+    FeedAudit, FeedBatch, FeedBoard, FeedCertificate, FeedDeviceAction, FeedEnrollment, FeedLabel,
+    FeedLag, FeedRevocation, FeedStep, PlantFeed,
+};
 pub use report::UnitFilter;
 pub use revocations::Revocation;
 

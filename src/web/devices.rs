@@ -61,9 +61,12 @@ pub async fn record(
     let g = guid.clone();
     let record = query(&s.store, move |st| st.device_record(&g)).await?;
     if !record.is_known() {
-        return Err(ApiError::NotFound(format!(
-            "the station has no record of device {guid}"
-        )));
+        return Err(ApiError::NotFound(
+            match super::plant::elsewhere(&s, guid.as_str()).await {
+                Some(w) => format!("the station has no record of device {guid}: {w}"),
+                None => format!("the station has no record of device {guid}"),
+            },
+        ));
     }
     Ok(Json(record))
 }
@@ -207,11 +210,17 @@ async fn show(
     let g = guid.clone();
     let record = query(&s.store, move |st| st.device_record(&g)).await?;
     let known = record.is_known();
-    let error = error.or_else(|| {
-        (!known).then(|| {
-            format!("the station has no record of device {guid}: check the GUID on the label")
-        })
-    });
+    let error = match error {
+        Some(e) => Some(e),
+        None if known => None,
+        // Made on another station of the plant? Say where.
+        None => Some(match super::plant::elsewhere(s, guid.as_str()).await {
+            Some(w) => format!("the station has no record of device {guid}: {w}"),
+            None => {
+                format!("the station has no record of device {guid}: check the GUID on the label")
+            }
+        }),
+    };
     draw(
         caller,
         guid.to_string(),

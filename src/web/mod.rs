@@ -10,6 +10,7 @@ mod labels;
 mod login;
 mod outbox;
 pub mod page;
+mod plant;
 mod reports;
 mod supervisor;
 
@@ -52,6 +53,9 @@ pub struct AppState {
     pub ca: Arc<dyn crate::ca::CaSigner>,
     /// The IoT hubs an activator may choose (`[dps] activation_hubs`).
     pub activation_hubs: Arc<Vec<String>>,
+    /// The plant tier, with `[plant]`: the forwarder's status and a pool
+    /// for look-ups across stations.
+    pub plant: Option<crate::plant::PlantHandle>,
 }
 
 /// What the web layer needs for labels.
@@ -121,6 +125,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/outbox", get(outbox::status))
         .route("/api/v1/outbox/retry", axum::routing::post(outbox::retry))
         .route("/metrics", get(outbox::metrics))
+        .route("/api/v1/plant", get(plant::status))
         .route("/devices", get(devices::lookup))
         .route("/devices/{guid}", get(devices::page))
         .route(

@@ -161,5 +161,6 @@ pub async fn metrics(State(s): State<AppState>) -> Result<impl IntoResponse, Api
             u8::from(printer == state)
         ));
     }
+    super::plant::metrics(&s, &mut out);
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out))
 }

@@ -117,6 +117,44 @@ pub struct Slots {
     pub tiles: Vec<Tile>,
     pub csrf: String,
     pub printer: PrinterBanner,
+    /// The plant database's line, with `[plant]`.
+    pub plant: Option<PlantBanner>,
+}
+
+/// The plant database's line above the tiles: whether records reach it,
+/// and how far behind it is.
+pub struct PlantBanner {
+    /// False when it cannot be reached or is behind by more than
+    /// `[plant] max_lag_warning_s`.
+    pub ok: bool,
+    pub text: String,
+}
+
+impl PlantBanner {
+    pub fn of(p: &crate::plant::PlantStatus) -> PlantBanner {
+        let ok = p.connected && !p.lag_warning;
+        let text = if p.connected {
+            let mut t = "Plant database: connected".to_string();
+            if p.lag_records > 0 {
+                t.push_str(&format!(
+                    " · {} change{} to send, oldest {:.0} s",
+                    p.lag_records,
+                    if p.lag_records == 1 { "" } else { "s" },
+                    p.lag_seconds
+                ));
+            }
+            t
+        } else {
+            format!(
+                "Plant database not reached since {}: the line goes on and records are sent when it is back ({} change{} waiting). {}",
+                p.since,
+                p.lag_records,
+                if p.lag_records == 1 { "" } else { "s" },
+                p.last_error.as_deref().unwrap_or("")
+            )
+        };
+        PlantBanner { ok, text }
+    }
 }
 
 /// The printer line above the tiles.
@@ -168,6 +206,7 @@ async fn slots_html(s: &AppState, csrf: &str) -> Result<String, ApiError> {
             .collect(),
         csrf: csrf.to_string(),
         printer,
+        plant: super::plant::snapshot(s).map(|p| PlantBanner::of(&p)),
     })
 }
 
@@ -444,6 +483,10 @@ mod tests {
                 ),
                 pending: 3,
             },
+            plant: Some(PlantBanner {
+                ok: false,
+                text: "Plant database not reached since 2026-12-04T06:00:00.000Z: the line goes on and records are sent when it is back (42 changes waiting).".into(),
+            }),
         }
         .render()
         .unwrap();
@@ -461,6 +504,7 @@ mod tests {
                 message: None,
                 pending: 0,
             },
+            plant: None,
         }
         .render()
         .unwrap();

@@ -26,6 +26,15 @@ struct Supervisor {
     printer_problem: Option<String>,
     labels_pending: i64,
     labels_printed: i64,
+    /// With `[plant]`: the forwarder's line, and the conflicts.
+    plant: Option<PlantSection>,
+}
+
+struct PlantSection {
+    ok: bool,
+    summary: String,
+    conflicts: Vec<crate::plant::views::Conflict>,
+    conflicts_error: Option<String>,
 }
 
 /// A page saying who may open it, for people whose role is too low.
@@ -99,6 +108,22 @@ pub async fn page(
         printer_problem,
         labels_pending: labels.pending,
         labels_printed: labels.printed,
+        plant: match super::plant::snapshot(&s) {
+            None => None,
+            Some(p) => {
+                let (conflicts, conflicts_error) = match super::plant::conflicts(&s).await {
+                    Some(Ok(c)) => (c, None),
+                    Some(Err(e)) => (Vec::new(), Some(e)),
+                    None => (Vec::new(), None),
+                };
+                Some(PlantSection {
+                    ok: p.connected && !p.lag_warning,
+                    summary: p.summary(),
+                    conflicts,
+                    conflicts_error,
+                })
+            }
+        },
     };
     page.render()
         .map(|h| Html(h).into_response())

@@ -1,0 +1,247 @@
+//! The plant tier: every station's records in one PostgreSQL database.
+//!
+//! The only module that talks to PostgreSQL. The station's SQLite store
+//! stays the line's record and the truth for its own boards; the plant
+//! database is a copy fed from the store's durable feed (`forward.rs`), and
+//! the line never waits for it: nothing on a slot's path calls in here.
+//!
+//! - `schema.rs`: the plant schema's versioned migrations
+//!   (`station plant migrate`).
+//! - `forward.rs`: the forwarder task: the feed, in order, in batches, each
+//!   an idempotent upsert committed with the station's cursor.
+//! - `budget.rs`: the DPS operation budget shared through the database.
+//! - `views.rs`: what is read across stations: the plant report and
+//!   export, a GUID's whereabouts, conflicts, the audit chains.
+//! - `status.rs`: the forwarder's state for the API, metrics, `station
+//!   check` and the line view.
+
+pub mod budget;
+pub mod forward;
+pub mod schema;
+pub mod status;
+pub mod views;
+
+use std::time::Duration;
+
+pub use forward::Forwarder;
+pub use status::{PlantStatus, SharedPlantStatus};
+
+/// A plant database failure, in words an operator can act on. Never holds
+/// the password (tokio-postgres's messages do not carry it, and the
+/// address is shown without it).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct PlantError(pub String);
+
+impl PlantError {
+    pub fn new(s: impl Into<String>) -> PlantError {
+        PlantError(s.into())
+    }
+}
+
+/// How long to wait for the plant database to accept a connection.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Describes a PostgreSQL error for the operator: what happened at
+/// `shown` (the address without the password) and what to check.
+pub fn explain(shown: &str, e: &tokio_postgres::Error) -> PlantError {
+    use tokio_postgres::error::SqlState;
+    if let Some(db) = e.as_db_error() {
+        let code = db.code();
+        let what = if *code == SqlState::INVALID_PASSWORD
+            || *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION
+        {
+            "refused the user or password: check [plant] database_url or STATION_PLANT_DATABASE_URL"
+                .to_string()
+        } else if *code == SqlState::INVALID_CATALOG_NAME {
+            "has no such database: create it (README: The plant database)".to_string()
+        } else if *code == SqlState::UNDEFINED_TABLE || *code == SqlState::UNDEFINED_FUNCTION {
+            format!(
+                "has no plant schema ({}): run `station plant migrate`",
+                db.message()
+            )
+        } else if *code == SqlState::TOO_MANY_CONNECTIONS {
+            "has no free connection: raise max_connections or stop idle clients".to_string()
+        } else if *code == SqlState::READ_ONLY_SQL_TRANSACTION {
+            "is read-only (a replica?): point database_url at the primary".to_string()
+        } else if *code == SqlState::ADMIN_SHUTDOWN || *code == SqlState::CANNOT_CONNECT_NOW {
+            "is shutting down or starting: the station will try again".to_string()
+        } else {
+            format!("failed: {} ({})", db.message(), code.code())
+        };
+        return PlantError(format!("the plant database {shown} {what}"));
+    }
+    let text = e.to_string();
+    let source = std::error::Error::source(e)
+        .map(|s| s.to_string())
+        .unwrap_or_default();
+    let io = format!("{text} {source}").to_lowercase();
+    let why = if io.contains("refused") {
+        "refused the connection: is PostgreSQL running there, on that port?"
+    } else if io.contains("timed out") || io.contains("timeout") {
+        "did not answer in time: is the plant network up?"
+    } else if io.contains("failed to lookup") || io.contains("name or service") {
+        "cannot be found by name: check the host in database_url"
+    } else if e.is_closed() || io.contains("closed") || io.contains("reset") || io.contains("eof") {
+        "closed the connection: the station will reconnect"
+    } else {
+        "cannot be reached"
+    };
+    let detail = if source.is_empty() {
+        text
+    } else {
+        format!("{text}: {source}")
+    };
+    PlantError(format!("the plant database {shown} {why} ({detail})"))
+}
+
+/// Opens one connection (the forwarder's pool does the same for each of
+/// its connections), waiting at most [`CONNECT_TIMEOUT`].
+pub async fn connect(
+    config: &tokio_postgres::Config,
+) -> Result<tokio_postgres::Client, PlantError> {
+    let shown = crate::config::shown_plant_url(config);
+    let mut config = config.clone();
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(CONNECT_TIMEOUT);
+    }
+    let fut = config.connect(tokio_postgres::NoTls);
+    let (client, connection) = tokio::time::timeout(CONNECT_TIMEOUT, fut)
+        .await
+        .map_err(|_| {
+            PlantError(format!(
+                "the plant database {shown} did not answer in {} s: is the plant network up?",
+                CONNECT_TIMEOUT.as_secs()
+            ))
+        })?
+        .map_err(|e| explain(&shown, &e))?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!("plant database connection ended: {e}");
+        }
+    });
+    Ok(client)
+}
+
+/// Connects and checks that the schema is this station's.
+pub async fn connect_checked(
+    config: &tokio_postgres::Config,
+) -> Result<tokio_postgres::Client, PlantError> {
+    let client = connect(config).await?;
+    check_schema(&crate::config::shown_plant_url(config), &client).await?;
+    Ok(client)
+}
+
+/// Refuses a database without the plant schema or with another version.
+pub async fn check_schema(shown: &str, client: &tokio_postgres::Client) -> Result<(), PlantError> {
+    match schema::state(client)
+        .await
+        .map_err(|e| explain(shown, &e))?
+    {
+        schema::SchemaState::Current => Ok(()),
+        schema::SchemaState::Empty => Err(PlantError(format!(
+            "the plant database {shown} has no plant schema: run `station plant migrate`"
+        ))),
+        schema::SchemaState::Behind { found } => Err(PlantError(format!(
+            "the plant database {shown} has plant schema {found}, this station needs {}: run `station plant migrate`",
+            schema::known()
+        ))),
+        schema::SchemaState::Ahead { found } => Err(PlantError(format!(
+            "the plant database {shown} has plant schema {found}, newer than this station's {}: upgrade the station",
+            schema::known()
+        ))),
+    }
+}
+
+/// A pool of connections to the plant database (the forwarder, the shared
+/// DPS budget and the web's lookups share it). Connecting waits at most
+/// [`CONNECT_TIMEOUT`], and so does waiting for a free connection.
+pub fn pool(config: &tokio_postgres::Config) -> Result<deadpool_postgres::Pool, PlantError> {
+    let mut config = config.clone();
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(CONNECT_TIMEOUT);
+    }
+    let manager = deadpool_postgres::Manager::from_config(
+        config,
+        tokio_postgres::NoTls,
+        deadpool_postgres::ManagerConfig {
+            recycling_method: deadpool_postgres::RecyclingMethod::Fast,
+        },
+    );
+    deadpool_postgres::Pool::builder(manager)
+        .max_size(4)
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .create_timeout(Some(CONNECT_TIMEOUT))
+        .wait_timeout(Some(CONNECT_TIMEOUT))
+        .recycle_timeout(Some(CONNECT_TIMEOUT))
+        .build()
+        .map_err(|e| PlantError(format!("cannot set up the plant database pool: {e}")))
+}
+
+/// A connection from `pool`, with a failure in plain words.
+pub async fn checkout(
+    pool: &deadpool_postgres::Pool,
+    shown: &str,
+) -> Result<deadpool_postgres::Object, PlantError> {
+    use deadpool_postgres::PoolError;
+    pool.get().await.map_err(|e| match e {
+        PoolError::Backend(e) => explain(shown, &e),
+        PoolError::Timeout(_) => PlantError(format!(
+            "the plant database {shown} did not answer in {} s: is the plant network up?",
+            CONNECT_TIMEOUT.as_secs()
+        )),
+        other => PlantError(format!(
+            "the plant database {shown} cannot be reached ({other})"
+        )),
+    })
+}
+
+/// What the running station keeps of the plant tier: the forwarder's
+/// status and a pool for the web's look-ups across stations.
+#[derive(Clone)]
+pub struct PlantHandle {
+    pub status: SharedPlantStatus,
+    pub pool: deadpool_postgres::Pool,
+    /// The database without its password.
+    pub shown: String,
+}
+
+/// Sets up the plant tier for `station serve`: turns the store's feed on
+/// (or off, without `[plant]`) and makes the forwarder, which the caller
+/// spawns. Nothing here connects: a plant database that is down does not
+/// stop the station from starting.
+pub fn start(
+    cfg: &crate::config::Config,
+    store: &crate::store::Store,
+    on_change: std::sync::Arc<dyn Fn() + Send + Sync>,
+) -> anyhow::Result<Option<(PlantHandle, Forwarder)>> {
+    let Some(p) = &cfg.plant else {
+        store.plant_enable(false)?;
+        return Ok(None);
+    };
+    let instance = store.plant_enable(true)?;
+    let shown = p.shown_url();
+    let pool = pool(&p.database)?;
+    let status = PlantStatus::new(shown.clone());
+    let forwarder = Forwarder {
+        feed: std::sync::Arc::new(store.plant_feed()?),
+        pool: pool.clone(),
+        shown: shown.clone(),
+        station: cfg.station_id.clone(),
+        line: cfg.line.clone(),
+        instance,
+        batch: p.batch,
+        max_lag_warning: p.max_lag_warning,
+        status: status.clone(),
+        on_change,
+    };
+    tracing::info!(database = %shown, from_env = p.url_from_env, "forwarding records to the plant database");
+    Ok(Some((
+        PlantHandle {
+            status,
+            pool,
+            shown,
+        },
+        forwarder,
+    )))
+}

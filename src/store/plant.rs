@@ -1,0 +1,554 @@
+//! The plant feed, as the station keeps it: while forwarding is on,
+//! triggers (migration 12) note every change to a record the plant keeps in
+//! `plant_feed`, in the transaction that makes the change. The forwarder
+//! (`crate::plant`) reads the feed in order through a [`PlantFeed`], its own
+//! connection (the line's writes never wait behind a forwarder's read),
+//! sends the rows named as they are now, and deletes the entries the plant
+//! database has committed.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{Store, StoreError};
+
+/// A board record, as the plant keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeedBoard {
+    pub id: i64,
+    pub station: String,
+    pub slot: i64,
+    pub guid: Option<String>,
+    pub hw_revision: Option<String>,
+    pub fw_version: Option<String>,
+    pub mac: Option<String>,
+    pub operator: Option<String>,
+    pub work_order: Option<String>,
+    pub status: String,
+    pub step: String,
+    pub error_code: Option<String>,
+    pub error: Option<String>,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeedStep {
+    pub id: i64,
+    pub board_id: i64,
+    pub step: String,
+    pub started_at: String,
+    pub ended_at: Option<String>,
+    pub duration_ms: Option<i64>,
+    pub outcome: Option<String>,
+    pub error_code: Option<String>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeedCertificate {
+    pub serial: String,
+    pub guid: String,
+    pub board_id: i64,
+    pub fingerprint: String,
+    pub pem: String,
+    pub not_before: String,
+    pub not_after: String,
+    pub slot: i64,
+    pub operator: Option<String>,
+    pub issued_at: String,
+    pub override_used: bool,
+    pub state: String,
+}
+
+/// A DPS enrollment job (the outbox), without the body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeedEnrollment {
+    pub id: i64,
+    pub guid: String,
+    pub board_id: i64,
+    pub state: String,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeedDeviceAction {
+    pub id: i64,
+    pub guid: String,
+    pub action: String,
+    pub params: String,
+    pub reason: Option<String>,
+    pub actor: String,
+    pub state: String,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeedLabel {
+    pub id: i64,
+    pub guid: String,
+    pub board_id: Option<i64>,
+    pub kind: String,
+    pub state: String,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+    pub requested_by: String,
+    pub created_at: String,
+    pub updated_at: String,
+    pub printed_at: Option<String>,
+}
+
+/// A revoked certificate (the CRL's entry); `guid` is set for a device's
+/// revocation (`device_revocations`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeedRevocation {
+    pub serial: String,
+    pub guid: Option<String>,
+    pub revoked_at: String,
+    pub reason: String,
+    pub revoked_by: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeedAudit {
+    pub id: i64,
+    pub at: String,
+    pub actor: String,
+    pub action: String,
+    pub subject: Option<String>,
+    pub detail: String,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+/// Feed entries up to `last_seq`, with the rows they name as they are now.
+/// A row changed several times is here once.
+#[derive(Debug, Clone, Default)]
+pub struct FeedBatch {
+    /// The newest entry in the batch; 0 when the batch is empty.
+    pub last_seq: i64,
+    /// When each entry's change was made (ms since 1970), for the lag.
+    pub at_ms: Vec<i64>,
+    pub boards: Vec<FeedBoard>,
+    pub steps: Vec<FeedStep>,
+    pub certificates: Vec<FeedCertificate>,
+    pub enrollments: Vec<FeedEnrollment>,
+    pub device_actions: Vec<FeedDeviceAction>,
+    pub labels: Vec<FeedLabel>,
+    pub revocations: Vec<FeedRevocation>,
+    pub device_revocations: Vec<FeedRevocation>,
+    pub audit: Vec<FeedAudit>,
+}
+
+impl FeedBatch {
+    pub fn is_empty(&self) -> bool {
+        self.at_ms.is_empty()
+    }
+
+    /// Rows the batch carries.
+    pub fn rows(&self) -> usize {
+        self.boards.len()
+            + self.steps.len()
+            + self.certificates.len()
+            + self.enrollments.len()
+            + self.device_actions.len()
+            + self.labels.len()
+            + self.revocations.len()
+            + self.device_revocations.len()
+            + self.audit.len()
+    }
+}
+
+/// How far behind the plant is, as the station sees it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FeedLag {
+    /// Entries not yet committed by the plant database.
+    pub entries: i64,
+    /// When the oldest of them was made (ms since 1970).
+    pub oldest_at_ms: Option<i64>,
+}
+
+impl Store {
+    /// Turns the feed on (`[plant]` configured) or off, and returns this
+    /// database's instance name. Turning it on after it was off notes every
+    /// record there is, in order, so that the plant gets the records made
+    /// before (sending a record again changes nothing there); turning it
+    /// off drops the entries not yet sent (the next turn-on sends all).
+    pub fn plant_enable(&self, on: bool) -> Result<String, StoreError> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let (enabled, instance): (bool, Option<String>) = tx.query_row(
+                "SELECT enabled, instance FROM plant_control WHERE id = 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            let instance = match instance {
+                Some(i) => i,
+                None => {
+                    let i = hex::encode(crate::random::bytes::<16>());
+                    tx.execute("UPDATE plant_control SET instance = ?1", [&i])?;
+                    i
+                }
+            };
+            if on && !enabled {
+                tx.execute("UPDATE plant_control SET enabled = 1", [])?;
+                tx.execute_batch(
+                    "INSERT INTO plant_feed (kind, row) SELECT 'board', id FROM boards ORDER BY id;
+                     INSERT INTO plant_feed (kind, row) SELECT 'step', id FROM steps ORDER BY id;
+                     INSERT INTO plant_feed (kind, row) SELECT 'certificate', rowid FROM certificates ORDER BY rowid;
+                     INSERT INTO plant_feed (kind, row) SELECT 'revocation', rowid FROM revocations ORDER BY rowid;
+                     INSERT INTO plant_feed (kind, row) SELECT 'device_revocation', rowid FROM device_revocations ORDER BY rowid;
+                     INSERT INTO plant_feed (kind, row) SELECT 'enrollment', id FROM outbox ORDER BY id;
+                     INSERT INTO plant_feed (kind, row) SELECT 'device_action', id FROM device_actions ORDER BY id;
+                     INSERT INTO plant_feed (kind, row) SELECT 'label', id FROM labels ORDER BY id;
+                     INSERT INTO plant_feed (kind, row) SELECT 'audit', id FROM audit ORDER BY id;",
+                )?;
+            } else if !on && enabled {
+                tx.execute("UPDATE plant_control SET enabled = 0", [])?;
+                tx.execute("DELETE FROM plant_feed", [])?;
+            }
+            tx.commit()?;
+            Ok(instance)
+        })
+    }
+
+    /// A connection of its own for the forwarder.
+    pub fn plant_feed(&self) -> Result<PlantFeed, StoreError> {
+        PlantFeed::open(&self.path)
+    }
+}
+
+/// The forwarder's own connection to the station database: reads the feed
+/// and deletes what the plant has committed. Nothing else.
+pub struct PlantFeed {
+    conn: Mutex<Connection>,
+    path: PathBuf,
+}
+
+impl PlantFeed {
+    fn open(path: &Path) -> Result<PlantFeed, StoreError> {
+        let err = |source| StoreError::Sqlite {
+            path: path.display().to_string(),
+            source,
+        };
+        let conn = Connection::open(path).map_err(err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(err)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(err)?;
+        Ok(PlantFeed {
+            conn: Mutex::new(conn),
+            path: path.to_path_buf(),
+        })
+    }
+
+    fn lock(&self) -> Result<MutexGuard<'_, Connection>, StoreError> {
+        self.conn
+            .lock()
+            .map_err(|_| StoreError::Poisoned("the plant feed reader panicked".into()))
+    }
+
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
+        let mut c = self.lock()?;
+        f(&mut c).map_err(|source| StoreError::Sqlite {
+            path: self.path.display().to_string(),
+            source,
+        })
+    }
+
+    /// Up to `limit` entries after `after`, in order, and the rows they
+    /// name, read in one snapshot.
+    pub fn batch(&self, after: i64, limit: u32) -> Result<FeedBatch, StoreError> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let mut batch = FeedBatch::default();
+            let mut ids: std::collections::BTreeMap<String, BTreeSet<i64>> = Default::default();
+            {
+                let mut st = tx.prepare_cached(
+                    "SELECT seq, kind, row, at_ms FROM plant_feed WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+                )?;
+                let mut rows = st.query(params![after, limit])?;
+                while let Some(r) = rows.next()? {
+                    batch.last_seq = r.get(0)?;
+                    ids.entry(r.get(1)?).or_default().insert(r.get(2)?);
+                    batch.at_ms.push(r.get(3)?);
+                }
+            }
+            for (kind, rows) in &ids {
+                let rows: Vec<i64> = rows.iter().copied().collect();
+                for chunk in rows.chunks(500) {
+                    read_rows(&tx, kind, chunk, &mut batch)?;
+                }
+            }
+            tx.commit()?;
+            Ok(batch)
+        })
+    }
+
+    /// Deletes the entries up to `upto`: the plant database has them.
+    pub fn ack(&self, upto: i64) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute("DELETE FROM plant_feed WHERE seq <= ?1", [upto])
+                .map(|_| ())
+        })
+    }
+
+    /// How many entries wait (every entry in the feed: the committed ones
+    /// are deleted), and the age of the oldest. Two look-ups by key, however
+    /// long the feed has grown.
+    pub fn lag(&self) -> Result<FeedLag, StoreError> {
+        self.with(|c| {
+            let oldest: Option<(i64, i64)> = c
+                .query_row(
+                    "SELECT seq, at_ms FROM plant_feed ORDER BY seq LIMIT 1",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            let Some((first, at)) = oldest else {
+                return Ok(FeedLag::default());
+            };
+            let newest: i64 = c.query_row("SELECT MAX(seq) FROM plant_feed", [], |r| r.get(0))?;
+            Ok(FeedLag {
+                entries: newest - first + 1,
+                oldest_at_ms: Some(at),
+            })
+        })
+    }
+}
+
+/// `?, ?, …` for `n` values.
+fn marks(n: usize) -> String {
+    vec!["?"; n].join(", ")
+}
+
+fn read_rows(
+    tx: &rusqlite::Transaction<'_>,
+    kind: &str,
+    ids: &[i64],
+    b: &mut FeedBatch,
+) -> rusqlite::Result<()> {
+    let m = marks(ids.len());
+    let p = rusqlite::params_from_iter(ids.iter());
+    match kind {
+        "board" => {
+            let mut st = tx.prepare(&format!(
+                "SELECT id, station, slot, guid, hw_revision, fw_version, mac, operator, work_order,
+                        status, step, error_code, error, started_at, finished_at
+                 FROM boards WHERE id IN ({m}) ORDER BY id"
+            ))?;
+            let rows = st.query_map(p, |r| {
+                Ok(FeedBoard {
+                    id: r.get(0)?,
+                    station: r.get(1)?,
+                    slot: r.get(2)?,
+                    guid: r.get(3)?,
+                    hw_revision: r.get(4)?,
+                    fw_version: r.get(5)?,
+                    mac: r.get(6)?,
+                    operator: r.get(7)?,
+                    work_order: r.get(8)?,
+                    status: r.get(9)?,
+                    step: r.get(10)?,
+                    error_code: r.get(11)?,
+                    error: r.get(12)?,
+                    started_at: r.get(13)?,
+                    finished_at: r.get(14)?,
+                })
+            })?;
+            for r in rows {
+                b.boards.push(r?);
+            }
+        }
+        "step" => {
+            let mut st = tx.prepare(&format!(
+                "SELECT id, board_id, step, started_at, ended_at, duration_ms, outcome, error_code, error
+                 FROM steps WHERE id IN ({m}) ORDER BY id"
+            ))?;
+            let rows = st.query_map(p, |r| {
+                Ok(FeedStep {
+                    id: r.get(0)?,
+                    board_id: r.get(1)?,
+                    step: r.get(2)?,
+                    started_at: r.get(3)?,
+                    ended_at: r.get(4)?,
+                    duration_ms: r.get(5)?,
+                    outcome: r.get(6)?,
+                    error_code: r.get(7)?,
+                    error: r.get(8)?,
+                })
+            })?;
+            for r in rows {
+                b.steps.push(r?);
+            }
+        }
+        "certificate" => {
+            let mut st = tx.prepare(&format!(
+                "SELECT serial, guid, board_id, fingerprint_sha256, pem, not_before, not_after, slot,
+                        operator, issued_at, override_used, state
+                 FROM certificates WHERE rowid IN ({m}) ORDER BY rowid"
+            ))?;
+            let rows = st.query_map(p, |r| {
+                Ok(FeedCertificate {
+                    serial: r.get(0)?,
+                    guid: r.get(1)?,
+                    board_id: r.get(2)?,
+                    fingerprint: r.get(3)?,
+                    pem: r.get(4)?,
+                    not_before: r.get(5)?,
+                    not_after: r.get(6)?,
+                    slot: r.get(7)?,
+                    operator: r.get(8)?,
+                    issued_at: r.get(9)?,
+                    override_used: r.get::<_, i64>(10)? != 0,
+                    state: r.get(11)?,
+                })
+            })?;
+            for r in rows {
+                b.certificates.push(r?);
+            }
+        }
+        "enrollment" => {
+            let mut st = tx.prepare(&format!(
+                "SELECT id, guid, board_id, state, attempts, last_error, created_at, updated_at
+                 FROM outbox WHERE id IN ({m}) ORDER BY id"
+            ))?;
+            let rows = st.query_map(p, |r| {
+                Ok(FeedEnrollment {
+                    id: r.get(0)?,
+                    guid: r.get(1)?,
+                    board_id: r.get(2)?,
+                    state: r.get(3)?,
+                    attempts: r.get(4)?,
+                    last_error: r.get(5)?,
+                    created_at: r.get(6)?,
+                    updated_at: r.get(7)?,
+                })
+            })?;
+            for r in rows {
+                b.enrollments.push(r?);
+            }
+        }
+        "device_action" => {
+            let mut st = tx.prepare(&format!(
+                "SELECT id, guid, action, params, reason, actor, state, attempts, last_error, created_at, updated_at
+                 FROM device_actions WHERE id IN ({m}) ORDER BY id"
+            ))?;
+            let rows = st.query_map(p, |r| {
+                Ok(FeedDeviceAction {
+                    id: r.get(0)?,
+                    guid: r.get(1)?,
+                    action: r.get(2)?,
+                    params: r.get(3)?,
+                    reason: r.get(4)?,
+                    actor: r.get(5)?,
+                    state: r.get(6)?,
+                    attempts: r.get(7)?,
+                    last_error: r.get(8)?,
+                    created_at: r.get(9)?,
+                    updated_at: r.get(10)?,
+                })
+            })?;
+            for r in rows {
+                b.device_actions.push(r?);
+            }
+        }
+        "label" => {
+            let mut st = tx.prepare(&format!(
+                "SELECT id, guid, board_id, kind, state, attempts, last_error, requested_by, created_at,
+                        updated_at, printed_at
+                 FROM labels WHERE id IN ({m}) ORDER BY id"
+            ))?;
+            let rows = st.query_map(p, |r| {
+                Ok(FeedLabel {
+                    id: r.get(0)?,
+                    guid: r.get(1)?,
+                    board_id: r.get(2)?,
+                    kind: r.get(3)?,
+                    state: r.get(4)?,
+                    attempts: r.get(5)?,
+                    last_error: r.get(6)?,
+                    requested_by: r.get(7)?,
+                    created_at: r.get(8)?,
+                    updated_at: r.get(9)?,
+                    printed_at: r.get(10)?,
+                })
+            })?;
+            for r in rows {
+                b.labels.push(r?);
+            }
+        }
+        "revocation" => {
+            let mut st = tx.prepare(&format!(
+                "SELECT serial, revoked_at, reason, revoked_by FROM revocations WHERE rowid IN ({m}) ORDER BY rowid"
+            ))?;
+            let rows = st.query_map(p, |r| {
+                Ok(FeedRevocation {
+                    serial: r.get(0)?,
+                    guid: None,
+                    revoked_at: r.get(1)?,
+                    reason: r.get(2)?,
+                    revoked_by: r.get(3)?,
+                })
+            })?;
+            for r in rows {
+                b.revocations.push(r?);
+            }
+        }
+        "device_revocation" => {
+            let mut st = tx.prepare(&format!(
+                "SELECT serial, guid, revoked_at, reason, revoked_by FROM device_revocations
+                 WHERE rowid IN ({m}) ORDER BY rowid"
+            ))?;
+            let rows = st.query_map(p, |r| {
+                Ok(FeedRevocation {
+                    serial: r.get(0)?,
+                    guid: r.get(1)?,
+                    revoked_at: r.get(2)?,
+                    reason: r.get(3)?,
+                    revoked_by: r.get(4)?,
+                })
+            })?;
+            for r in rows {
+                b.device_revocations.push(r?);
+            }
+        }
+        "audit" => {
+            let mut st = tx.prepare(&format!(
+                "SELECT id, at, actor, action, subject, detail, prev_hash, hash FROM audit
+                 WHERE id IN ({m}) ORDER BY id"
+            ))?;
+            let rows = st.query_map(p, |r| {
+                Ok(FeedAudit {
+                    id: r.get(0)?,
+                    at: r.get(1)?,
+                    actor: r.get(2)?,
+                    action: r.get(3)?,
+                    subject: r.get(4)?,
+                    detail: r.get(5)?,
+                    prev_hash: r.get(6)?,
+                    hash: r.get(7)?,
+                })
+            })?;
+            for r in rows {
+                b.audit.push(r?);
+            }
+        }
+        // A kind this station does not know (a newer one wrote it): skip.
+        _ => {}
+    }
+    Ok(())
+}
