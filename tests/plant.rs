@@ -68,7 +68,7 @@ backend = "spool"
 
 [plant]
 database_url = "{url}"
-batch = 50
+batch = 200
 {extra}
 "#
         ),
@@ -143,7 +143,7 @@ async fn drain(config: &Path, log: &Path) {
         }
     };
     let feed = store.plant_feed().unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
     loop {
         if feed.lag().unwrap().entries == 0
             && read(log).contains("forwarding to the plant database")
@@ -807,4 +807,130 @@ async fn three_stations_share_one_dps_budget() {
     for a in &apps {
         assert_eq!(a.outbox.lock().unwrap().budget, "shared");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_password_is_never_shown() {
+    let pg = Pg::start();
+    plant_db(&pg).await;
+    const SECRET: &str = "pw-Secret-42";
+    pg.add_password_role("station", SECRET);
+    let good = format!("postgres://station:{SECRET}@127.0.0.1:{}/plant", pg.port());
+    let bad = format!(
+        "postgres://station:wrong-{SECRET}@127.0.0.1:{}/plant",
+        pg.port()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    // The file names a database without a password; the environment's
+    // URL (with the password) wins.
+    let config = write_config(
+        dir.path(),
+        "st-pw",
+        "line-pw",
+        "postgres://nobody@127.0.0.1:1/none",
+        "",
+    );
+    let log = dir.path().join("serve.log");
+    let run = |url: &str, log: &Path| {
+        Child(
+            Command::new(station_bin())
+                .args(["serve", "--demo", "1", "--config"])
+                .arg(&config)
+                .env("STATION_PLANT_DATABASE_URL", url)
+                .env("RUST_LOG", "debug")
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(log).unwrap())
+                .spawn()
+                .unwrap(),
+        )
+    };
+    {
+        let _s = run(&good, &log);
+        let base = address(&log).await;
+        let token = Store::open(&db_path(&config))
+            .unwrap()
+            .create_token(
+                "admin",
+                station::store::Role::Admin,
+                "tests",
+                time::OffsetDateTime::now_utc(),
+            )
+            .unwrap();
+        let api = client_with_token(&token);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let v: serde_json::Value = api
+                .get(format!("http://{base}/api/v1/plant"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if v["connected"] == true {
+                assert!(!v.to_string().contains(SECRET));
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{v}\n{}",
+                read(&log)
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let cfg = api
+            .get(format!("http://{base}/api/v1/config"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            cfg.contains(&format!("postgres://station@127.0.0.1:{}/plant", pg.port())),
+            "{cfg}"
+        );
+        assert!(!cfg.contains(SECRET), "{cfg}");
+    }
+    assert!(!read(&log).contains(SECRET), "the log shows the password");
+
+    // A wrong password: the station runs, says what is wrong, never what
+    // it tried.
+    let bad_log = dir.path().join("bad.log");
+    {
+        let _s = run(&bad, &bad_log);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while !read(&bad_log).contains("refused the user or password") {
+            assert!(tokio::time::Instant::now() < deadline, "{}", read(&bad_log));
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    assert!(!read(&bad_log).contains(SECRET), "{}", read(&bad_log));
+    let out = Command::new(station_bin())
+        .args(["check", "--config"])
+        .arg(&config)
+        .env("STATION_PLANT_DATABASE_URL", &bad)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("PROBLEM") && l.contains("refused the user or password")),
+        "{text}"
+    );
+    assert!(!text.contains(SECRET), "{text}");
+    let out = Command::new(station_bin())
+        .args(["plant", "verify", "--config"])
+        .arg(&config)
+        .env("STATION_PLANT_DATABASE_URL", &bad)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        !out.status.success() && text.contains("refused the user or password"),
+        "{text}"
+    );
+    assert!(!text.contains(SECRET), "{text}");
 }

@@ -305,8 +305,9 @@ async fn seed(c: &Client) -> HashMap<(&'static str, i64), i64> {
             *id += 1;
             c.execute(
                 "INSERT INTO steps (station_id, step_id, board_id, step, started_at, ended_at, duration_ms,
-                                    outcome, error_code)
-                 VALUES ($1, $2, $3, $4, $5::text::timestamptz, $6::text::timestamptz, $7, $8, $9)",
+                                    outcome, error_code, board_started)
+                 VALUES ($1, $2, $3, $4, $5::text::timestamptz, $6::text::timestamptz, $7, $8, $9,
+                         $10::text::timestamptz)",
                 &[
                     &b.station,
                     &*id,
@@ -317,6 +318,7 @@ async fn seed(c: &Client) -> HashMap<(&'static str, i64), i64> {
                     ms,
                     outcome,
                     &outcome.filter(|o| *o == "failed").and(b.error.map(|e| e.0)),
+                    &b.started,
                 ],
             )
             .await

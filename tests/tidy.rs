@@ -33,8 +33,9 @@ fn src_files() -> Vec<(String, String)> {
 #[test]
 fn only_the_store_touches_sql() {
     for (path, text) in src_files() {
-        // The store, and tests that list forbidden names.
-        if path.starts_with("store/") || path.ends_with("tests.rs") {
+        // The store (SQLite), the plant tier (PostgreSQL), and tests that
+        // list forbidden names.
+        if path.starts_with("store/") || path.starts_with("plant/") || path.ends_with("tests.rs") {
             continue;
         }
         for word in [
@@ -46,7 +47,38 @@ fn only_the_store_touches_sql() {
         ] {
             assert!(
                 !text.contains(word),
-                "src/{path} contains {word:?}: SQL belongs in src/store"
+                "src/{path} contains {word:?}: SQL belongs in src/store (SQLite) or src/plant (PostgreSQL)"
+            );
+        }
+    }
+}
+
+#[test]
+fn only_the_plant_tier_touches_postgresql() {
+    for (path, text) in src_files() {
+        // The plant tier; `[plant]` parses the URL with tokio-postgres's
+        // own parser, and connects to nothing.
+        if path.starts_with("plant/") || path == "config/plant.rs" {
+            continue;
+        }
+        for word in ["tokio_postgres", "deadpool_postgres"] {
+            assert!(
+                !text.contains(word),
+                "src/{path} uses {word}: PostgreSQL belongs in src/plant"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_line_never_waits_for_the_plant() {
+    // Nothing on a slot's path reaches the plant tier: it is fed from the
+    // store by its own task.
+    for (path, text) in src_files() {
+        if path.starts_with("core/") || path.starts_with("workflow/") || path.starts_with("jig/") {
+            assert!(
+                !text.contains("plant::") && !text.contains("crate::plant"),
+                "src/{path} reaches the plant tier: the line must never wait for it"
             );
         }
     }

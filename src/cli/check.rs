@@ -156,14 +156,9 @@ async fn plant_check(
 ) -> Result<(String, Option<String>), crate::plant::PlantError> {
     let shown = p.shown_url();
     let client = crate::plant::connect_checked(&p.database).await?;
-    let last: Option<i64> = client
-        .query_opt(
-            "SELECT last_seq FROM plant_stations WHERE station_id = $1",
-            &[&cfg.station_id],
-        )
+    let last = crate::plant::views::station_cursor(&client, &cfg.station_id)
         .await
-        .map_err(|e| crate::plant::explain(&shown, &e))?
-        .map(|r| r.get(0));
+        .map_err(|e| crate::plant::PlantError::new(format!("{shown}: {e}")))?;
     let mut line = format!(
         "plant database {shown}: reached, plant schema {}",
         crate::plant::schema::known()

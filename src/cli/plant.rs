@@ -66,7 +66,7 @@ fn load(config: &ConfigArgs) -> anyhow::Result<(Config, PlantConfig)> {
 }
 
 /// A connection to a plant database whose schema is this station's.
-async fn connect(plant: &PlantConfig) -> anyhow::Result<tokio_postgres::Client> {
+async fn connect(plant: &PlantConfig) -> anyhow::Result<crate::plant::PlantClient> {
     Ok(crate::plant::connect_checked(&plant.database).await?)
 }
 
@@ -77,28 +77,15 @@ fn reading(plant: &PlantConfig) -> String {
 /// `station plant migrate`: creates or upgrades the plant schema.
 pub async fn plant_migrate(config: &ConfigArgs) -> anyhow::Result<()> {
     let (_, plant) = load(config)?;
-    let shown = plant.shown_url();
-    let mut client = crate::plant::connect(&plant.database).await?;
-    let explain = |e: tokio_postgres::Error| crate::plant::explain(&shown, &e);
-    let applied = crate::plant::schema::migrate(&mut client)
-        .await
-        .map_err(explain)?;
-    let version = crate::plant::schema::version(&client)
-        .await
-        .map_err(explain)?;
-    let known = crate::plant::schema::known();
-    if version > known {
-        anyhow::bail!(
-            "the plant database {shown} has plant schema {version}, newer than this station's {known}: upgrade the station"
-        );
-    }
+    let (applied, version) = crate::plant::migrate(&plant.database).await?;
     if applied.is_empty() {
         println!("the plant schema is up to date (version {version})");
     } else {
         let list: Vec<String> = applied.iter().map(i64::to_string).collect();
         println!(
-            "applied plant schema version {} to {shown}: now at version {version}",
-            list.join(", ")
+            "applied plant schema version {} to {}: now at version {version}",
+            list.join(", "),
+            plant.shown_url()
         );
     }
     Ok(())
@@ -162,7 +149,7 @@ pub async fn plant_export_units(
 /// Writes the plant's units of `filter` as JSON lines or CSV, reading
 /// `page` records at a time.
 pub async fn export(
-    client: &tokio_postgres::Client,
+    client: &crate::plant::PlantClient,
     filter: &PlantFilter,
     format: &str,
     page: u32,

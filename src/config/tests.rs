@@ -588,3 +588,106 @@ fn ca_backends_and_their_mistakes() {
         assert!(e.contains(key) && e.contains(words), "{key}: {e}");
     }
 }
+
+fn plant(section: &str, env: Option<&str>) -> Result<Config, ConfigError> {
+    Config::parse_with_envs(
+        &(base() + section),
+        Path::new("/s.toml"),
+        None,
+        env.map(str::to_string),
+    )
+}
+
+#[test]
+fn without_plant_a_station_stands_alone() {
+    assert!(parse(&base()).unwrap().plant.is_none());
+    assert!(parse(&base()).unwrap().public_view()["plant"].is_null());
+}
+
+#[test]
+fn the_plant_section_is_read_with_its_defaults() {
+    let c = plant(
+        "\n[plant]\ndatabase_url = \"postgres://station:s3cret-pw@plant-db:5433/plant\"\n",
+        None,
+    )
+    .unwrap();
+    let p = c.plant.clone().unwrap();
+    assert_eq!(p.batch, 500);
+    assert_eq!(p.max_lag_warning, Duration::from_secs(60));
+    assert_eq!(p.dps_ops_per_minute, None);
+    assert!(!p.url_from_env);
+    assert_eq!(p.shown_url(), "postgres://station@plant-db:5433/plant");
+    // The password is in neither the view admins see nor any Debug.
+    let view = c.public_view().to_string();
+    assert!(
+        view.contains("postgres://station@plant-db:5433/plant"),
+        "{view}"
+    );
+    for shown in [view, format!("{c:?}"), format!("{p:?}")] {
+        assert!(!shown.contains("s3cret-pw"), "{shown}");
+    }
+}
+
+#[test]
+fn the_plant_url_from_the_environment_wins() {
+    let c = plant(
+        "\n[plant]\ndatabase_url = \"postgres://file@a/plant\"\nbatch = 50\ndps_ops_per_minute = 900\n",
+        Some("postgres://env:pw@b:6000/other"),
+    )
+    .unwrap();
+    let p = c.plant.unwrap();
+    assert!(p.url_from_env);
+    assert_eq!(p.shown_url(), "postgres://env@b:6000/other");
+    assert_eq!((p.batch, p.dps_ops_per_minute), (50, Some(900)));
+    // The environment alone, with an empty [plant].
+    let c = plant("\n[plant]\n", Some("postgres://env@b/plant")).unwrap();
+    assert_eq!(c.plant.unwrap().shown_url(), "postgres://env@b:5432/plant");
+}
+
+#[test]
+fn bad_plant_settings_are_named_without_the_password() {
+    let cases = [
+        ("\n[plant]\n", "plant.database_url", "is missing"),
+        (
+            "\n[plant]\ndatabase_url = \"mysql://u:hunter2@h/db\"\n",
+            "plant.database_url",
+            "is not a PostgreSQL URL",
+        ),
+        (
+            "\n[plant]\ndatabase_url = \"postgres://u:hunter2@h\"\n",
+            "plant.database_url",
+            "names no database",
+        ),
+        (
+            "\n[plant]\ndatabase_url = \"postgres://h/db\"\n",
+            "plant.database_url",
+            "names no user",
+        ),
+        (
+            "\n[plant]\ndatabase_url = \"postgres://u@h/db\"\nbatch = 0\n",
+            "plant.batch",
+            "between 1 and 10000",
+        ),
+        (
+            "\n[plant]\ndatabase_url = \"postgres://u@h/db\"\nmax_lag_warning_s = 0\n",
+            "plant.max_lag_warning_s",
+            "between 1 and 86400",
+        ),
+        (
+            "\n[plant]\ndatabase_url = \"postgres://u@h/db\"\ndps_ops_per_minute = 0\n",
+            "plant.dps_ops_per_minute",
+            "between 1 and 100000",
+        ),
+    ];
+    for (section, key, reason) in cases {
+        let e = plant(section, None).unwrap_err();
+        assert_eq!(e.key, key, "{section}: {e}");
+        assert!(e.reason.contains(reason), "{section}: {e}");
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+    }
+    let e = plant("\n[plant]\n", Some("postgres://u:hunter2@h")).unwrap_err();
+    assert_eq!(e.key, "STATION_PLANT_DATABASE_URL");
+    assert!(!e.to_string().contains("hunter2"), "{e}");
+    let e = plant("\n[plant]\ndatabase = \"x\"\n", None).unwrap_err();
+    assert!(e.to_string().contains("unknown field"), "{e}");
+}

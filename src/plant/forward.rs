@@ -328,14 +328,14 @@ async fn upsert(
             v.iter().map(f).collect()
         };
         tx.execute(
-            "INSERT INTO steps (station_id, step_id, board_id, step, started_at, ended_at, duration_ms,
-                                outcome, error_code, error)
-             SELECT $1, u.id, u.board, u.step, u.started::timestamptz, u.ended::timestamptz, u.ms,
-                    u.outcome, u.ec, u.err
+            "INSERT INTO steps (station_id, step_id, board_id, board_started, step, started_at, ended_at,
+                                duration_ms, outcome, error_code, error)
+             SELECT $1, u.id, u.board, u.board_started::timestamptz, u.step, u.started::timestamptz,
+                    u.ended::timestamptz, u.ms, u.outcome, u.ec, u.err
              FROM unnest($2::int8[], $3::int8[], $4::text[], $5::text[], $6::text[], $7::int8[],
-                         $8::text[], $9::text[], $10::text[])
-                  AS u(id, board, step, started, ended, ms, outcome, ec, err)
-             ON CONFLICT (station_id, step_id, started_at) DO UPDATE SET
+                         $8::text[], $9::text[], $10::text[], $11::text[])
+                  AS u(id, board, step, started, ended, ms, outcome, ec, err, board_started)
+             ON CONFLICT (station_id, step_id, board_started) DO UPDATE SET
                  ended_at = EXCLUDED.ended_at, duration_ms = EXCLUDED.duration_ms,
                  outcome = EXCLUDED.outcome, error_code = EXCLUDED.error_code, error = EXCLUDED.error",
             &[
@@ -349,6 +349,7 @@ async fn upsert(
                 &col(|r| r.outcome.clone()),
                 &col(|r| r.error_code.clone()),
                 &col(|r| r.error.clone()),
+                &col(|r| Some(r.board_started_at.clone())),
             ],
         )
         .await?;

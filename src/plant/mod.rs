@@ -25,6 +25,8 @@ use std::time::Duration;
 
 pub use forward::Forwarder;
 pub use status::{PlantStatus, SharedPlantStatus};
+/// A connection to the plant database, for the views' callers.
+pub use tokio_postgres::Client as PlantClient;
 
 /// A plant database failure, in words an operator can act on. Never holds
 /// the password (tokio-postgres's messages do not carry it, and the
@@ -95,16 +97,33 @@ pub fn explain(shown: &str, e: &tokio_postgres::Error) -> PlantError {
     PlantError(format!("the plant database {shown} {why} ({detail})"))
 }
 
+/// The connection settings as the station uses them: a connect timeout
+/// unless the URL sets one, the station's name in `pg_stat_activity`, and
+/// no JIT compilation (the station's statements are short; compiling
+/// them costs more than it saves, tens of milliseconds a report page).
+fn tuned(config: &tokio_postgres::Config) -> tokio_postgres::Config {
+    let mut config = config.clone();
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(CONNECT_TIMEOUT);
+    }
+    if config.get_application_name().is_none() {
+        config.application_name("station");
+    }
+    let options = match config.get_options() {
+        Some(o) => format!("{o} -c jit=off"),
+        None => "-c jit=off".to_string(),
+    };
+    config.options(&options);
+    config
+}
+
 /// Opens one connection (the forwarder's pool does the same for each of
 /// its connections), waiting at most [`CONNECT_TIMEOUT`].
 pub async fn connect(
     config: &tokio_postgres::Config,
 ) -> Result<tokio_postgres::Client, PlantError> {
     let shown = crate::config::shown_plant_url(config);
-    let mut config = config.clone();
-    if config.get_connect_timeout().is_none() {
-        config.connect_timeout(CONNECT_TIMEOUT);
-    }
+    let config = tuned(config);
     let fut = config.connect(tokio_postgres::NoTls);
     let (client, connection) = tokio::time::timeout(CONNECT_TIMEOUT, fut)
         .await
@@ -157,10 +176,7 @@ pub async fn check_schema(shown: &str, client: &tokio_postgres::Client) -> Resul
 /// DPS budget and the web's lookups share it). Connecting waits at most
 /// [`CONNECT_TIMEOUT`], and so does waiting for a free connection.
 pub fn pool(config: &tokio_postgres::Config) -> Result<deadpool_postgres::Pool, PlantError> {
-    let mut config = config.clone();
-    if config.get_connect_timeout().is_none() {
-        config.connect_timeout(CONNECT_TIMEOUT);
-    }
+    let config = tuned(config);
     let manager = deadpool_postgres::Manager::from_config(
         config,
         tokio_postgres::NoTls,
@@ -244,4 +260,45 @@ pub fn start(
         },
         forwarder,
     )))
+}
+
+impl PlantHandle {
+    /// Runs `f` with a connection from the pool, within `within` (a page
+    /// or a request never hangs on a plant database that is down).
+    pub async fn lookup<T, F>(&self, within: Duration, f: F) -> Result<T, PlantError>
+    where
+        F: AsyncFnOnce(&PlantClient) -> Result<T, PlantError>,
+    {
+        let work = async {
+            let client = checkout(&self.pool, &self.shown).await?;
+            f(&client).await
+        };
+        tokio::time::timeout(within, work)
+            .await
+            .unwrap_or_else(|_| {
+                Err(PlantError::new(format!(
+                    "the plant database {} did not answer in {} s",
+                    self.shown,
+                    within.as_secs()
+                )))
+            })
+    }
+}
+
+/// `station plant migrate`: creates or upgrades the schema; the versions
+/// applied and the version now. Refuses a schema newer than this station's.
+pub async fn migrate(config: &tokio_postgres::Config) -> Result<(Vec<i64>, i64), PlantError> {
+    let shown = crate::config::shown_plant_url(config);
+    let mut client = connect(config).await?;
+    let explain = |e: tokio_postgres::Error| explain(&shown, &e);
+    let found = schema::version(&client).await.map_err(explain)?;
+    if found > schema::known() {
+        return Err(PlantError(format!(
+            "the plant database {shown} has plant schema {found}, newer than this station's {}: upgrade the station",
+            schema::known()
+        )));
+    }
+    let applied = schema::migrate(&mut client).await.map_err(explain)?;
+    let version = schema::version(&client).await.map_err(explain)?;
+    Ok((applied, version))
 }

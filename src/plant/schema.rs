@@ -5,7 +5,7 @@
 //! Every forwarded table is keyed by the station's id and the station's
 //! own id for the row, so an upsert of a row sent again changes nothing.
 //! Board records and steps, the tables that grow with every board, are
-//! partitioned by month of their start (`plant_partitions` makes months;
+//! partitioned by month of the board record's start (`plant_partitions` makes months;
 //! a DEFAULT partition takes anything older or newer, so no row is ever
 //! refused); old months can be detached and archived whole.
 
@@ -58,21 +58,24 @@ CREATE INDEX boards_started ON boards (started_at);
 CREATE INDEX boards_guid ON boards (guid);
 CREATE INDEX boards_plant_id ON boards (plant_id);
 
+-- Partitioned by the start of the step's board record, so that a page
+-- of board records finds its steps in the same month's partition.
 CREATE TABLE steps (
-    station_id   text NOT NULL,
-    step_id      bigint NOT NULL,
-    board_id     bigint NOT NULL,
-    step         text NOT NULL,
-    started_at   timestamptz NOT NULL,
-    ended_at     timestamptz,
-    duration_ms  bigint,
-    outcome      text,
-    error_code   text,
-    error        text,
-    PRIMARY KEY (station_id, step_id, started_at)
-) PARTITION BY RANGE (started_at);
+    station_id     text NOT NULL,
+    step_id        bigint NOT NULL,
+    board_id       bigint NOT NULL,
+    board_started  timestamptz NOT NULL,
+    step           text NOT NULL,
+    started_at     timestamptz NOT NULL,
+    ended_at       timestamptz,
+    duration_ms    bigint,
+    outcome        text,
+    error_code     text,
+    error          text,
+    PRIMARY KEY (station_id, step_id, board_started)
+) PARTITION BY RANGE (board_started);
 CREATE TABLE steps_default PARTITION OF steps DEFAULT;
-CREATE INDEX steps_board ON steps (station_id, board_id);
+CREATE INDEX steps_board ON steps (station_id, board_id, board_started);
 
 CREATE TABLE certificates (
     station_id     text NOT NULL,

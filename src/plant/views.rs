@@ -31,6 +31,18 @@ fn ts(column: &str) -> String {
     format!("to_char({column} AT TIME ZONE 'UTC', {TS})")
 }
 
+/// A time column read as a time (8 bytes on the wire, no formatting in
+/// the database) and written as the station writes times; the busy
+/// report and export queries read times this way.
+fn time_text(r: &Row, i: usize) -> String {
+    crate::store::ts(r.get::<_, time::OffsetDateTime>(i))
+}
+
+fn time_text_opt(r: &Row, i: usize) -> Option<String> {
+    r.get::<_, Option<time::OffsetDateTime>>(i)
+        .map(crate::store::ts)
+}
+
 /// Which board records a plant report or export covers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlantFilter {
@@ -66,8 +78,8 @@ fn unit_select() -> String {
          LEFT JOIN LATERAL (SELECT l.state FROM labels l
                             WHERE l.station_id = b.station_id AND l.board_id = b.board_id
                             ORDER BY l.label_id DESC LIMIT 1) l ON true",
-        ts("b.started_at"),
-        ts("b.finished_at")
+        "b.started_at",
+        "b.finished_at"
     )
 }
 
@@ -92,8 +104,8 @@ fn unit(r: &Row) -> Result<(Unit, String, i64), PlantError> {
             operator: r.get(3),
             lot: r.get(4),
             guid: r.get(5),
-            started_at: r.get(6),
-            finished_at: r.get(7),
+            started_at: time_text(r, 6),
+            finished_at: time_text_opt(r, 7),
             status: r.get(8),
             step: r.get(9),
             error_code: r.get(10),
@@ -179,18 +191,19 @@ pub async fn each_unit_page(
          ORDER BY b.started_at, b.plant_id LIMIT $9",
         unit_select()
     );
-    // The page's boards, by (station, board id), then their steps. A
-    // board's steps start after the record does (a day's slack for a
-    // station clock set back): the months before are not searched.
+    // The page's boards, by (station, board id, start), then their steps:
+    // steps are partitioned by their board's start, so the page's first and
+    // last start ($5, $6) leave only its months to search.
     let steps_sql = format!(
         "SELECT p.plant_id, s.step, {}, {}, s.duration_ms, s.outcome, s.error_code
          FROM unnest($1::text[], $2::int8[], $3::int8[], $4::text[])
               AS p(station_id, board_id, plant_id, started)
          JOIN steps s ON s.station_id = p.station_id AND s.board_id = p.board_id
-              AND s.started_at >= p.started::timestamptz - interval '1 day'
+              AND s.board_started = p.started::timestamptz
+         WHERE s.board_started >= $5::text::timestamptz AND s.board_started <= $6::text::timestamptz
          ORDER BY p.plant_id, s.step_id",
-        ts("s.started_at"),
-        ts("s.ended_at")
+        "s.started_at",
+        "s.ended_at"
     );
     let units_st = client.prepare(&units_sql).await.map_err(db)?;
     let steps_st = client.prepare(&steps_sql).await.map_err(db)?;
@@ -224,9 +237,21 @@ pub async fn each_unit_page(
         if units.is_empty() {
             return Ok(());
         }
+        // In start order: the first and the last are the page's bounds.
+        let (first_start, last_start) = (starts[0].clone(), starts[starts.len() - 1].clone());
         let steps = if with_steps {
             client
-                .query(&steps_st, &[&stations, &boards, &plant_ids, &starts])
+                .query(
+                    &steps_st,
+                    &[
+                        &stations,
+                        &boards,
+                        &plant_ids,
+                        &starts,
+                        &first_start,
+                        &last_start,
+                    ],
+                )
                 .await
                 .map_err(db)?
                 .iter()
@@ -246,8 +271,8 @@ fn step(r: &Row) -> StepRecord {
     StepRecord {
         board_id: r.get(0),
         step: r.get(1),
-        started_at: r.get(2),
-        ended_at: r.get(3),
+        started_at: time_text(r, 2),
+        ended_at: time_text_opt(r, 3),
         duration_ms: r.get(4),
         outcome: r.get(5),
         error_code: r.get(6),
@@ -535,4 +560,17 @@ async fn verify_station(client: &Client, station: &str) -> Result<AuditCheck, Pl
         n += 1;
     }
     Ok(AuditCheck::Intact { rows: n })
+}
+
+/// Where a station's feed stands in the plant: the last entry committed,
+/// `None` before its first forward.
+pub async fn station_cursor(client: &Client, station: &str) -> Result<Option<i64>, PlantError> {
+    Ok(client
+        .query_opt(
+            "SELECT last_seq FROM plant_stations WHERE station_id = $1",
+            &[&station],
+        )
+        .await
+        .map_err(db)?
+        .map(|r| r.get(0)))
 }

@@ -41,26 +41,12 @@ pub async fn status(State(s): State<AppState>, caller: Caller) -> Result<Json<Va
 
 /// Runs `f` with a connection from the plant's pool, within
 /// [`LOOKUP_TIMEOUT`]; `None` without `[plant]`.
-pub async fn lookup<T, F>(s: &AppState, f: F) -> Option<Result<T, PlantError>>
+async fn lookup<T, F>(s: &AppState, f: F) -> Option<Result<T, PlantError>>
 where
-    F: AsyncFnOnce(&tokio_postgres::Client) -> Result<T, PlantError>,
+    F: AsyncFnOnce(&crate::plant::PlantClient) -> Result<T, PlantError>,
 {
     let p: &PlantHandle = s.plant.as_ref()?;
-    let work = async {
-        let client = crate::plant::checkout(&p.pool, &p.shown).await?;
-        f(&client).await
-    };
-    Some(
-        tokio::time::timeout(LOOKUP_TIMEOUT, work)
-            .await
-            .unwrap_or_else(|_| {
-                Err(PlantError::new(format!(
-                    "the plant database {} did not answer in {} s",
-                    p.shown,
-                    LOOKUP_TIMEOUT.as_secs()
-                )))
-            }),
-    )
+    Some(p.lookup(LOOKUP_TIMEOUT, f).await)
 }
 
 /// Prometheus lines for the plant tier (none without `[plant]`).
