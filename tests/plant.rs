@@ -289,6 +289,19 @@ async fn three_stations_feed_one_plant_exactly_once() {
     for (c, l) in configs.iter().zip(&logs) {
         drain(c, &l.with_extension("drain.log")).await;
     }
+    // `station check` finds the plant database and this station's feed.
+    let out = Command::new(station_bin())
+        .args(["check", "--config"])
+        .arg(&configs[0])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        text.lines().any(|l| l.starts_with("ok")
+            && l.contains("plant database")
+            && l.contains("station st-0 forwards to it")),
+        "{text}"
+    );
     for (i, c) in configs.iter().enumerate() {
         let station = format!("st-{i}");
         let local = station_records(c);
@@ -662,7 +675,16 @@ async fn nothing_is_lost_or_doubled_through_an_outage_crashes_and_a_lost_commit(
     // The line's pace with the plant database up, then down for a minute.
     let (_, with_plant) = count_during(&config, Duration::from_secs(20)).await;
     pg.stop();
+    let waits_before = read(&log).matches("plant forwarding").count();
     let (_, during_outage) = count_during(&config, Duration::from_secs(60)).await;
+    // No hot loop: a wait that doubles up to 30 s, so a handful of
+    // attempts in the minute.
+    let attempts = read(&log).matches("plant forwarding").count() - waits_before;
+    assert!(
+        (1..=15).contains(&attempts),
+        "{attempts} attempts in a minute:\n{}",
+        read(&log)
+    );
     let down = plant_status().await;
     assert_eq!(down["connected"], false, "{down}");
     assert!(down["lag_records"].as_i64().unwrap() > 0, "{down}");
@@ -674,6 +696,28 @@ async fn nothing_is_lost_or_doubled_through_an_outage_crashes_and_a_lost_commit(
         "{down}"
     );
     assert!(!down.to_string().contains("password"), "{down}");
+    // The line view says so, in words.
+    let page = api
+        .get(format!("http://{base}/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("Plant database not reached since") && page.contains("the line goes on"),
+        "{page}"
+    );
+    let metrics = api
+        .get(format!("http://{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("station_plant_connected 0"), "{metrics}");
     println!(
         "line throughput: {with_plant:.2} boards/s with the plant database, {during_outage:.2} boards/s while it was stopped"
     );
@@ -933,4 +977,102 @@ async fn the_password_is_never_shown() {
         "{text}"
     );
     assert!(!text.contains(SECRET), "{text}");
+}
+
+/// A CA and a certificate it signed for 127.0.0.1 (PEM): the CA, the
+/// server's certificate and its key.
+fn tls_files() -> (String, String, String) {
+    let ca_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "Plant database CA");
+    ca.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign];
+    let ca = rcgen::CertifiedIssuer::self_signed(ca, ca_key).unwrap();
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let server =
+        rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+            .unwrap()
+            .signed_by(&key, &ca)
+            .unwrap();
+    (ca.pem(), server.pem(), key.serialize_pem())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_plant_database_over_tls() {
+    let pg = Pg::start();
+    let url = plant_db(&pg).await;
+    let (ca, cert, key) = tls_files();
+    pg.require_ssl(&cert, &key);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("plant-ca.pem"), &ca).unwrap();
+    let (other_ca, _, _) = tls_files();
+    std::fs::write(dir.path().join("other-ca.pem"), &other_ca).unwrap();
+
+    // Without the CA: the database takes no plain connection, and says so.
+    let plain = write_config(dir.path(), "st-tls", "line-t", &url, "");
+    let out = Command::new(station_bin())
+        .args(["plant", "verify", "--config"])
+        .arg(&plain)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success());
+    assert!(
+        text.contains("accepts only TLS") && text.contains("[plant] ca_file"),
+        "{text}"
+    );
+
+    // Another CA's certificate is not trusted.
+    let wrong = write_config(
+        dir.path(),
+        "st-tls",
+        "line-t",
+        &url,
+        "ca_file = \"other-ca.pem\"",
+    );
+    let out = Command::new(station_bin())
+        .args(["plant", "verify", "--config"])
+        .arg(&wrong)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success());
+    assert!(text.contains("failed the TLS check"), "{text}");
+
+    // With the plant's CA: the station forwards over TLS.
+    let config = write_config(
+        dir.path(),
+        "st-tls",
+        "line-t",
+        &url,
+        "ca_file = \"plant-ca.pem\"",
+    );
+    let log = dir.path().join("serve.log");
+    {
+        let _s = serve(&config, Some(1), None, &log);
+        wait_until("boards in the plant over TLS", Duration::from_secs(60), || {
+            pg.psql("plant", "SELECT count(*) FROM boards WHERE station_id = 'st-tls' AND status = 'provisioned'")
+                .parse::<i64>()
+                .unwrap()
+                >= 2
+        })
+        .await;
+    }
+    // The server saw TLS from the station.
+    assert!(
+        read(&log).contains("forwarding to the plant database"),
+        "{}",
+        read(&log)
+    );
+    let out = Command::new(station_bin())
+        .args(["plant", "verify", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

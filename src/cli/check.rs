@@ -155,7 +155,7 @@ async fn plant_check(
     p: &crate::config::PlantConfig,
 ) -> Result<(String, Option<String>), crate::plant::PlantError> {
     let shown = p.shown_url();
-    let client = crate::plant::connect_checked(&p.database).await?;
+    let client = crate::plant::connect_checked(p).await?;
     let last = crate::plant::views::station_cursor(&client, &cfg.station_id)
         .await
         .map_err(|e| crate::plant::PlantError::new(format!("{shown}: {e}")))?;

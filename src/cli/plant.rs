@@ -67,7 +67,7 @@ fn load(config: &ConfigArgs) -> anyhow::Result<(Config, PlantConfig)> {
 
 /// A connection to a plant database whose schema is this station's.
 async fn connect(plant: &PlantConfig) -> anyhow::Result<crate::plant::PlantClient> {
-    Ok(crate::plant::connect_checked(&plant.database).await?)
+    Ok(crate::plant::connect_checked(plant).await?)
 }
 
 fn reading(plant: &PlantConfig) -> String {
@@ -77,7 +77,7 @@ fn reading(plant: &PlantConfig) -> String {
 /// `station plant migrate`: creates or upgrades the plant schema.
 pub async fn plant_migrate(config: &ConfigArgs) -> anyhow::Result<()> {
     let (_, plant) = load(config)?;
-    let (applied, version) = crate::plant::migrate(&plant.database).await?;
+    let (applied, version) = crate::plant::migrate(&plant).await?;
     if applied.is_empty() {
         println!("the plant schema is up to date (version {version})");
     } else {

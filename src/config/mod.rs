@@ -230,7 +230,7 @@ impl Config {
         let reports =
             reports::reports_config(&raw.reports, &raw.shift).map_err(|(k, r)| err(&k, r))?;
         let plant =
-            plant::plant_config(raw.plant.as_ref(), plant_env).map_err(|(k, r)| err(k, r))?;
+            plant::plant_config(raw.plant.as_ref(), plant_env, base).map_err(|(k, r)| err(k, r))?;
 
         Ok(Config {
             plant,

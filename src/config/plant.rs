@@ -4,6 +4,7 @@
 //! never shown (the `Debug` of [`PlantConfig`] and [`PlantConfig::shown_url`]
 //! leave it out). It checks the settings; it does not connect.
 
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -17,6 +18,7 @@ pub const PLANT_ENV: &str = "STATION_PLANT_DATABASE_URL";
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawPlant {
     database_url: Option<String>,
+    ca_file: Option<String>,
     batch: u32,
     max_lag_warning_s: u64,
     dps_ops_per_minute: Option<u32>,
@@ -26,6 +28,7 @@ impl Default for RawPlant {
     fn default() -> Self {
         RawPlant {
             database_url: None,
+            ca_file: None,
             batch: 500,
             max_lag_warning_s: 60,
             dps_ops_per_minute: None,
@@ -41,6 +44,10 @@ pub struct PlantConfig {
     pub database: tokio_postgres::Config,
     /// True when the URL came from STATION_PLANT_DATABASE_URL.
     pub url_from_env: bool,
+    /// The CA that signed the plant database's certificate (PEM): with
+    /// it the station speaks only TLS to the database, checking its
+    /// certificate and name; without it, plain TCP.
+    pub ca_file: Option<PathBuf>,
     /// Most feed entries forwarded in one transaction.
     pub batch: u32,
     /// Lag beyond this is a warning on the status line, in `station check`
@@ -56,6 +63,7 @@ impl std::fmt::Debug for PlantConfig {
         f.debug_struct("PlantConfig")
             .field("database", &self.shown_url())
             .field("url_from_env", &self.url_from_env)
+            .field("ca_file", &self.ca_file)
             .field("batch", &self.batch)
             .field("max_lag_warning", &self.max_lag_warning)
             .field("dps_ops_per_minute", &self.dps_ops_per_minute)
@@ -117,6 +125,7 @@ pub fn parse_url(text: &str) -> Result<tokio_postgres::Config, String> {
 pub(super) fn plant_config(
     p: Option<&RawPlant>,
     env: Option<String>,
+    base: &Path,
 ) -> Result<Option<PlantConfig>, Invalid> {
     let Some(p) = p else {
         return Ok(None);
@@ -135,7 +144,34 @@ pub(super) fn plant_config(
             ),
         ));
     };
-    let database = parse_url(&text).map_err(|r| (key, r))?;
+    let mut database = parse_url(&text).map_err(|r| (key, r))?;
+    let ca_file = p
+        .ca_file
+        .as_deref()
+        .filter(|f| !f.trim().is_empty())
+        .map(|f| base.join(f));
+    use tokio_postgres::config::SslMode;
+    match (database.get_ssl_mode(), &ca_file) {
+        (SslMode::Disable, Some(_)) => {
+            return Err((
+                key,
+                "says sslmode=disable, but [plant] ca_file is given: remove one of them".into(),
+            ));
+        }
+        // With the plant's CA, TLS or nothing: never quietly plain.
+        (_, Some(_)) => {
+            database.ssl_mode(SslMode::Require);
+        }
+        (SslMode::Require, None) => {
+            return Err((
+                "plant.ca_file",
+                "is missing: sslmode=require needs the CA that signed the plant database's certificate (PEM)".into(),
+            ));
+        }
+        (_, None) => {
+            database.ssl_mode(SslMode::Disable);
+        }
+    }
     if !(1..=10_000).contains(&p.batch) {
         return Err((
             "plant.batch",
@@ -159,6 +195,7 @@ pub(super) fn plant_config(
     Ok(Some(PlantConfig {
         database,
         url_from_env: from_env,
+        ca_file,
         batch: p.batch,
         max_lag_warning: Duration::from_secs(p.max_lag_warning_s),
         dps_ops_per_minute: p.dps_ops_per_minute,

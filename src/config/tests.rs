@@ -691,3 +691,36 @@ fn bad_plant_settings_are_named_without_the_password() {
     let e = plant("\n[plant]\ndatabase = \"x\"\n", None).unwrap_err();
     assert!(e.to_string().contains("unknown field"), "{e}");
 }
+
+#[test]
+fn the_plant_ca_file_means_tls_only() {
+    let mode = |p: &PlantConfig| format!("{:?}", p.database.get_ssl_mode());
+    let c = plant(
+        "\n[plant]\ndatabase_url = \"postgres://u@h/db\"\nca_file = \"plant-ca.pem\"\n",
+        None,
+    )
+    .unwrap();
+    let p = c.plant.clone().unwrap();
+    assert_eq!(p.ca_file.as_deref(), Some(Path::new("/plant-ca.pem")));
+    assert_eq!(mode(&p), "Require");
+    assert_eq!(c.public_view()["plant"]["tls"], true);
+    // Without it, plain: never a TLS attempt that cannot be checked.
+    let p = plant("\n[plant]\ndatabase_url = \"postgres://u@h/db\"\n", None)
+        .unwrap()
+        .plant
+        .unwrap();
+    assert_eq!(mode(&p), "Disable");
+    let e = plant(
+        "\n[plant]\ndatabase_url = \"postgres://u@h/db?sslmode=require\"\n",
+        None,
+    )
+    .unwrap_err();
+    assert_eq!(e.key, "plant.ca_file");
+    let e = plant(
+        "\n[plant]\ndatabase_url = \"postgres://u@h/db?sslmode=disable\"\nca_file = \"ca.pem\"\n",
+        None,
+    )
+    .unwrap_err();
+    assert_eq!(e.key, "plant.database_url");
+    assert!(e.reason.contains("sslmode=disable"), "{e}");
+}

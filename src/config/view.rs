@@ -77,6 +77,8 @@ impl Config {
             "plant": self.plant.as_ref().map(|p| serde_json::json!({
                 "database": p.shown_url(),
                 "database_url_from_environment": p.url_from_env,
+                "tls": p.ca_file.is_some(),
+                "ca_file": p.ca_file.as_ref().map(|f| f.display().to_string()),
                 "batch": p.batch,
                 "max_lag_warning_s": p.max_lag_warning.as_secs(),
                 "dps_ops_per_minute": p.dps_ops_per_minute,

@@ -35,6 +35,10 @@ const POLL: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// How often the conflicts are counted for the status.
 const CONFLICT_EVERY: Duration = Duration::from_secs(30);
+/// How often a connected forwarder makes sure this month's and next
+/// month's partitions exist (a station connected across a month's end
+/// must not fill the DEFAULT partition).
+const PARTITIONS_EVERY: Duration = Duration::from_secs(3600);
 /// Advisory lock class for the per-GUID locks of conflict detection.
 const GUID_LOCK_CLASS: i32 = 0x504c;
 
@@ -139,7 +143,14 @@ impl Forwarder {
     /// Forwards until the connection fails.
     async fn serve(&self, session: &mut Session) -> PlantError {
         let mut counted: Option<tokio::time::Instant> = None;
+        let mut partitioned = tokio::time::Instant::now();
         loop {
+            if partitioned.elapsed() >= PARTITIONS_EVERY {
+                if let Err(e) = partitions(&session.client).await {
+                    return explain(&self.shown, &e);
+                }
+                partitioned = tokio::time::Instant::now();
+            }
             if counted.is_none_or(|t| t.elapsed() >= CONFLICT_EVERY) {
                 match super::views::conflict_count(&session.client).await {
                     Ok(n) => self.update(|s| s.conflicts = Some(n)),
@@ -209,10 +220,7 @@ impl Forwarder {
             )));
         };
         let cursor: i64 = row.get(0);
-        client
-            .execute("SELECT plant_partitions(now()::date, 2)", &[])
-            .await
-            .map_err(err)?;
+        partitions(&client).await.map_err(err)?;
         let feed = self.feed.clone();
         blocking(move || feed.ack(cursor)).await?;
         Ok(Session { client, cursor })
@@ -263,6 +271,13 @@ impl Forwarder {
             committed_at_ms,
         }))
     }
+}
+
+/// This month's and next month's partitions of boards and steps.
+async fn partitions(c: &tokio_postgres::Client) -> Result<(), tokio_postgres::Error> {
+    c.execute("SELECT plant_partitions(now()::date, 2)", &[])
+        .await
+        .map(|_| ())
 }
 
 /// Doubling from 0.5 s, capped, with up to a quarter of jitter so that a

@@ -50,11 +50,21 @@ pub fn explain(shown: &str, e: &tokio_postgres::Error) -> PlantError {
     use tokio_postgres::error::SqlState;
     if let Some(db) = e.as_db_error() {
         let code = db.code();
-        let what = if *code == SqlState::INVALID_PASSWORD
-            || *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION
-        {
+        let what = if *code == SqlState::INVALID_PASSWORD {
             "refused the user or password: check [plant] database_url or STATION_PLANT_DATABASE_URL"
                 .to_string()
+        } else if *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION
+            && db.message().contains("no encryption")
+        {
+            format!(
+                "accepts only TLS ({}): give the CA that signed its certificate in [plant] ca_file",
+                db.message()
+            )
+        } else if *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION {
+            format!(
+                "refused the user or password ({}): check [plant] database_url or STATION_PLANT_DATABASE_URL, and the server's pg_hba.conf",
+                db.message()
+            )
         } else if *code == SqlState::INVALID_CATALOG_NAME {
             "has no such database: create it (README: The plant database)".to_string()
         } else if *code == SqlState::UNDEFINED_TABLE || *code == SqlState::UNDEFINED_FUNCTION {
@@ -78,7 +88,11 @@ pub fn explain(shown: &str, e: &tokio_postgres::Error) -> PlantError {
         .map(|s| s.to_string())
         .unwrap_or_default();
     let io = format!("{text} {source}").to_lowercase();
-    let why = if io.contains("refused") {
+    let why = if io.contains("does not support tls") {
+        "does not offer TLS: turn ssl on in its postgresql.conf, or remove [plant] ca_file"
+    } else if io.contains("certificate") || io.contains("tls") {
+        "failed the TLS check: its certificate must be signed by the CA in [plant] ca_file and name the host in database_url"
+    } else if io.contains("refused") {
         "refused the connection: is PostgreSQL running there, on that port?"
     } else if io.contains("timed out") || io.contains("timeout") {
         "did not answer in time: is the plant network up?"
@@ -117,14 +131,70 @@ fn tuned(config: &tokio_postgres::Config) -> tokio_postgres::Config {
     config
 }
 
-/// Opens one connection (the forwarder's pool does the same for each of
-/// its connections), waiting at most [`CONNECT_TIMEOUT`].
+/// The TLS side of a connection: with the plant's CA, a rustls client that
+/// trusts it alone (the settings already say `sslmode=require`); without,
+/// one that is never used (`sslmode=disable`).
+fn tls(
+    ca: Option<&std::path::Path>,
+) -> Result<tokio_postgres_rustls::MakeRustlsConnect, PlantError> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    if let Some(path) = ca {
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+            .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| {
+                PlantError(format!(
+                    "cannot read [plant] ca_file {}: {e}: it must be the PEM certificate of the CA that signed the plant database's certificate",
+                    path.display()
+                ))
+            })?;
+        if certs.is_empty() {
+            return Err(PlantError(format!(
+                "[plant] ca_file {} holds no certificate: give the PEM certificate of the CA that signed the plant database's certificate",
+                path.display()
+            )));
+        }
+        for c in certs {
+            roots
+                .add(c)
+                .map_err(|e| PlantError(format!("[plant] ca_file {}: {e}", path.display())))?;
+        }
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| PlantError(format!("TLS for the plant database: {e}")))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+}
+
+/// Opens one connection without TLS, waiting at most [`CONNECT_TIMEOUT`].
 pub async fn connect(
     config: &tokio_postgres::Config,
 ) -> Result<tokio_postgres::Client, PlantError> {
+    let mut plain = config.clone();
+    plain.ssl_mode(tokio_postgres::config::SslMode::Disable);
+    connect_with(&plain, None).await
+}
+
+/// Opens one connection to the database `[plant]` names (TLS with its
+/// `ca_file`), waiting at most [`CONNECT_TIMEOUT`].
+pub async fn connect_plant(
+    p: &crate::config::PlantConfig,
+) -> Result<tokio_postgres::Client, PlantError> {
+    connect_with(&p.database, p.ca_file.as_deref()).await
+}
+
+async fn connect_with(
+    config: &tokio_postgres::Config,
+    ca: Option<&std::path::Path>,
+) -> Result<tokio_postgres::Client, PlantError> {
     let shown = crate::config::shown_plant_url(config);
     let config = tuned(config);
-    let fut = config.connect(tokio_postgres::NoTls);
+    let fut = config.connect(tls(ca)?);
     let (client, connection) = tokio::time::timeout(CONNECT_TIMEOUT, fut)
         .await
         .map_err(|_| {
@@ -142,12 +212,13 @@ pub async fn connect(
     Ok(client)
 }
 
-/// Connects and checks that the schema is this station's.
+/// Connects to the database `[plant]` names and checks that the schema is
+/// this station's.
 pub async fn connect_checked(
-    config: &tokio_postgres::Config,
+    p: &crate::config::PlantConfig,
 ) -> Result<tokio_postgres::Client, PlantError> {
-    let client = connect(config).await?;
-    check_schema(&crate::config::shown_plant_url(config), &client).await?;
+    let client = connect_plant(p).await?;
+    check_schema(&p.shown_url(), &client).await?;
     Ok(client)
 }
 
@@ -176,10 +247,24 @@ pub async fn check_schema(shown: &str, client: &tokio_postgres::Client) -> Resul
 /// DPS budget and the web's lookups share it). Connecting waits at most
 /// [`CONNECT_TIMEOUT`], and so does waiting for a free connection.
 pub fn pool(config: &tokio_postgres::Config) -> Result<deadpool_postgres::Pool, PlantError> {
+    let mut plain = config.clone();
+    plain.ssl_mode(tokio_postgres::config::SslMode::Disable);
+    pool_with(&plain, None)
+}
+
+/// As [`pool`], to the database `[plant]` names (TLS with its `ca_file`).
+pub fn pool_plant(p: &crate::config::PlantConfig) -> Result<deadpool_postgres::Pool, PlantError> {
+    pool_with(&p.database, p.ca_file.as_deref())
+}
+
+fn pool_with(
+    config: &tokio_postgres::Config,
+    ca: Option<&std::path::Path>,
+) -> Result<deadpool_postgres::Pool, PlantError> {
     let config = tuned(config);
     let manager = deadpool_postgres::Manager::from_config(
         config,
-        tokio_postgres::NoTls,
+        tls(ca)?,
         deadpool_postgres::ManagerConfig {
             recycling_method: deadpool_postgres::RecyclingMethod::Fast,
         },
@@ -237,7 +322,7 @@ pub fn start(
     };
     let instance = store.plant_enable(true)?;
     let shown = p.shown_url();
-    let pool = pool(&p.database)?;
+    let pool = pool_plant(p)?;
     let status = PlantStatus::new(shown.clone());
     let forwarder = Forwarder {
         feed: std::sync::Arc::new(store.plant_feed()?),
@@ -287,9 +372,9 @@ impl PlantHandle {
 
 /// `station plant migrate`: creates or upgrades the schema; the versions
 /// applied and the version now. Refuses a schema newer than this station's.
-pub async fn migrate(config: &tokio_postgres::Config) -> Result<(Vec<i64>, i64), PlantError> {
-    let shown = crate::config::shown_plant_url(config);
-    let mut client = connect(config).await?;
+pub async fn migrate(p: &crate::config::PlantConfig) -> Result<(Vec<i64>, i64), PlantError> {
+    let shown = p.shown_url();
+    let mut client = connect_plant(p).await?;
     let explain = |e: tokio_postgres::Error| explain(&shown, &e);
     let found = schema::version(&client).await.map_err(explain)?;
     if found > schema::known() {

@@ -78,8 +78,7 @@ fn unit_select() -> String {
          LEFT JOIN LATERAL (SELECT l.state FROM labels l
                             WHERE l.station_id = b.station_id AND l.board_id = b.board_id
                             ORDER BY l.label_id DESC LIMIT 1) l ON true",
-        "b.started_at",
-        "b.finished_at"
+        "b.started_at", "b.finished_at"
     )
 }
 
@@ -202,29 +201,18 @@ pub async fn each_unit_page(
               AND s.board_started = p.started::timestamptz
          WHERE s.board_started >= $5::text::timestamptz AND s.board_started <= $6::text::timestamptz
          ORDER BY p.plant_id, s.step_id",
-        "s.started_at",
-        "s.ended_at"
+        "s.started_at", "s.ended_at"
     );
     let units_st = client.prepare(&units_sql).await.map_err(db)?;
     let steps_st = client.prepare(&steps_sql).await.map_err(db)?;
     let params = FilterParams::of(f);
     let limit = i64::from(page.max(1));
-    let mut after: Option<(String, i64)> = None;
+    let mut rows = units_page(client, &units_st, &params, None, limit).await?;
     loop {
-        let (after_at, after_id) = match &after {
-            Some((at, id)) => (Some(at.clone()), *id),
-            None => (None, 0),
-        };
-        let mut p = params.list();
-        p.extend([
-            &after_at as &(dyn tokio_postgres::types::ToSql + Sync),
-            &after_id,
-            &limit,
-        ]);
-        let rows = client.query(&units_st, &p).await.map_err(db)?;
         let mut units = Vec::with_capacity(rows.len());
         let (mut stations, mut boards, mut plant_ids) = (Vec::new(), Vec::new(), Vec::new());
         let mut starts = Vec::new();
+        let mut after = None;
         for r in &rows {
             let (u, at, board) = unit(r)?;
             stations.push(u.station.clone());
@@ -237,34 +225,68 @@ pub async fn each_unit_page(
         if units.is_empty() {
             return Ok(());
         }
+        let full = units.len() as i64 == limit;
         // In start order: the first and the last are the page's bounds.
         let (first_start, last_start) = (starts[0].clone(), starts[starts.len() - 1].clone());
-        let steps = if with_steps {
-            client
-                .query(
-                    &steps_st,
-                    &[
-                        &stations,
-                        &boards,
-                        &plant_ids,
-                        &starts,
-                        &first_start,
-                        &last_start,
-                    ],
-                )
-                .await
-                .map_err(db)?
-                .iter()
-                .map(step)
-                .collect()
-        } else {
-            Vec::new()
+        // This page's steps and the next page's records, asked for
+        // together: the connection sends both at once (a pipeline), so
+        // the server works on the next page while this one is read.
+        let steps = async {
+            if !with_steps {
+                return Ok(Vec::new());
+            }
+            let p: [&(dyn tokio_postgres::types::ToSql + Sync); 6] = [
+                &stations,
+                &boards,
+                &plant_ids,
+                &starts,
+                &first_start,
+                &last_start,
+            ];
+            Ok::<_, PlantError>(
+                client
+                    .query(&steps_st, &p)
+                    .await
+                    .map_err(db)?
+                    .iter()
+                    .map(step)
+                    .collect::<Vec<_>>(),
+            )
         };
-        let full = units.len() as i64 == limit;
-        if !each(units, steps) || !full {
+        let next = async {
+            if full {
+                units_page(client, &units_st, &params, after, limit).await
+            } else {
+                Ok(Vec::new())
+            }
+        };
+        let (steps, next) = tokio::join!(steps, next);
+        if !each(units, steps?) || !full {
             return Ok(());
         }
+        rows = next?;
     }
+}
+
+/// One page of board records after `after` (start time as text, plant id).
+async fn units_page(
+    client: &Client,
+    st: &tokio_postgres::Statement,
+    params: &FilterParams,
+    after: Option<(String, i64)>,
+    limit: i64,
+) -> Result<Vec<Row>, PlantError> {
+    let (after_at, after_id) = match after {
+        Some((at, id)) => (Some(at), id),
+        None => (None, 0),
+    };
+    let mut p = params.list();
+    p.extend([
+        &after_at as &(dyn tokio_postgres::types::ToSql + Sync),
+        &after_id,
+        &limit,
+    ]);
+    client.query(st, &p).await.map_err(db)
 }
 
 fn step(r: &Row) -> StepRecord {

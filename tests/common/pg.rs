@@ -327,3 +327,42 @@ fn ident(name: &str) -> String {
 fn literal(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
 }
+
+impl Pg {
+    /// Turns TLS on with this certificate and key (PEM), and refuses TCP
+    /// connections from 127.0.0.1 that do not use it.
+    pub fn require_ssl(&self, cert_pem: &str, key_pem: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        let data = self.data();
+        let meta = data.metadata().expect("the cluster's folder");
+        for (name, text) in [("server.crt", cert_pem), ("server.key", key_pem)] {
+            let p = data.join(name);
+            std::fs::write(&p, text).expect("write a TLS file");
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+            std::os::unix::fs::chown(&p, Some(meta.uid()), Some(meta.gid())).unwrap();
+        }
+        self.psql("postgres", "ALTER SYSTEM SET ssl = on");
+        let hba = data.join("pg_hba.conf");
+        let old = std::fs::read_to_string(&hba).expect("read pg_hba.conf");
+        std::fs::write(
+            &hba,
+            format!("hostnossl all all 127.0.0.1/32 reject\n{old}"),
+        )
+        .expect("write pg_hba.conf");
+        self.pg_ctl(&["reload"]);
+        // Wait until a plain connection is refused.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let url = format!("{}?sslmode=disable", self.url("postgres"));
+        loop {
+            let out = self
+                .run(Command::new(PSQL).args(["-X", "-w", "-At", "-d", &url, "-c", "SELECT 1"]));
+            if String::from_utf8_lossy(&out.stderr).contains("no encryption") {
+                return;
+            }
+            if Instant::now() > deadline {
+                self.fail("TLS is not required after reload");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
