@@ -1076,3 +1076,46 @@ async fn the_plant_database_over_tls() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plant_database_restored_from_an_older_copy_gets_everything_back() {
+    let pg = Pg::start();
+    let url = plant_db(&pg).await;
+    let (_d, a, _s) = station_with("st-r", &url, vec![quick_board(), quick_board()]).await;
+    let in_plant = || {
+        pg.psql(
+            "plant",
+            "SELECT (SELECT count(*) FROM boards WHERE station_id = 'st-r' AND status = 'provisioned')
+                 || '/' || (SELECT count(*) FROM certificates WHERE station_id = 'st-r' AND state = 'installed')",
+        )
+    };
+    wait_until("two boards in the plant", Duration::from_secs(30), || {
+        in_plant() == "2/2"
+    })
+    .await;
+    // The plant database goes back to a copy from before this station's
+    // records (a restore): they and its cursor are gone.
+    pg.psql(
+        "plant",
+        "DELETE FROM boards WHERE station_id = 'st-r'; DELETE FROM steps WHERE station_id = 'st-r';
+         DELETE FROM certificates WHERE station_id = 'st-r'; DELETE FROM audit WHERE station_id = 'st-r';
+         UPDATE plant_stations SET last_seq = 0 WHERE station_id = 'st-r'",
+    );
+    pg.stop();
+    pg.start_again();
+    wait_until(
+        "the station sent everything again",
+        Duration::from_secs(60),
+        || in_plant() == "2/2",
+    )
+    .await;
+    assert_eq!(a.store.plant_feed().unwrap().lag().unwrap().entries, 0);
+    let audit: i64 = pg
+        .psql(
+            "plant",
+            "SELECT count(*) FROM audit WHERE station_id = 'st-r'",
+        )
+        .parse()
+        .unwrap();
+    assert!(audit >= 2);
+}

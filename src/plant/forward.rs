@@ -160,6 +160,13 @@ impl Forwarder {
             }
             match self.forward_once(session).await {
                 Ok(Some(f)) => {
+                    // New certificates may make (or end) a conflict: count
+                    // again (at most once a second) before the next batch.
+                    if f.certificates > 0
+                        && counted.is_some_and(|t| t.elapsed() >= Duration::from_secs(1))
+                    {
+                        counted = None;
+                    }
                     self.update(|s| {
                         s.batches += 1;
                         s.rows += f.rows as u64;
@@ -222,7 +229,13 @@ impl Forwarder {
         let cursor: i64 = row.get(0);
         partitions(&client).await.map_err(err)?;
         let feed = self.feed.clone();
-        blocking(move || feed.ack(cursor)).await?;
+        if blocking(move || feed.resume(cursor)).await? {
+            tracing::warn!(
+                database = %self.shown,
+                cursor,
+                "the plant database has less of this station's feed than it had committed before (restored from an older copy?): sending every record again"
+            );
+        }
         Ok(Session { client, cursor })
     }
 

@@ -323,7 +323,11 @@ CREATE TABLE plant_control (
     enabled   INTEGER NOT NULL,
     -- A random name for this database, so that the plant can tell a new
     -- database under an old station id from the one it knows.
-    instance  TEXT
+    instance  TEXT,
+    -- The newest entry the plant database has committed, as far as this
+    -- station knows: a plant that says less was restored from an older
+    -- copy, and is sent everything again.
+    acked     INTEGER NOT NULL DEFAULT 0
 );
 INSERT INTO plant_control (id, enabled, instance) VALUES (1, 0, NULL);
 CREATE TRIGGER plant_board_ins AFTER INSERT ON boards WHEN (SELECT enabled FROM plant_control WHERE id = 1)

@@ -202,17 +202,7 @@ impl Store {
             };
             if on && !enabled {
                 tx.execute("UPDATE plant_control SET enabled = 1", [])?;
-                tx.execute_batch(
-                    "INSERT INTO plant_feed (kind, row) SELECT 'board', id FROM boards ORDER BY id;
-                     INSERT INTO plant_feed (kind, row) SELECT 'step', id FROM steps ORDER BY id;
-                     INSERT INTO plant_feed (kind, row) SELECT 'certificate', rowid FROM certificates ORDER BY rowid;
-                     INSERT INTO plant_feed (kind, row) SELECT 'revocation', rowid FROM revocations ORDER BY rowid;
-                     INSERT INTO plant_feed (kind, row) SELECT 'device_revocation', rowid FROM device_revocations ORDER BY rowid;
-                     INSERT INTO plant_feed (kind, row) SELECT 'enrollment', id FROM outbox ORDER BY id;
-                     INSERT INTO plant_feed (kind, row) SELECT 'device_action', id FROM device_actions ORDER BY id;
-                     INSERT INTO plant_feed (kind, row) SELECT 'label', id FROM labels ORDER BY id;
-                     INSERT INTO plant_feed (kind, row) SELECT 'audit', id FROM audit ORDER BY id;",
-                )?;
+                note_everything(&tx)?;
             } else if !on && enabled {
                 tx.execute("UPDATE plant_control SET enabled = 0", [])?;
                 tx.execute("DELETE FROM plant_feed", [])?;
@@ -226,6 +216,22 @@ impl Store {
     pub fn plant_feed(&self) -> Result<PlantFeed, StoreError> {
         PlantFeed::open(&self.path)
     }
+}
+
+/// Notes every record there is in the feed, in order (a station joining
+/// the plant, or a plant database that lost what it had).
+fn note_everything(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        "INSERT INTO plant_feed (kind, row) SELECT 'board', id FROM boards ORDER BY id;
+         INSERT INTO plant_feed (kind, row) SELECT 'step', id FROM steps ORDER BY id;
+         INSERT INTO plant_feed (kind, row) SELECT 'certificate', rowid FROM certificates ORDER BY rowid;
+         INSERT INTO plant_feed (kind, row) SELECT 'revocation', rowid FROM revocations ORDER BY rowid;
+         INSERT INTO plant_feed (kind, row) SELECT 'device_revocation', rowid FROM device_revocations ORDER BY rowid;
+         INSERT INTO plant_feed (kind, row) SELECT 'enrollment', id FROM outbox ORDER BY id;
+         INSERT INTO plant_feed (kind, row) SELECT 'device_action', id FROM device_actions ORDER BY id;
+         INSERT INTO plant_feed (kind, row) SELECT 'label', id FROM labels ORDER BY id;
+         INSERT INTO plant_feed (kind, row) SELECT 'audit', id FROM audit ORDER BY id;",
+    )
 }
 
 /// The forwarder's own connection to the station database: reads the feed
@@ -306,8 +312,38 @@ impl PlantFeed {
     /// Deletes the entries up to `upto`: the plant database has them.
     pub fn ack(&self, upto: i64) -> Result<(), StoreError> {
         self.with(|c| {
-            c.execute("DELETE FROM plant_feed WHERE seq <= ?1", [upto])
-                .map(|_| ())
+            let tx = c.transaction()?;
+            tx.execute("DELETE FROM plant_feed WHERE seq <= ?1", [upto])?;
+            tx.execute(
+                "UPDATE plant_control SET acked = MAX(acked, ?1) WHERE id = 1",
+                [upto],
+            )?;
+            tx.commit()
+        })
+    }
+
+    /// Called with the cursor a plant database gives at connection: if it
+    /// is behind what this station already saw committed (the plant was
+    /// restored from an older copy, or made anew), every record is noted
+    /// again so that the plant gets them back; true when that happened.
+    /// Otherwise deletes what the plant has, as [`PlantFeed::ack`].
+    pub fn resume(&self, cursor: i64) -> Result<bool, StoreError> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let acked: i64 =
+                tx.query_row("SELECT acked FROM plant_control WHERE id = 1", [], |r| {
+                    r.get(0)
+                })?;
+            let behind = cursor < acked;
+            if behind {
+                note_everything(&tx)?;
+                tx.execute("UPDATE plant_control SET acked = ?1 WHERE id = 1", [cursor])?;
+            } else {
+                tx.execute("DELETE FROM plant_feed WHERE seq <= ?1", [cursor])?;
+                tx.execute("UPDATE plant_control SET acked = ?1 WHERE id = 1", [cursor])?;
+            }
+            tx.commit()?;
+            Ok(behind)
         })
     }
 
@@ -659,5 +695,43 @@ mod tests {
         let all = feed.batch(0, 1000).unwrap();
         assert_eq!(all.boards.len(), 2);
         assert_eq!(all.certificates.len(), 2);
+    }
+}
+
+#[cfg(test)]
+mod resume_tests {
+    use crate::store::tests::store;
+
+    #[test]
+    fn a_plant_behind_what_it_committed_gets_everything_again() {
+        let (_d, s) = store();
+        s.plant_enable(true).unwrap();
+        s.add_user(
+            &crate::store::NewUser {
+                name: "ana",
+                role: crate::store::Role::Operator,
+                badge: None,
+                pin: None,
+                password: Some("a long enough password"),
+            },
+            "tests",
+            crate::store::tests::now(),
+        )
+        .unwrap();
+        let feed = s.plant_feed().unwrap();
+        let all = feed.batch(0, 100).unwrap();
+        assert_eq!(all.audit.len(), 1);
+        feed.ack(all.last_seq).unwrap();
+        // The plant says it has it all: nothing to send.
+        assert!(!feed.resume(all.last_seq).unwrap());
+        assert_eq!(feed.lag().unwrap().entries, 0);
+        // The plant says it has less than it committed: everything again.
+        assert!(feed.resume(0).unwrap());
+        let again = feed.batch(0, 100).unwrap();
+        assert_eq!(again.audit.len(), 1);
+        assert!(again.last_seq > all.last_seq);
+        // Once, not at every connection.
+        feed.ack(again.last_seq).unwrap();
+        assert!(!feed.resume(again.last_seq).unwrap());
     }
 }
