@@ -121,7 +121,16 @@ async fn a_station_made_key_reaches_the_board_and_nothing_else() {
     }
     let mut probes = Vec::new();
     files(probe.path(), &mut probes);
-    assert_eq!(holders(&probes, &key).len(), spellings(&key).len());
+    // Each file is found by its own spelling. (Two spellings can be the
+    // same text: base64 without '+' or '/' is also base64url, a quarter
+    // of random keys; so count the files found, not the matches.)
+    let found = holders(&probes, &key);
+    for (how, _) in spellings(&key) {
+        assert!(
+            found.iter().any(|(h, p)| *h == how && p.ends_with(&how)),
+            "{how} not found: {found:?}"
+        );
+    }
 }
 
 /// Which files hold the key, and in which spelling.

@@ -504,14 +504,7 @@ async fn a_board_provisioned_on_two_stations_is_a_conflict() {
             .unwrap();
         let c = client_with_token(&token);
         let base = format!("http://{}", app.addr);
-        let page = c
-            .get(format!("{base}/supervisor"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let page = text(&c, format!("{base}/supervisor")).await;
         assert!(
             page.contains("live certificates from two or more stations"),
             "{page}"
@@ -611,6 +604,21 @@ async fn a_board_provisioned_on_two_stations_is_a_conflict() {
     assert_eq!(v.as_array().unwrap().len(), 1, "{v}");
 }
 
+/// An API client for a station process, with a token of `role` made in
+/// its database.
+fn api_for(config: &Path, name: &str, role: station::store::Role) -> reqwest::Client {
+    let token = Store::open(&db_path(config))
+        .unwrap()
+        .create_token(name, role, "tests", time::OffsetDateTime::now_utc())
+        .unwrap();
+    client_with_token(&token)
+}
+
+/// The body of a GET.
+async fn text(client: &reqwest::Client, url: String) -> String {
+    client.get(url).send().await.unwrap().text().await.unwrap()
+}
+
 /// The station's address, from its log.
 async fn address(log: &Path) -> String {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -652,16 +660,7 @@ async fn nothing_is_lost_or_doubled_through_an_outage_crashes_and_a_lost_commit(
     let station = serve(&config, Some(4), None, &log);
     wait_boards(&config, 8, Duration::from_secs(60), &log).await;
     let base = address(&log).await;
-    let token = Store::open(&db_path(&config))
-        .unwrap()
-        .create_token(
-            "qa",
-            station::store::Role::Operator,
-            "tests",
-            time::OffsetDateTime::now_utc(),
-        )
-        .unwrap();
-    let api = client_with_token(&token);
+    let api = api_for(&config, "qa", station::store::Role::Operator);
     let plant_status = async || -> serde_json::Value {
         api.get(format!("http://{base}/api/v1/plant"))
             .send()
@@ -697,26 +696,12 @@ async fn nothing_is_lost_or_doubled_through_an_outage_crashes_and_a_lost_commit(
     );
     assert!(!down.to_string().contains("password"), "{down}");
     // The line view says so, in words.
-    let page = api
-        .get(format!("http://{base}/"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = text(&api, format!("http://{base}/")).await;
     assert!(
         page.contains("Plant database not reached since") && page.contains("the line goes on"),
         "{page}"
     );
-    let metrics = api
-        .get(format!("http://{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = text(&api, format!("http://{base}/metrics")).await;
     assert!(metrics.contains("station_plant_connected 0"), "{metrics}");
     println!(
         "line throughput: {with_plant:.2} boards/s with the plant database, {during_outage:.2} boards/s while it was stopped"
@@ -891,16 +876,7 @@ async fn the_password_is_never_shown() {
     {
         let _s = run(&good, &log);
         let base = address(&log).await;
-        let token = Store::open(&db_path(&config))
-            .unwrap()
-            .create_token(
-                "admin",
-                station::store::Role::Admin,
-                "tests",
-                time::OffsetDateTime::now_utc(),
-            )
-            .unwrap();
-        let api = client_with_token(&token);
+        let api = api_for(&config, "admin", station::store::Role::Admin);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
             let v: serde_json::Value = api
@@ -922,14 +898,7 @@ async fn the_password_is_never_shown() {
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        let cfg = api
-            .get(format!("http://{base}/api/v1/config"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let cfg = text(&api, format!("http://{base}/api/v1/config")).await;
         assert!(
             cfg.contains(&format!("postgres://station@127.0.0.1:{}/plant", pg.port())),
             "{cfg}"

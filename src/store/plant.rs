@@ -7,8 +7,7 @@
 //! database has committed.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::path::Path;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -237,47 +236,25 @@ fn note_everything(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
 /// The forwarder's own connection to the station database: reads the feed
 /// and deletes what the plant has committed. Nothing else.
 pub struct PlantFeed {
-    conn: Mutex<Connection>,
-    path: PathBuf,
+    /// A store handle of its own: another connection to the same file.
+    store: Store,
 }
 
 impl PlantFeed {
     fn open(path: &Path) -> Result<PlantFeed, StoreError> {
-        let err = |source| StoreError::Sqlite {
-            path: path.display().to_string(),
-            source,
-        };
-        let conn = Connection::open(path).map_err(err)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(err)?;
+        let store = Store::open(path)?;
         // Only deletes of sent entries are written here: one lost to a
         // power cut is deleted again at the next connection (the plant's
         // cursor says it was sent), so the write need not wait for the disk.
-        conn.pragma_update(None, "synchronous", "NORMAL")
-            .map_err(err)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(err)?;
-        Ok(PlantFeed {
-            conn: Mutex::new(conn),
-            path: path.to_path_buf(),
-        })
-    }
-
-    fn lock(&self) -> Result<MutexGuard<'_, Connection>, StoreError> {
-        self.conn
-            .lock()
-            .map_err(|_| StoreError::Poisoned("the plant feed reader panicked".into()))
+        store.with(|c| c.pragma_update(None, "synchronous", "NORMAL"))?;
+        Ok(PlantFeed { store })
     }
 
     fn with<T>(
         &self,
         f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
     ) -> Result<T, StoreError> {
-        let mut c = self.lock()?;
-        f(&mut c).map_err(|source| StoreError::Sqlite {
-            path: self.path.display().to_string(),
-            source,
-        })
+        self.store.with(f)
     }
 
     /// Up to `limit` entries after `after`, in order, and the rows they
