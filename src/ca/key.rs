@@ -58,11 +58,3 @@ impl SigningKey for CaKey {
         })
     }
 }
-
-/// SHA-256 of a message, as the token and the TPM sign a digest.
-pub(crate) fn sha256(msg: &[u8]) -> [u8; 32] {
-    let d = ring::digest::digest(&ring::digest::SHA256, msg);
-    let mut out = [0u8; 32];
-    out.copy_from_slice(d.as_ref());
-    out
-}

@@ -9,6 +9,7 @@
 pub mod chain;
 pub mod crl;
 mod csr;
+pub(crate) mod digest;
 mod factory;
 pub mod file;
 pub mod intermediate;

@@ -283,7 +283,7 @@ impl HsmKey {
 
     /// ECDSA P-256 over SHA-256 of `msg`, DER. The token signs the digest.
     pub fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, String> {
-        let digest = super::key::sha256(msg);
+        let digest = super::digest::sha256(msg);
         let session = self
             .session
             .lock()

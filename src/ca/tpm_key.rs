@@ -94,7 +94,7 @@ impl TpmCaKey {
     /// ECDSA P-256 over SHA-256 of `msg`, DER.
     pub fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, String> {
         self.tpm
-            .sign_digest(&super::key::sha256(msg))
+            .sign_digest(&super::digest::sha256(msg))
             .map_err(|e| tpm_error(&self.spec, e).to_string())
     }
 }

@@ -35,6 +35,10 @@ const POLL: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// How often the conflicts are counted for the status.
 const CONFLICT_EVERY: Duration = Duration::from_secs(30);
+/// How often an idle forwarder makes sure the database still answers, so
+/// that its status says so within seconds of an outage even with nothing
+/// to send.
+const PING_EVERY: Duration = Duration::from_secs(5);
 /// How often a connected forwarder makes sure this month's and next
 /// month's partitions exist (a station connected across a month's end
 /// must not fill the DEFAULT partition).
@@ -144,6 +148,7 @@ impl Forwarder {
     async fn serve(&self, session: &mut Session) -> PlantError {
         let mut counted: Option<tokio::time::Instant> = None;
         let mut partitioned = tokio::time::Instant::now();
+        let mut heard = tokio::time::Instant::now();
         loop {
             if partitioned.elapsed() >= PARTITIONS_EVERY {
                 if let Err(e) = partitions(&session.client).await {
@@ -160,6 +165,7 @@ impl Forwarder {
             }
             match self.forward_once(session).await {
                 Ok(Some(f)) => {
+                    heard = tokio::time::Instant::now();
                     // New certificates may make (or end) a conflict: count
                     // again (at most once a second) before the next batch.
                     if f.certificates > 0
@@ -178,6 +184,12 @@ impl Forwarder {
                     }
                 }
                 Ok(None) => {
+                    if heard.elapsed() >= PING_EVERY {
+                        if let Err(e) = session.client.simple_query("SELECT 1").await {
+                            return explain(&self.shown, &e);
+                        }
+                        heard = tokio::time::Instant::now();
+                    }
                     self.note_lag().await;
                     tokio::time::sleep(POLL).await;
                 }

@@ -4,7 +4,7 @@
 //! certificate chain in an NV index), or the station (it makes the key,
 //! sends it with `KEYLOAD`, signs the CSR and forgets the key).
 
-use crate::ca::key::sha256;
+use crate::ca::digest::sha256;
 use std::sync::Arc;
 
 use p256::ecdsa::signature::Signer;
