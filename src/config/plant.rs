@@ -105,13 +105,26 @@ type Invalid = (&'static str, String);
 /// Parses and checks a PostgreSQL URL or key=value string; the error never
 /// repeats the text (it may hold the password).
 pub fn parse_url(text: &str) -> Result<tokio_postgres::Config, String> {
-    let c = tokio_postgres::Config::from_str(text.trim()).map_err(|e| {
-        // tokio-postgres's message names the part that is wrong, never the
-        // value; say what is expected.
-        format!("is not a PostgreSQL URL like postgres://station@plant-db:5432/plant ({e})")
+    // tokio-postgres's message can quote the text (a key=value string's
+    // parts): say only what is expected.
+    let c = tokio_postgres::Config::from_str(text.trim()).map_err(|_| {
+        "is not a PostgreSQL URL like postgres://station@plant-db:5432/plant".to_string()
     })?;
     if c.get_hosts().is_empty() {
         return Err("names no host: write postgres://USER@HOST:PORT/DATABASE".into());
+    }
+    // An '@' or a space in what was taken for the host is the rest of a
+    // password that was not percent-encoded: never shown, never used.
+    if c.get_hosts().iter().any(|h| match h {
+        tokio_postgres::config::Host::Tcp(name) => {
+            name.contains('@') || name.chars().any(char::is_whitespace)
+        }
+        tokio_postgres::config::Host::Unix(_) => false,
+    }) {
+        return Err(
+            "has characters in the password that must be percent-encoded (@ as %40, : as %3A, / as %2F, a space as %20)"
+                .into(),
+        );
     }
     if c.get_dbname().is_none() {
         return Err("names no database: end it with /DATABASE".into());

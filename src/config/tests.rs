@@ -685,6 +685,25 @@ fn bad_plant_settings_are_named_without_the_password() {
         assert!(e.reason.contains(reason), "{section}: {e}");
         assert!(!e.to_string().contains("hunter2"), "{e}");
     }
+    // A password with an '@' not percent-encoded: its tail would be taken
+    // for the host and shown; refused without showing it.
+    let e = plant(
+        "\n[plant]\ndatabase_url = \"postgres://u:hun@ter2@h/db\"\n",
+        None,
+    )
+    .unwrap_err();
+    assert!(e.reason.contains("percent-encoded"), "{e}");
+    assert!(!e.to_string().contains("ter2"), "{e}");
+    // A key=value string whose parts tokio-postgres would quote.
+    let e = plant(
+        "\n[plant]\ndatabase_url = \"host=h password=hunter2 bogus=x\"\n",
+        None,
+    )
+    .unwrap_err();
+    assert!(
+        !e.to_string().contains("hunter2") && !e.to_string().contains("bogus"),
+        "{e}"
+    );
     let e = plant("\n[plant]\n", Some("postgres://u:hunter2@h")).unwrap_err();
     assert_eq!(e.key, "STATION_PLANT_DATABASE_URL");
     assert!(!e.to_string().contains("hunter2"), "{e}");

@@ -27,7 +27,7 @@ use time::OffsetDateTime;
 
 use super::status::{SharedPlantStatus, update_shown};
 use super::{PlantError, checkout, explain};
-use crate::store::{FeedBatch, PlantFeed, ts};
+use crate::store::{FeedBatch, PlantFeed, Resume, ts};
 
 /// How often an idle forwarder looks for new entries.
 const POLL: Duration = Duration::from_millis(100);
@@ -108,15 +108,21 @@ impl Forwarder {
     pub async fn run(self) {
         let mut failures: u32 = 0;
         loop {
-            let e = match self.open().await {
+            let e = match within(self.open(), &self.shown).await {
                 Ok(mut session) => {
-                    failures = 0;
                     tracing::info!(database = %self.shown, cursor = session.cursor, "forwarding to the plant database");
                     self.update(|s| {
                         s.connected = true;
                         s.last_error = None;
                     });
-                    self.serve(&mut session).await
+                    let (e, progressed) = self.serve(&mut session).await;
+                    // Only a committed batch or an answered check resets
+                    // the wait: a batch that fails the same way every time
+                    // is tried at the longest wait, not twice a second.
+                    if progressed {
+                        failures = 0;
+                    }
+                    e
                 }
                 Err(e) => e,
             };
@@ -144,28 +150,37 @@ impl Forwarder {
         }
     }
 
-    /// Forwards until the connection fails.
-    async fn serve(&self, session: &mut Session) -> PlantError {
+    /// Forwards until the connection fails; whether anything was
+    /// committed or answered before it did.
+    async fn serve(&self, session: &mut Session) -> (PlantError, bool) {
+        let mut progressed = false;
+        let e = self.serve_until_error(session, &mut progressed).await;
+        (e, progressed)
+    }
+
+    async fn serve_until_error(&self, session: &mut Session, progressed: &mut bool) -> PlantError {
         let mut counted: Option<tokio::time::Instant> = None;
         let mut partitioned = tokio::time::Instant::now();
         let mut heard = tokio::time::Instant::now();
         loop {
             if partitioned.elapsed() >= PARTITIONS_EVERY {
-                if let Err(e) = partitions(&session.client).await {
-                    return explain(&self.shown, &e);
+                if let Err(e) = within(partitions(&session.client, &self.shown), &self.shown).await
+                {
+                    return e;
                 }
                 partitioned = tokio::time::Instant::now();
             }
             if counted.is_none_or(|t| t.elapsed() >= CONFLICT_EVERY) {
-                match super::views::conflict_count(&session.client).await {
+                match within(super::views::conflict_count(&session.client), &self.shown).await {
                     Ok(n) => self.update(|s| s.conflicts = Some(n)),
                     Err(e) => return e,
                 }
                 counted = Some(tokio::time::Instant::now());
             }
-            match self.forward_once(session).await {
+            match within(self.forward_once(session), &self.shown).await {
                 Ok(Some(f)) => {
                     heard = tokio::time::Instant::now();
+                    *progressed = true;
                     // New certificates may make (or end) a conflict: count
                     // again (at most once a second) before the next batch.
                     if f.certificates > 0
@@ -185,10 +200,22 @@ impl Forwarder {
                 }
                 Ok(None) => {
                     if heard.elapsed() >= PING_EVERY {
-                        if let Err(e) = session.client.simple_query("SELECT 1").await {
-                            return explain(&self.shown, &e);
+                        if let Err(e) = within(
+                            async {
+                                session
+                                    .client
+                                    .simple_query("SELECT 1")
+                                    .await
+                                    .map_err(|e| explain(&self.shown, &e))
+                            },
+                            &self.shown,
+                        )
+                        .await
+                        {
+                            return e;
                         }
                         heard = tokio::time::Instant::now();
+                        *progressed = true;
                     }
                     self.note_lag().await;
                     tokio::time::sleep(POLL).await;
@@ -239,14 +266,21 @@ impl Forwarder {
             )));
         };
         let cursor: i64 = row.get(0);
-        partitions(&client).await.map_err(err)?;
+        partitions(&client, &self.shown).await?;
         let feed = self.feed.clone();
-        if blocking(move || feed.resume(cursor)).await? {
-            tracing::warn!(
+        match blocking(move || feed.resume(cursor)).await? {
+            Resume::Resumed => {}
+            Resume::SentAgain => tracing::warn!(
                 database = %self.shown,
                 cursor,
                 "the plant database has less of this station's feed than it had committed before (restored from an older copy?): sending every record again"
-            );
+            ),
+            Resume::DatabaseBehind { plant, made } => {
+                return Err(PlantError::new(format!(
+                    "the plant database {} has more of station {:?}'s records (up to change {plant}) than this station database ever made (up to {made}): this database is older than the plant's copy of it (restored from a backup?). Its new records would overwrite others there, so nothing is sent: give this station a new [station] id",
+                    self.shown, self.station
+                )));
+            }
         }
         Ok(Session { client, cursor })
     }
@@ -299,10 +333,31 @@ impl Forwarder {
 }
 
 /// This month's and next month's partitions of boards and steps.
-async fn partitions(c: &tokio_postgres::Client) -> Result<(), tokio_postgres::Error> {
+async fn partitions(c: &tokio_postgres::Client, shown: &str) -> Result<(), PlantError> {
     c.execute("SELECT plant_partitions(now()::date, 2)", &[])
         .await
         .map(|_| ())
+        .map_err(|e| explain(shown, &e))
+}
+
+/// Longest one step of the forwarder (a connection, a batch, a check) may
+/// take: past it the connection is taken for lost (a cable pulled, a
+/// database stuck), so the status says so and the forwarder starts again.
+const STEP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `f` within [`STEP_TIMEOUT`].
+async fn within<T>(
+    f: impl std::future::Future<Output = Result<T, PlantError>>,
+    shown: &str,
+) -> Result<T, PlantError> {
+    tokio::time::timeout(STEP_TIMEOUT, f)
+        .await
+        .unwrap_or_else(|_| {
+            Err(PlantError::new(format!(
+                "the plant database {shown} did not answer in {} s: is the plant network up?",
+                STEP_TIMEOUT.as_secs()
+            )))
+        })
 }
 
 /// Doubling from 0.5 s, capped, with up to a quarter of jitter so that a

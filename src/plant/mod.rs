@@ -123,6 +123,11 @@ fn tuned(config: &tokio_postgres::Config) -> tokio_postgres::Config {
     if config.get_application_name().is_none() {
         config.application_name("station");
     }
+    // A peer gone without a word (a cable pulled) is noticed in seconds,
+    // not after the system's TCP timeouts (minutes to hours).
+    config.keepalives(true);
+    config.keepalives_idle(Duration::from_secs(10));
+    config.tcp_user_timeout(Duration::from_secs(30));
     let options = match config.get_options() {
         Some(o) => format!("{o} -c jit=off"),
         None => "-c jit=off".to_string(),
@@ -261,7 +266,16 @@ fn pool_with(
     config: &tokio_postgres::Config,
     ca: Option<&std::path::Path>,
 ) -> Result<deadpool_postgres::Pool, PlantError> {
-    let config = tuned(config);
+    let mut config = tuned(config);
+    // The pool's users (the forwarder, the budget, the web's look-ups) do
+    // short work: a lock waited for 10 s, or a transaction left open for a
+    // minute by a station that froze, is given up rather than holding up
+    // every other station.
+    let options = format!(
+        "{} -c lock_timeout=10s -c idle_in_transaction_session_timeout=60s",
+        config.get_options().unwrap_or_default()
+    );
+    config.options(options.trim());
     let manager = deadpool_postgres::Manager::from_config(
         config,
         tls(ca)?,
@@ -354,19 +368,26 @@ impl PlantHandle {
     where
         F: AsyncFnOnce(&PlantClient) -> Result<T, PlantError>,
     {
-        let work = async {
-            let client = checkout(&self.pool, &self.shown).await?;
-            f(&client).await
+        let too_slow = || {
+            PlantError::new(format!(
+                "the plant database {} did not answer in {} s",
+                self.shown,
+                within.as_secs()
+            ))
         };
-        tokio::time::timeout(within, work)
+        let deadline = tokio::time::Instant::now() + within;
+        let client = tokio::time::timeout_at(deadline, checkout(&self.pool, &self.shown))
             .await
-            .unwrap_or_else(|_| {
-                Err(PlantError::new(format!(
-                    "the plant database {} did not answer in {} s",
-                    self.shown,
-                    within.as_secs()
-                )))
-            })
+            .map_err(|_| too_slow())??;
+        match tokio::time::timeout_at(deadline, f(&client)).await {
+            Ok(answer) => answer,
+            Err(_) => {
+                // Its query may still be running: the connection leaves
+                // the pool rather than holding up the next user.
+                drop(deadpool_postgres::Object::take(client));
+                Err(too_slow())
+            }
+        }
     }
 }
 

@@ -43,7 +43,7 @@ pub use outbox::{Job, JobRow, OutboxCounts};
 pub use people::{NewUser, PeopleError, Role, Session, TokenRow, User, check_password, check_pin};
 pub use plant::{
     FeedAudit, FeedBatch, FeedBoard, FeedCertificate, FeedDeviceAction, FeedEnrollment, FeedLabel,
-    FeedLag, FeedRevocation, FeedStep, PlantFeed,
+    FeedLag, FeedRevocation, FeedStep, PlantFeed, Resume,
 };
 pub use report::UnitFilter;
 pub use revocations::Revocation;

@@ -217,20 +217,42 @@ impl Store {
     }
 }
 
+/// What the feed notes: its kind, the table, and the row id it names.
+const NOTED: [(&str, &str, &str); 9] = [
+    ("board", "boards", "id"),
+    ("step", "steps", "id"),
+    ("certificate", "certificates", "rowid"),
+    ("revocation", "revocations", "rowid"),
+    ("device_revocation", "device_revocations", "rowid"),
+    ("enrollment", "outbox", "id"),
+    ("device_action", "device_actions", "id"),
+    ("label", "labels", "id"),
+    ("audit", "audit", "id"),
+];
+
 /// Notes every record there is in the feed, in order (a station joining
-/// the plant, or a plant database that lost what it had).
+/// the plant, before its line starts).
 fn note_everything(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
-    tx.execute_batch(
-        "INSERT INTO plant_feed (kind, row) SELECT 'board', id FROM boards ORDER BY id;
-         INSERT INTO plant_feed (kind, row) SELECT 'step', id FROM steps ORDER BY id;
-         INSERT INTO plant_feed (kind, row) SELECT 'certificate', rowid FROM certificates ORDER BY rowid;
-         INSERT INTO plant_feed (kind, row) SELECT 'revocation', rowid FROM revocations ORDER BY rowid;
-         INSERT INTO plant_feed (kind, row) SELECT 'device_revocation', rowid FROM device_revocations ORDER BY rowid;
-         INSERT INTO plant_feed (kind, row) SELECT 'enrollment', id FROM outbox ORDER BY id;
-         INSERT INTO plant_feed (kind, row) SELECT 'device_action', id FROM device_actions ORDER BY id;
-         INSERT INTO plant_feed (kind, row) SELECT 'label', id FROM labels ORDER BY id;
-         INSERT INTO plant_feed (kind, row) SELECT 'audit', id FROM audit ORDER BY id;",
-    )
+    for (kind, table, id) in NOTED {
+        tx.execute(
+            &format!("INSERT INTO plant_feed (kind, row) SELECT '{kind}', {id} FROM {table} ORDER BY {id}"),
+            [],
+        )?;
+    }
+    Ok(())
+}
+
+/// What [`PlantFeed::resume`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resume {
+    /// The plant has what it committed: go on from its cursor.
+    Resumed,
+    /// The plant had lost records: every record was noted again.
+    SentAgain,
+    /// The plant has more of this station's feed (`plant`) than this
+    /// database ever made (`made`): the database is older than the plant's
+    /// copy of it.
+    DatabaseBehind { plant: i64, made: i64 },
 }
 
 /// The forwarder's own connection to the station database: reads the feed
@@ -299,29 +321,75 @@ impl PlantFeed {
         })
     }
 
-    /// Called with the cursor a plant database gives at connection: if it
-    /// is behind what this station already saw committed (the plant was
-    /// restored from an older copy, or made anew), every record is noted
-    /// again so that the plant gets them back; true when that happened.
-    /// Otherwise deletes what the plant has, as [`PlantFeed::ack`].
-    pub fn resume(&self, cursor: i64) -> Result<bool, StoreError> {
-        self.with(|c| {
-            let tx = c.transaction()?;
-            let acked: i64 =
-                tx.query_row("SELECT acked FROM plant_control WHERE id = 1", [], |r| {
-                    r.get(0)
+    /// Called with the cursor a plant database gives at connection.
+    ///
+    /// - A cursor behind what this station saw committed (the plant was
+    ///   restored from an older copy, or made anew): every record is noted
+    ///   again, in short transactions so that the line's writes never wait
+    ///   long behind them, and the plant gets them back. `acked` moves back
+    ///   only when all are noted, so a crash in between starts again.
+    /// - A cursor beyond any entry this database ever made: this database
+    ///   is older than what the plant has from it (restored from a backup),
+    ///   and sending would skip or overwrite records: refused.
+    /// - Otherwise the entries the plant has are deleted, as [`PlantFeed::ack`].
+    pub fn resume(&self, cursor: i64) -> Result<Resume, StoreError> {
+        let (acked, made): (i64, i64) = self.with(|c| {
+            c.query_row(
+                "SELECT acked, COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'plant_feed'), 0)
+                 FROM plant_control WHERE id = 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+        })?;
+        if cursor > made {
+            return Ok(Resume::DatabaseBehind {
+                plant: cursor,
+                made,
+            });
+        }
+        if cursor < acked {
+            self.note_everything_in_steps()?;
+            self.with(|c| {
+                c.execute("UPDATE plant_control SET acked = ?1 WHERE id = 1", [cursor])
+                    .map(|_| ())
+            })?;
+            return Ok(Resume::SentAgain);
+        }
+        self.ack(cursor)?;
+        Ok(Resume::Resumed)
+    }
+
+    /// [`note_everything`], a table and 10,000 rows at a time.
+    fn note_everything_in_steps(&self) -> Result<(), StoreError> {
+        for (kind, table, id) in NOTED {
+            let mut after = 0i64;
+            loop {
+                let last: Option<i64> = self.with(|c| {
+                    let tx = c.transaction()?;
+                    tx.execute(
+                        &format!(
+                            "INSERT INTO plant_feed (kind, row) SELECT '{kind}', {id} FROM {table}
+                             WHERE {id} > ?1 ORDER BY {id} LIMIT 10000"
+                        ),
+                        [after],
+                    )?;
+                    let last = tx.query_row(
+                        &format!(
+                            "SELECT MAX({id}) FROM (SELECT {id} FROM {table} WHERE {id} > ?1 ORDER BY {id} LIMIT 10000)"
+                        ),
+                        [after],
+                        |r| r.get(0),
+                    )?;
+                    tx.commit()?;
+                    Ok(last)
                 })?;
-            let behind = cursor < acked;
-            if behind {
-                note_everything(&tx)?;
-                tx.execute("UPDATE plant_control SET acked = ?1 WHERE id = 1", [cursor])?;
-            } else {
-                tx.execute("DELETE FROM plant_feed WHERE seq <= ?1", [cursor])?;
-                tx.execute("UPDATE plant_control SET acked = ?1 WHERE id = 1", [cursor])?;
+                match last {
+                    Some(l) => after = l,
+                    None => break,
+                }
             }
-            tx.commit()?;
-            Ok(behind)
-        })
+        }
+        Ok(())
     }
 
     /// How many entries wait (every entry in the feed: the committed ones
@@ -700,15 +768,24 @@ mod resume_tests {
         assert_eq!(all.audit.len(), 1);
         feed.ack(all.last_seq).unwrap();
         // The plant says it has it all: nothing to send.
-        assert!(!feed.resume(all.last_seq).unwrap());
+        assert_eq!(feed.resume(all.last_seq).unwrap(), super::Resume::Resumed);
         assert_eq!(feed.lag().unwrap().entries, 0);
         // The plant says it has less than it committed: everything again.
-        assert!(feed.resume(0).unwrap());
+        assert_eq!(feed.resume(0).unwrap(), super::Resume::SentAgain);
         let again = feed.batch(0, 100).unwrap();
         assert_eq!(again.audit.len(), 1);
         assert!(again.last_seq > all.last_seq);
         // Once, not at every connection.
         feed.ack(again.last_seq).unwrap();
-        assert!(!feed.resume(again.last_seq).unwrap());
+        assert_eq!(feed.resume(again.last_seq).unwrap(), super::Resume::Resumed);
+        // A plant with more than this database ever made: refused, and
+        // nothing deleted.
+        assert_eq!(
+            feed.resume(again.last_seq + 5).unwrap(),
+            super::Resume::DatabaseBehind {
+                plant: again.last_seq + 5,
+                made: again.last_seq
+            }
+        );
     }
 }
