@@ -171,20 +171,16 @@ async fn plant_check(
         )),
     }
     let lag = Store::open(&cfg.database_path())
-        .and_then(|s| s.plant_feed())
-        .and_then(|f| f.lag())
+        .and_then(|s| s.plant_lag())
         .ok();
     let mut warning = None;
-    if let Some(lag) = lag
-        && let Some(at) = lag.oldest_at_ms
-    {
-        let now = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
-        let age = (now - at).max(0) / 1000;
+    if let Some(lag) = lag.filter(|l| l.entries > 0) {
+        let age = lag.age(time::OffsetDateTime::now_utc()).as_secs();
         line.push_str(&format!(
             "; {} change(s) to send, oldest {age} s",
             lag.entries
         ));
-        if age as u64 > p.max_lag_warning.as_secs() {
+        if age > p.max_lag_warning.as_secs() {
             warning = Some(format!(
                 "the plant database is {age} s behind this station ([plant] max_lag_warning_s = {}): is the station running and the database reachable from it?",
                 p.max_lag_warning.as_secs()

@@ -15,9 +15,8 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio::time::Instant;
 
-use super::{checkout, explain};
+use super::{explain, with_client};
 use crate::dps::SharedBudget;
 
 /// Longest a take waits for the plant database; under the pacer's own
@@ -90,44 +89,27 @@ impl PgBudget {
     fn per_second(&self) -> f64 {
         f64::from(self.ops_per_minute) / 60.0
     }
-
-    fn too_slow(&self) -> String {
-        format!(
-            "the plant database {} did not answer in {:.1} s: is it overloaded, or is the plant network down?",
-            self.shown,
-            ANSWER_TIMEOUT.as_secs_f64()
-        )
-    }
 }
 
 #[async_trait]
 impl SharedBudget for PgBudget {
     async fn take(&self) -> Result<Duration, String> {
-        let deadline = Instant::now() + ANSWER_TIMEOUT;
-        let client = tokio::time::timeout_at(deadline, checkout(&self.pool, &self.shown))
-            .await
-            .map_err(|_| self.too_slow())?
-            .map_err(|e| e.to_string())?;
         let rate = self.per_second();
         let floor = -MAX_AHEAD.as_secs_f64() * rate;
-        let answer = tokio::time::timeout_at(deadline, async {
-            let statement = client.prepare_cached(TAKE).await?;
-            client
-                .query_one(&statement, &[&self.dps, &BURST, &rate, &floor])
+        let tokens: f64 = with_client(&self.pool, &self.shown, ANSWER_TIMEOUT, async |client| {
+            let answer = async {
+                let statement = client.prepare_cached(TAKE).await?;
+                client
+                    .query_one(&statement, &[&self.dps, &BURST, &rate, &floor])
+                    .await
+            };
+            answer
                 .await
+                .map(|row| row.get(0))
+                .map_err(|e| explain(&self.shown, &e))
         })
-        .await;
-        let tokens: f64 = match answer {
-            Ok(Ok(row)) => row.get(0),
-            Ok(Err(e)) => return Err(explain(&self.shown, &e).to_string()),
-            Err(_) => {
-                // The statement may still be running (a lock held by
-                // someone else?): drop the connection rather than hand it
-                // to the next take.
-                drop(deadpool_postgres::Object::take(client));
-                return Err(self.too_slow());
-            }
-        };
+        .await
+        .map_err(|e| e.to_string())?;
         if tokens >= 0.0 {
             return Ok(Duration::ZERO);
         }

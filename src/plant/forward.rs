@@ -27,7 +27,7 @@ use time::OffsetDateTime;
 
 use super::status::{SharedPlantStatus, update_shown};
 use super::{PlantError, checkout, explain};
-use crate::store::{FeedBatch, PlantFeed, Resume, ts};
+use crate::store::{FeedBatch, FeedLag, PlantFeed, Resume, ts};
 
 /// How often an idle forwarder looks for new entries.
 const POLL: Duration = Duration::from_millis(100);
@@ -217,7 +217,8 @@ impl Forwarder {
                         heard = tokio::time::Instant::now();
                         *progressed = true;
                     }
-                    self.note_lag().await;
+                    // Nothing after the cursor: nothing waits.
+                    self.show_lag(FeedLag::default());
                     tokio::time::sleep(POLL).await;
                 }
                 Err(e) => return e,
@@ -229,16 +230,17 @@ impl Forwarder {
     async fn note_lag(&self) {
         let feed = self.feed.clone();
         if let Ok(lag) = blocking(move || feed.lag()).await {
-            let seconds = lag
-                .oldest_at_ms
-                .map(|at| ((now_ms() - at).max(0)) as f64 / 1000.0)
-                .unwrap_or(0.0);
-            self.update(|s| {
-                s.lag_records = lag.entries;
-                s.lag_seconds = seconds;
-                s.lag_warning = seconds > self.max_lag_warning.as_secs_f64();
-            });
+            self.show_lag(lag);
         }
+    }
+
+    fn show_lag(&self, lag: FeedLag) {
+        let age = lag.age(OffsetDateTime::now_utc());
+        self.update(|s| {
+            s.lag_records = lag.entries;
+            s.lag_seconds = age.as_secs_f64();
+            s.lag_warning = age > self.max_lag_warning;
+        });
     }
 
     /// Connects, checks the schema, registers the station (refusing a
@@ -352,12 +354,7 @@ async fn within<T>(
 ) -> Result<T, PlantError> {
     tokio::time::timeout(STEP_TIMEOUT, f)
         .await
-        .unwrap_or_else(|_| {
-            Err(PlantError::new(format!(
-                "the plant database {shown} did not answer in {} s: is the plant network up?",
-                STEP_TIMEOUT.as_secs()
-            )))
-        })
+        .unwrap_or_else(|_| Err(super::too_slow(shown, STEP_TIMEOUT)))
 }
 
 /// Doubling from 0.5 s, capped, with up to a quarter of jitter so that a

@@ -23,6 +23,9 @@ pub mod views;
 
 use std::time::Duration;
 
+/// A connection from the plant's pool (a [`PlantClient`] that also keeps
+/// its prepared statements).
+pub use deadpool_postgres::Client as PooledClient;
 pub use forward::Forwarder;
 pub use status::{PlantStatus, SharedPlantStatus};
 /// A connection to the plant database, for the views' callers.
@@ -43,6 +46,14 @@ impl PlantError {
 
 /// How long to wait for the plant database to accept a connection.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The plant database at `shown` gave no answer within `waited`.
+pub fn too_slow(shown: &str, waited: Duration) -> PlantError {
+    PlantError(format!(
+        "the plant database {shown} did not answer in {:.1} s: is it overloaded, or is the plant network down?",
+        waited.as_secs_f64()
+    ))
+}
 
 /// Describes a PostgreSQL error for the operator: what happened at
 /// `shown` (the address without the password) and what to check.
@@ -202,12 +213,7 @@ async fn connect_with(
     let fut = config.connect(tls(ca)?);
     let (client, connection) = tokio::time::timeout(CONNECT_TIMEOUT, fut)
         .await
-        .map_err(|_| {
-            PlantError(format!(
-                "the plant database {shown} did not answer in {} s: is the plant network up?",
-                CONNECT_TIMEOUT.as_secs()
-            ))
-        })?
+        .map_err(|_| too_slow(&shown, CONNECT_TIMEOUT))?
         .map_err(|e| explain(&shown, &e))?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
@@ -301,10 +307,7 @@ pub async fn checkout(
     use deadpool_postgres::PoolError;
     pool.get().await.map_err(|e| match e {
         PoolError::Backend(e) => explain(shown, &e),
-        PoolError::Timeout(_) => PlantError(format!(
-            "the plant database {shown} did not answer in {} s: is the plant network up?",
-            CONNECT_TIMEOUT.as_secs()
-        )),
+        PoolError::Timeout(_) => too_slow(shown, CONNECT_TIMEOUT),
         other => PlantError(format!(
             "the plant database {shown} cannot be reached ({other})"
         )),
@@ -366,27 +369,34 @@ impl PlantHandle {
     /// or a request never hangs on a plant database that is down).
     pub async fn lookup<T, F>(&self, within: Duration, f: F) -> Result<T, PlantError>
     where
-        F: AsyncFnOnce(&PlantClient) -> Result<T, PlantError>,
+        F: AsyncFnOnce(&PooledClient) -> Result<T, PlantError>,
     {
-        let too_slow = || {
-            PlantError::new(format!(
-                "the plant database {} did not answer in {} s",
-                self.shown,
-                within.as_secs()
-            ))
-        };
-        let deadline = tokio::time::Instant::now() + within;
-        let client = tokio::time::timeout_at(deadline, checkout(&self.pool, &self.shown))
-            .await
-            .map_err(|_| too_slow())??;
-        match tokio::time::timeout_at(deadline, f(&client)).await {
-            Ok(answer) => answer,
-            Err(_) => {
-                // Its query may still be running: the connection leaves
-                // the pool rather than holding up the next user.
-                drop(deadpool_postgres::Object::take(client));
-                Err(too_slow())
-            }
+        with_client(&self.pool, &self.shown, within, f).await
+    }
+}
+
+/// Runs `f` with a connection from `pool`, the wait for the connection
+/// included, within `within`. A connection whose work timed out leaves the
+/// pool (its query may still be running) rather than holding up the next
+/// user.
+pub async fn with_client<T, F>(
+    pool: &deadpool_postgres::Pool,
+    shown: &str,
+    within: Duration,
+    f: F,
+) -> Result<T, PlantError>
+where
+    F: AsyncFnOnce(&PooledClient) -> Result<T, PlantError>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    let client = tokio::time::timeout_at(deadline, checkout(pool, shown))
+        .await
+        .map_err(|_| too_slow(shown, within))??;
+    match tokio::time::timeout_at(deadline, f(&client)).await {
+        Ok(answer) => answer,
+        Err(_) => {
+            drop(deadpool_postgres::Object::take(client));
+            Err(too_slow(shown, within))
         }
     }
 }

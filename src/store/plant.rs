@@ -177,6 +177,17 @@ pub struct FeedLag {
     pub oldest_at_ms: Option<i64>,
 }
 
+impl FeedLag {
+    /// How old the oldest waiting change is at `now` (zero when none
+    /// waits).
+    pub fn age(&self, now: time::OffsetDateTime) -> std::time::Duration {
+        let now_ms = (now.unix_timestamp_nanos() / 1_000_000) as i64;
+        self.oldest_at_ms
+            .map(|at| std::time::Duration::from_millis((now_ms - at).max(0) as u64))
+            .unwrap_or_default()
+    }
+}
+
 impl Store {
     /// Turns the feed on (`[plant]` configured) or off, and returns this
     /// database's instance name. Turning it on after it was off notes every
@@ -215,6 +226,29 @@ impl Store {
     pub fn plant_feed(&self) -> Result<PlantFeed, StoreError> {
         PlantFeed::open(&self.path)
     }
+
+    /// How many entries wait (every entry in the feed: the committed ones
+    /// are deleted), and the age of the oldest. Two look-ups by key, however
+    /// long the feed has grown.
+    pub fn plant_lag(&self) -> Result<FeedLag, StoreError> {
+        self.with(|c| {
+            let oldest: Option<(i64, i64)> = c
+                .query_row(
+                    "SELECT seq, at_ms FROM plant_feed ORDER BY seq LIMIT 1",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            let Some((first, at)) = oldest else {
+                return Ok(FeedLag::default());
+            };
+            let newest: i64 = c.query_row("SELECT MAX(seq) FROM plant_feed", [], |r| r.get(0))?;
+            Ok(FeedLag {
+                entries: newest - first + 1,
+                oldest_at_ms: Some(at),
+            })
+        })
+    }
 }
 
 /// What the feed notes: its kind, the table, and the row id it names.
@@ -230,16 +264,35 @@ const NOTED: [(&str, &str, &str); 9] = [
     ("audit", "audit", "id"),
 ];
 
-/// Notes every record there is in the feed, in order (a station joining
-/// the plant, before its line starts).
+/// Notes every record there is in the feed, in order, in one transaction
+/// (a station joining the plant, before its line starts).
 fn note_everything(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
-    for (kind, table, id) in NOTED {
-        tx.execute(
-            &format!("INSERT INTO plant_feed (kind, row) SELECT '{kind}', {id} FROM {table} ORDER BY {id}"),
-            [],
-        )?;
+    for noted in NOTED {
+        let mut after = 0;
+        while let Some(last) = note_some(tx, noted, after)? {
+            after = last;
+        }
     }
     Ok(())
+}
+
+/// Notes up to 10,000 rows of one table after row id `after`, in order;
+/// the last row id noted, `None` when there were none.
+fn note_some(
+    tx: &rusqlite::Transaction<'_>,
+    (kind, table, id): (&str, &str, &str),
+    after: i64,
+) -> rusqlite::Result<Option<i64>> {
+    let some = format!("SELECT {id} FROM {table} WHERE {id} > ?1 ORDER BY {id} LIMIT 10000");
+    tx.execute(
+        &format!(
+            "INSERT INTO plant_feed (kind, row) SELECT '{kind}', {id} FROM ({some}) ORDER BY {id}"
+        ),
+        [after],
+    )?;
+    tx.query_row(&format!("SELECT MAX({id}) FROM ({some})"), [after], |r| {
+        r.get(0)
+    })
 }
 
 /// What [`PlantFeed::resume`] found.
@@ -359,60 +412,25 @@ impl PlantFeed {
         Ok(Resume::Resumed)
     }
 
-    /// [`note_everything`], a table and 10,000 rows at a time.
+    /// [`note_everything`], each 10,000 rows in a transaction of their own.
     fn note_everything_in_steps(&self) -> Result<(), StoreError> {
-        for (kind, table, id) in NOTED {
-            let mut after = 0i64;
-            loop {
-                let last: Option<i64> = self.with(|c| {
-                    let tx = c.transaction()?;
-                    tx.execute(
-                        &format!(
-                            "INSERT INTO plant_feed (kind, row) SELECT '{kind}', {id} FROM {table}
-                             WHERE {id} > ?1 ORDER BY {id} LIMIT 10000"
-                        ),
-                        [after],
-                    )?;
-                    let last = tx.query_row(
-                        &format!(
-                            "SELECT MAX({id}) FROM (SELECT {id} FROM {table} WHERE {id} > ?1 ORDER BY {id} LIMIT 10000)"
-                        ),
-                        [after],
-                        |r| r.get(0),
-                    )?;
-                    tx.commit()?;
-                    Ok(last)
-                })?;
-                match last {
-                    Some(l) => after = l,
-                    None => break,
-                }
+        for noted in NOTED {
+            let mut after = 0;
+            while let Some(last) = self.with(|c| {
+                let tx = c.transaction()?;
+                let last = note_some(&tx, noted, after)?;
+                tx.commit()?;
+                Ok(last)
+            })? {
+                after = last;
             }
         }
         Ok(())
     }
 
-    /// How many entries wait (every entry in the feed: the committed ones
-    /// are deleted), and the age of the oldest. Two look-ups by key, however
-    /// long the feed has grown.
+    /// As [`Store::plant_lag`].
     pub fn lag(&self) -> Result<FeedLag, StoreError> {
-        self.with(|c| {
-            let oldest: Option<(i64, i64)> = c
-                .query_row(
-                    "SELECT seq, at_ms FROM plant_feed ORDER BY seq LIMIT 1",
-                    [],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .optional()?;
-            let Some((first, at)) = oldest else {
-                return Ok(FeedLag::default());
-            };
-            let newest: i64 = c.query_row("SELECT MAX(seq) FROM plant_feed", [], |r| r.get(0))?;
-            Ok(FeedLag {
-                entries: newest - first + 1,
-                oldest_at_ms: Some(at),
-            })
-        })
+        self.store.plant_lag()
     }
 }
 
@@ -787,5 +805,47 @@ mod resume_tests {
                 made: again.last_seq
             }
         );
+    }
+}
+
+#[cfg(test)]
+mod chunk_tests {
+    use super::*;
+    use crate::store::tests::store;
+
+    /// Audit rows in the order the feed names them.
+    fn audit_order(feed: &PlantFeed, after: i64) -> Vec<i64> {
+        feed.with(|c| {
+            let mut st = c.prepare(
+                "SELECT row FROM plant_feed WHERE kind = 'audit' AND seq > ?1 ORDER BY seq",
+            )?;
+            st.query_map([after], |r| r.get(0))?.collect()
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn every_record_is_noted_in_order_across_pieces_of_ten_thousand() {
+        let (_d, s) = store();
+        s.with(|c| {
+            let tx = c.transaction()?;
+            for i in 1..=25_000i64 {
+                tx.execute(
+                    "INSERT INTO audit (id, at, actor, action, detail, prev_hash, hash) VALUES (?1, 't', 'a', 'x', '{}', 'p', 'h')",
+                    [i],
+                )?;
+            }
+            tx.commit()
+        })
+        .unwrap();
+        s.plant_enable(true).unwrap();
+        let feed = s.plant_feed().unwrap();
+        let all: Vec<i64> = (1..=25_000).collect();
+        assert_eq!(audit_order(&feed, 0), all, "in one transaction");
+        let last = feed.lag().unwrap().entries;
+        feed.ack(last).unwrap();
+        // A plant restored from an older copy: noted again, piece by piece.
+        assert_eq!(feed.resume(0).unwrap(), Resume::SentAgain);
+        assert_eq!(audit_order(&feed, last), all, "in pieces");
     }
 }

@@ -43,7 +43,7 @@ pub async fn status(State(s): State<AppState>, caller: Caller) -> Result<Json<Va
 /// [`LOOKUP_TIMEOUT`]; `None` without `[plant]`.
 async fn lookup<T, F>(s: &AppState, f: F) -> Option<Result<T, PlantError>>
 where
-    F: AsyncFnOnce(&crate::plant::PlantClient) -> Result<T, PlantError>,
+    F: AsyncFnOnce(&crate::plant::PooledClient) -> Result<T, PlantError>,
 {
     let p: &PlantHandle = s.plant.as_ref()?;
     Some(p.lookup(LOOKUP_TIMEOUT, f).await)
