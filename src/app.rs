@@ -19,7 +19,7 @@ use crate::sim::{InsertHook, PtySim};
 use crate::store::Store;
 use crate::tpm::TpmSlot;
 use crate::web::{AppState, router};
-use crate::workflow::{KeySource, LinkOpener, SlotBoard, SlotDriver, SlotSettings};
+use crate::workflow::{KeySource, LinkOpener, Registration, SlotBoard, SlotDriver, SlotSettings};
 
 /// A running station.
 pub struct App {
@@ -117,6 +117,11 @@ pub async fn start(cfg: &Config, demo_ca: bool) -> anyhow::Result<App> {
     let demo_access = people_check(&store, demo_ca)?;
     let slots = SlotBoard::default();
     let enrollment = Arc::new(EnrollmentTemplate::from_config(cfg));
+    let registration = cfg.dps.id_scope.clone().map(|id_scope| Registration {
+        endpoint: cfg.dps.global_endpoint.clone(),
+        id_scope,
+    });
+    let device_keys = open_device_keys(cfg)?;
     let uploads = Arc::new(tokio::sync::Notify::new());
     let outbox = OutboxStatus::new(
         cfg.dps
@@ -155,6 +160,7 @@ pub async fn start(cfg: &Config, demo_ca: bool) -> anyhow::Result<App> {
                 ops_per_minute: cfg.dps.ops_per_minute,
                 max_backoff: cfg.dps.max_backoff,
                 budget: shared_budget(cfg, plant.as_ref(), &conn.host),
+                device_keys: device_keys.clone(),
             };
             tasks.push(tokio::spawn(uploader.run()));
         }
@@ -244,6 +250,7 @@ pub async fn start(cfg: &Config, demo_ca: bool) -> anyhow::Result<App> {
                     tcti: k.tcti.clone().or(sim_tcti).unwrap_or_default(),
                     key_handle: k.key_handle,
                     cert_nv_index: k.cert_nv_index,
+                    settings_nv_index: k.settings_nv_index,
                 };
                 KeySource::Tpm(Arc::new(move || crate::tpm::open(&slot)))
             }
@@ -288,6 +295,8 @@ pub async fn start(cfg: &Config, demo_ca: bool) -> anyhow::Result<App> {
             labels: label_wake.clone(),
             work_order: work_order.clone(),
             keys,
+            registration: registration.clone(),
+            device_keys: device_keys.clone(),
         };
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         slot_commands.insert(sc.id.0, tx);
@@ -360,4 +369,15 @@ impl App {
         }
         self.server.abort();
     }
+}
+
+/// The master key of symmetric-key devices, with `[dps] attestation =
+/// "symmetric_key"`.
+fn open_device_keys(cfg: &Config) -> anyhow::Result<Option<Arc<dyn crate::dps::DeviceKeys>>> {
+    if cfg.dps.attestation != crate::config::Attestation::SymmetricKey {
+        return Ok(None);
+    }
+    anyhow::bail!(
+        "attestation = \"symmetric_key\" needs the master key ([symmetric_key]), which this build cannot open yet"
+    )
 }

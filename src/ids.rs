@@ -235,3 +235,12 @@ mod tests {
         assert!(parse_short_text("hw", &"x".repeat(33)).is_err());
     }
 }
+
+/// What a board says about itself (`IDENT`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BoardIdentity {
+    pub guid: Guid,
+    pub hw_revision: String,
+    pub fw_version: String,
+    pub mac: Mac,
+}

@@ -109,6 +109,24 @@ fn check_names_what_is_wrong() {
         text.contains("PROBLEM  slot 1 on /dev/no-such-jig"),
         "{text}"
     );
+    assert!(
+        text.contains("WARNING  [dps] id_scope is not set"),
+        "{text}"
+    );
+    std::fs::write(
+        &cfg,
+        config_text(&["/dev/no-such-jig".to_string()], 200)
+            + "\n[dps]\nid_scope = \"0ne00A1B2C3\"\n",
+    )
+    .unwrap();
+    let out = station(&["check", "--config", cfg.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("ok       provisioning settings for the boards: global.azure-devices-provisioning.net with ID scope 0ne00A1B2C3")
+            && !text.contains("id_scope is not set"),
+        "{text}"
+    );
+    std::fs::write(&cfg, config_text(&["/dev/no-such-jig".to_string()], 200)).unwrap();
 
     let out = station(&["ca", "init", "--config", cfg.to_str().unwrap()]);
     assert!(

@@ -14,7 +14,7 @@ use p256::ecdsa::signature::hazmat::PrehashVerifier;
 use p256::ecdsa::{Signature, VerifyingKey};
 use station::ca::CaSigner;
 use station::tpm::esapi::EsapiTpm;
-use station::tpm::{BoardTpm, TpmError, TpmSlot};
+use station::tpm::{BoardTpm, NvArea, TpmError, TpmSlot};
 
 const KEY_HANDLE: u32 = 0x8101_0001;
 const NV_INDEX: u32 = 0x0150_0001;
@@ -24,6 +24,7 @@ fn slot(tcti: &str) -> TpmSlot {
         tcti: tcti.to_string(),
         key_handle: KEY_HANDLE,
         cert_nv_index: NV_INDEX,
+        settings_nv_index: 0x0150_0002,
     }
 }
 
@@ -125,16 +126,20 @@ fn certificate_chain_round_trips_through_nv() {
     let chain: Vec<u8> = (0..1100u32).map(|i| (i * 7 % 251) as u8).collect();
     {
         let tpm = open(&sim);
-        tpm.write_nv(&chain).unwrap();
-        assert_eq!(tpm.read_nv().unwrap(), chain);
+        tpm.write_nv(NvArea::Chain, &chain).unwrap();
+        assert_eq!(tpm.read_nv(NvArea::Chain).unwrap(), chain);
         // A resumed board writes the same chain again.
-        tpm.write_nv(&chain).unwrap();
+        tpm.write_nv(NvArea::Chain, &chain).unwrap();
         let mut other = chain.clone();
         other[1099] ^= 1;
-        let e = tpm.write_nv(&other).unwrap_err();
+        let e = tpm.write_nv(NvArea::Chain, &other).unwrap_err();
         assert_eq!(e, TpmError::NvIndexDefined { index: NV_INDEX });
         assert!(e.to_string().contains("0x01500001"), "{e}");
-        assert_eq!(tpm.read_nv().unwrap(), chain, "the first chain is kept");
+        assert_eq!(
+            tpm.read_nv(NvArea::Chain).unwrap(),
+            chain,
+            "the first chain is kept"
+        );
     }
     assert_eq!(transients(&sim), "");
 
@@ -151,21 +156,21 @@ fn certificate_chain_round_trips_through_nv() {
 
     // A chain larger than an NV index can hold (2,048 bytes on swtpm).
     let big = EsapiTpm::open(&TpmSlot {
-        cert_nv_index: 0x0150_0002,
+        cert_nv_index: 0x0150_0004,
         ..slot(&sim.tcti())
     })
     .unwrap();
-    match big.write_nv(&[0u8; 3000]).unwrap_err() {
+    match big.write_nv(NvArea::Chain, &[0u8; 3000]).unwrap_err() {
         TpmError::Failed { reason, .. } => assert!(reason.contains("2048"), "{reason}"),
         other => panic!("{other:?}"),
     }
-    assert!(big.read_nv().is_err(), "nothing was defined");
+    assert!(big.read_nv(NvArea::Chain).is_err(), "nothing was defined");
 }
 
 #[test]
 fn reading_an_undefined_index_says_so() {
     let sim = Swtpm::start();
-    match open(&sim).read_nv().unwrap_err() {
+    match open(&sim).read_nv(NvArea::Chain).unwrap_err() {
         TpmError::Failed { reason, .. } => assert!(reason.contains("not defined"), "{reason}"),
         other => panic!("{other:?}"),
     }
@@ -272,7 +277,7 @@ async fn boards_in_tpm_slots_are_provisioned_through_their_tpms() {
         vec![common::quick_board(), common::quick_board()],
         2000,
         &|i| tpm_slot(&tctis[i]),
-        &(common::dps_section(&fake, 6000) + "attestation = \"tpm\"\n"),
+        &(common::dps_section(&fake, 6000) + "attestation = \"tpm\"\nid_scope = \"0ne00TPM001\"\n"),
         |_| (),
     )
     .await;
@@ -303,12 +308,22 @@ async fn boards_in_tpm_slots_are_provisioned_through_their_tpms() {
             station::ca::verify_key_proof(&leaf, &nonce, &sig),
             "a TPM signature over a station nonce verifies with the certificate"
         );
-        let nv = tpm.read_nv().unwrap();
+        let nv = tpm.read_nv(NvArea::Chain).unwrap();
         assert_eq!(
             nv,
             [leaf.clone(), st.ca().certificate_der().to_vec()].concat(),
             "the NV index holds the chain"
         );
+        // The settings NV index holds the provisioning settings, read
+        // here through the esapi backend, and the record says the same.
+        let settings = tpm.read_nv(NvArea::Settings).unwrap();
+        assert_eq!(
+            String::from_utf8(settings).unwrap(),
+            format!(
+                "endpoint=global.azure-devices-provisioning.net\nscope=0ne00TPM001\nregid={guid}\natt=tpm\n"
+            )
+        );
+        assert_eq!(b["settings"]["id_scope"], "0ne00TPM001", "{b:#}");
         // The enrollment DPS got carries this TPM's EK as a TPM2B_PUBLIC.
         let ek = tpm.ek_public().unwrap();
         assert_eq!(
@@ -346,7 +361,8 @@ async fn a_tpm_fault_fails_that_board_with_a_clear_message() {
     // Someone else's data in the certificate NV index.
     {
         let tpm = open(&taken);
-        tpm.write_nv(b"somebody else's data").unwrap();
+        tpm.write_nv(NvArea::Chain, b"somebody else's data")
+            .unwrap();
     }
     let later = station::sim::SimOptions {
         first_insert_after: std::time::Duration::from_millis(1500),
@@ -476,14 +492,15 @@ fn station_check_names_each_tpm_slot() {
 fn the_nv_index_can_be_cleared_for_a_new_chain() {
     let sim = Swtpm::start();
     let tpm = open(&sim);
-    tpm.write_nv(b"first chain").unwrap();
+    tpm.write_nv(NvArea::Chain, b"first chain").unwrap();
     assert!(matches!(
-        tpm.write_nv(b"second chain, longer"),
+        tpm.write_nv(NvArea::Chain, b"second chain, longer"),
         Err(TpmError::NvIndexDefined { .. })
     ));
-    tpm.clear_nv().unwrap();
-    assert!(tpm.read_nv().is_err(), "undefined");
-    tpm.clear_nv().unwrap();
-    tpm.write_nv(b"second chain, longer").unwrap();
-    assert_eq!(tpm.read_nv().unwrap(), b"second chain, longer");
+    tpm.clear_nv(NvArea::Chain).unwrap();
+    assert!(tpm.read_nv(NvArea::Chain).is_err(), "undefined");
+    tpm.clear_nv(NvArea::Chain).unwrap();
+    tpm.write_nv(NvArea::Chain, b"second chain, longer")
+        .unwrap();
+    assert_eq!(tpm.read_nv(NvArea::Chain).unwrap(), b"second chain, longer");
 }

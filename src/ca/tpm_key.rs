@@ -37,6 +37,7 @@ fn open_tpm(spec: &TpmCaSpec) -> Result<Arc<dyn BoardTpm>, CaError> {
         // Never used: the CA keeps no certificate in the TPM, but the
         // backend wants a well-formed NV index.
         cert_nv_index: 0x0150_0100,
+        settings_nv_index: 0x0150_0101,
     })
     .map_err(|e| tpm_error(spec, e))
 }

@@ -46,6 +46,19 @@ pub async fn check(args: &ConfigArgs) -> bool {
         }
         Err(e) => report(false, format!("factory CA: {e:#}")),
     }
+    // A warning: boards are provisioned, but learn no registration scope.
+    match &cfg.dps.id_scope {
+        Some(scope) => report(
+            true,
+            format!(
+                "provisioning settings for the boards: {} with ID scope {scope}",
+                cfg.dps.global_endpoint
+            ),
+        ),
+        None => println!(
+            "WARNING  [dps] id_scope is not set: boards get no provisioning settings (where to register at first boot); copy the ID scope from the DPS instance's overview into station.toml"
+        ),
+    }
     if cfg.data_dir.exists() {
         match Store::open(&cfg.database_path()) {
             Ok(s) => report(
@@ -132,6 +145,7 @@ pub async fn check(args: &ConfigArgs) -> bool {
                         tcti: tcti.clone(),
                         key_handle: k.key_handle,
                         cert_nv_index: k.cert_nv_index,
+                        settings_nv_index: k.settings_nv_index,
                     };
                     let opened =
                         tokio::task::spawn_blocking(move || crate::tpm::open(&slot).map(|_| ()))

@@ -23,6 +23,9 @@ pub(super) struct RawDps {
     desired_properties: toml::Table,
     attestation: String,
     tpm_registration_id: String,
+    enrollment: String,
+    id_scope: Option<String>,
+    global_endpoint: String,
 }
 
 impl Default for RawDps {
@@ -39,6 +42,9 @@ impl Default for RawDps {
             desired_properties: toml::Table::new(),
             attestation: "x509".into(),
             tpm_registration_id: "guid".into(),
+            enrollment: "individual".into(),
+            id_scope: None,
+            global_endpoint: DEFAULT_GLOBAL_ENDPOINT.into(),
         }
     }
 }
@@ -61,7 +67,28 @@ pub struct DpsConfig {
     pub activation_hubs: Vec<String>,
     pub desired_properties: serde_json::Map<String, serde_json::Value>,
     pub attestation: Attestation,
+    /// `individual` (one enrollment per device) or, for symmetric keys
+    /// only, `group` (one enrollment group for the line).
+    pub enrollment: Enrollment,
+    /// The DPS instance's ID scope, written to each board; `None`: the
+    /// boards get no provisioning settings (`station check` warns).
+    pub id_scope: Option<String>,
+    /// The host a device registers with at first boot.
+    pub global_endpoint: String,
 }
+
+/// How the station enrolls its devices in DPS (`[dps] enrollment`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Enrollment {
+    /// One individual enrollment per device, made disabled.
+    Individual,
+    /// One symmetric-key enrollment group for the line; devices get keys
+    /// derived from the group key and no enrollment of their own.
+    Group,
+}
+
+/// The device registration endpoint every public-cloud DPS instance shares.
+pub const DEFAULT_GLOBAL_ENDPOINT: &str = "global.azure-devices-provisioning.net";
 
 /// The environment variable that carries the DPS connection string; it
 /// wins over `[dps] connection_string`.
@@ -136,6 +163,29 @@ pub(super) fn dps_config(d: &RawDps, env: Option<String>) -> Result<DpsConfig, I
             ));
         }
     }
+    let id_scope = match d.id_scope.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(s) => Some(check_id_scope(s).map_err(|r| ("dps.id_scope", r))?),
+    };
+    let global_endpoint =
+        check_global_endpoint(&d.global_endpoint).map_err(|r| ("dps.global_endpoint", r))?;
+    let attestation = keygen::attestation(&d.attestation, &d.tpm_registration_id)?;
+    let enrollment = match d.enrollment.as_str() {
+        "individual" => Enrollment::Individual,
+        "group" if attestation == Attestation::SymmetricKey => Enrollment::Group,
+        "group" => {
+            return Err((
+                "dps.enrollment",
+                "\"group\" is for attestation = \"symmetric_key\"; X.509 and TPM devices get individual enrollments".into(),
+            ));
+        }
+        other => {
+            return Err((
+                "dps.enrollment",
+                format!("{other:?} is not \"individual\" or \"group\""),
+            ));
+        }
+    };
     let desired_properties = match serde_json::to_value(&d.desired_properties) {
         Ok(serde_json::Value::Object(m)) => m,
         _ => return Err(("dps.desired_properties", "must be a table of values".into())),
@@ -151,8 +201,44 @@ pub(super) fn dps_config(d: &RawDps, env: Option<String>) -> Result<DpsConfig, I
         iot_hubs: d.iot_hubs.clone(),
         activation_hubs: d.activation_hubs.clone(),
         desired_properties,
-        attestation: keygen::attestation(&d.attestation, &d.tpm_registration_id)?,
+        attestation,
+        enrollment,
+        id_scope,
+        global_endpoint,
     })
+}
+
+/// An ID scope as DPS shows it, like `0ne00A1B2C3`: letters and digits.
+fn check_id_scope(s: &str) -> Result<String, String> {
+    if (4..=32).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "{s:?} is not an ID scope like \"0ne00A1B2C3\" (the portal shows it on the DPS instance's overview)"
+        ))
+    }
+}
+
+/// The registration host, a bare host name with an optional port (the
+/// device builds `https://{host}/{idScope}/registrations/...` itself).
+fn check_global_endpoint(e: &str) -> Result<String, String> {
+    let e = e.trim();
+    let host = e.split(':').next().unwrap_or("");
+    let port_ok = e
+        .split_once(':')
+        .is_none_or(|(_, p)| p.parse::<u16>().is_ok_and(|p| p > 0));
+    let host_ok = !host.is_empty()
+        && host.len() <= 253
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
+    if host_ok && port_ok {
+        Ok(e.to_string())
+    } else {
+        Err(format!(
+            "{e:?} is not a host name like \"{DEFAULT_GLOBAL_ENDPOINT}\" (no https://, no path)"
+        ))
+    }
 }
 
 /// `https://host[:port]`, or `http://` to a loopback address only (a test

@@ -32,10 +32,14 @@ pub struct TpmKeys {
     pub tcti: Option<String>,
     pub key_handle: u32,
     pub cert_nv_index: u32,
+    /// Where the provisioning settings go (endpoint, ID scope,
+    /// registration id, attestation).
+    pub settings_nv_index: u32,
 }
 
 pub const DEFAULT_KEY_HANDLE: u32 = 0x8101_0001;
 pub const DEFAULT_CERT_NV_INDEX: u32 = 0x0150_0001;
+pub const DEFAULT_SETTINGS_NV_INDEX: u32 = 0x0150_0002;
 
 /// The slot keys that concern key generation, as written.
 pub(super) struct RawKeygen<'a> {
@@ -43,18 +47,22 @@ pub(super) struct RawKeygen<'a> {
     pub tcti: Option<&'a str>,
     pub key_handle: Option<u32>,
     pub cert_nv_index: Option<u32>,
+    pub settings_nv_index: Option<u32>,
     pub simulated: bool,
 }
 
 type Invalid = (&'static str, String);
 
 pub(super) fn keygen(r: &RawKeygen<'_>) -> Result<Keygen, Invalid> {
-    let tpm_keys = r.tcti.is_some() || r.key_handle.is_some() || r.cert_nv_index.is_some();
+    let tpm_keys = r.tcti.is_some()
+        || r.key_handle.is_some()
+        || r.cert_nv_index.is_some()
+        || r.settings_nv_index.is_some();
     match r.keygen {
         "board" | "station" if tpm_keys => Err((
             "tcti",
             format!(
-                "tcti, key_handle and cert_nv_index are for keygen = \"tpm\", not {:?}",
+                "tcti, key_handle, cert_nv_index and settings_nv_index are for keygen = \"tpm\", not {:?}",
                 r.keygen
             ),
         )),
@@ -87,10 +95,28 @@ pub(super) fn keygen(r: &RawKeygen<'_>) -> Result<Keygen, Invalid> {
                     format!("{cert_nv_index:#010x} is not an NV index (0x01000000 to 0x01ffffff)"),
                 ));
             }
+            let settings_nv_index = r.settings_nv_index.unwrap_or(DEFAULT_SETTINGS_NV_INDEX);
+            if !(0x0100_0000..=0x01FF_FFFF).contains(&settings_nv_index) {
+                return Err((
+                    "settings_nv_index",
+                    format!(
+                        "{settings_nv_index:#010x} is not an NV index (0x01000000 to 0x01ffffff)"
+                    ),
+                ));
+            }
+            if settings_nv_index == cert_nv_index {
+                return Err((
+                    "settings_nv_index",
+                    format!(
+                        "{settings_nv_index:#010x} is also cert_nv_index: the settings need an NV index of their own"
+                    ),
+                ));
+            }
             Ok(Keygen::Tpm(TpmKeys {
                 tcti,
                 key_handle,
                 cert_nv_index,
+                settings_nv_index,
             }))
         }
         other => Err((
@@ -124,6 +150,19 @@ pub enum Attestation {
     /// The TPM's endorsement key; the registration id is the GUID, or
     /// DPS's convention (base32 of SHA-256 over the EK).
     Tpm { dps_registration_id: bool },
+    /// A key derived for each device from the station's master key
+    /// (`[symmetric_key]`); no certificate.
+    SymmetricKey,
+}
+
+impl Attestation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Attestation::X509 => "x509",
+            Attestation::Tpm { .. } => "tpm",
+            Attestation::SymmetricKey => "symmetric_key",
+        }
+    }
 }
 
 pub(super) fn attestation(
@@ -149,9 +188,15 @@ pub(super) fn attestation(
         "tpm" => Ok(Attestation::Tpm {
             dps_registration_id,
         }),
+        "symmetric_key" if dps_registration_id => Err((
+            "dps.tpm_registration_id",
+            "is for attestation = \"tpm\"; a symmetric-key device's registration id is the GUID"
+                .into(),
+        )),
+        "symmetric_key" => Ok(Attestation::SymmetricKey),
         other => Err((
             "dps.attestation",
-            format!("{other:?} is not \"x509\" or \"tpm\""),
+            format!("{other:?} is not \"x509\", \"tpm\" or \"symmetric_key\""),
         )),
     }
 }

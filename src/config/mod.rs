@@ -28,7 +28,7 @@ mod slots;
 mod view;
 
 pub use ca::{CaBackend, CaConfig, CaTpmConfig, DEFAULT_CA_TPM_HANDLE, Pkcs11Config};
-pub use dps::{DPS_ENV, DpsConfig};
+pub use dps::{DEFAULT_GLOBAL_ENDPOINT, DPS_ENV, DpsConfig, Enrollment};
 pub use keygen::{Attestation, Keygen, TpmKeys};
 pub use label::{LabelConfig, PrinterBackend, PrinterConfig};
 pub use plant::{PLANT_ENV, PlantConfig, parse_url as parse_plant_url, shown as shown_plant_url};
@@ -211,6 +211,17 @@ impl Config {
                     "\"tpm\" needs every slot to use keygen = \"tpm\" (slot {} uses {:?})",
                     s.id,
                     s.keygen.as_str()
+                ),
+            ));
+        }
+        if dps.attestation == Attestation::SymmetricKey
+            && let Some(s) = slots.iter().find(|s| matches!(s.keygen, Keygen::Tpm(_)))
+        {
+            return Err(err(
+                "dps.attestation",
+                format!(
+                    "\"symmetric_key\" gives each board a key derived by the station, not a TPM key: slot {} uses keygen = \"tpm\"; use attestation = \"tpm\" for TPM boards",
+                    s.id
                 ),
             ));
         }

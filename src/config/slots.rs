@@ -51,6 +51,8 @@ pub(super) struct RawSlot {
     tcti: Option<String>,
     key_handle: Option<u32>,
     cert_nv_index: Option<u32>,
+    #[serde(default)]
+    settings_nv_index: Option<u32>,
 }
 
 fn default_link() -> String {
@@ -135,6 +137,7 @@ pub(super) fn slots_config(j: &RawJig, d: &RawDemo, raw: &[RawSlot]) -> Result<S
             tcti: rs.tcti.as_deref(),
             key_handle: rs.key_handle,
             cert_nv_index: rs.cert_nv_index,
+            settings_nv_index: rs.settings_nv_index,
             simulated: rs.link == "simulated",
         })
         .map_err(|(k, r)| (key(k), r))?;
@@ -256,6 +259,7 @@ pub(super) fn demo_keygen(d: &RawDemo) -> Result<Keygen, Invalid> {
         tcti: None,
         key_handle: None,
         cert_nv_index: None,
+        settings_nv_index: None,
         simulated: true,
     })
     .map_err(|(_, r)| ("demo.keygen".to_string(), r))

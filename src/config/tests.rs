@@ -398,6 +398,7 @@ fn keygen_modes_and_tpm_keys() {
             tcti: Some("device:/dev/tpmrm0".into()),
             key_handle: 0x8101_0002,
             cert_nv_index: 0x0150_0001,
+            settings_nv_index: 0x0150_0002,
         })
     );
     let c = parse(&reference().replace(S1, &S1.replace("\"board\"", "\"station\""))).unwrap();
@@ -422,6 +423,16 @@ fn keygen_modes_and_tpm_keys() {
             tpm.replace("device:/dev/tpmrm0", "device /dev/tpm"),
             "slot[0].tcti",
             "not a TCTI",
+        ),
+        (
+            format!("{tpm}settings_nv_index = 0x81000000\n"),
+            "slot[0].settings_nv_index",
+            "not an NV index",
+        ),
+        (
+            format!("{tpm}settings_nv_index = 0x01500001\n"),
+            "slot[0].settings_nv_index",
+            "also cert_nv_index",
         ),
         (
             S1.replace(
@@ -449,6 +460,55 @@ fn keygen_modes_and_tpm_keys() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("dps.attestation"), "{e}");
+    // The registration settings, symmetric keys and group enrollment.
+    for (dps, key, reason) in [
+        ("id_scope = \"0ne 00\"", "dps.id_scope", "not an ID scope"),
+        (
+            "global_endpoint = \"https://global.azure-devices-provisioning.net\"",
+            "dps.global_endpoint",
+            "no https://",
+        ),
+        (
+            "enrollment = \"group\"",
+            "dps.enrollment",
+            "for attestation = \"symmetric_key\"",
+        ),
+        (
+            "enrollment = \"bulk\"",
+            "dps.enrollment",
+            "not \"individual\" or \"group\"",
+        ),
+        (
+            "attestation = \"symmetric_key\"\ntpm_registration_id = \"dps\"",
+            "dps.tpm_registration_id",
+            "registration id is the GUID",
+        ),
+    ] {
+        let e = parse(&(base() + "\n[dps]\n" + dps + "\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(key) && e.contains(reason), "{dps}: {e}");
+    }
+    let c = parse(&(base() + "\n[dps]\nid_scope = \"0ne00A1B2C3\"\nattestation = \"symmetric_key\"\nenrollment = \"group\"\n")).unwrap();
+    assert_eq!(c.dps.id_scope.as_deref(), Some("0ne00A1B2C3"));
+    assert_eq!(
+        c.dps.global_endpoint,
+        crate::config::DEFAULT_GLOBAL_ENDPOINT
+    );
+    assert_eq!(c.dps.attestation, Attestation::SymmetricKey);
+    assert_eq!(c.dps.enrollment, crate::config::Enrollment::Group);
+    let tpm_slots = base().replace(
+        S1,
+        &format!("{S1}tcti = \"device:/dev/tpmrm0\"\n")
+            .replace("keygen = \"board\"", "keygen = \"tpm\""),
+    );
+    let e = parse(&(tpm_slots + "\n[dps]\nattestation = \"symmetric_key\"\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("dps.attestation") && e.contains("keygen = \"tpm\""),
+        "{e}"
+    );
     let e = parse(&(base() + "\n[dps]\ntpm_registration_id = \"dps\"\n"))
         .unwrap_err()
         .to_string();

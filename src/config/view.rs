@@ -2,7 +2,7 @@
 //! everything but secrets. It reads a validated [`Config`]; it knows
 //! nothing of the file.
 
-use super::{Attestation, CaBackend, Config, Keygen, SlotLink};
+use super::{CaBackend, Config, Enrollment, Keygen, SlotLink};
 
 impl Config {
     /// What admins may see of the configuration: everything but secrets
@@ -66,10 +66,13 @@ impl Config {
                 "allocation_policy": self.dps.allocation_policy,
                 "iot_hubs": self.dps.iot_hubs,
                 "activation_hubs": self.dps.activation_hubs,
-                "attestation": match self.dps.attestation {
-                    Attestation::X509 => "x509",
-                    Attestation::Tpm { .. } => "tpm",
+                "attestation": self.dps.attestation.as_str(),
+                "enrollment": match self.dps.enrollment {
+                    Enrollment::Individual => "individual",
+                    Enrollment::Group => "group",
                 },
+                "id_scope": self.dps.id_scope,
+                "global_endpoint": self.dps.global_endpoint,
             },
             "ui": { "session_idle_minutes": self.session_idle.as_secs() / 60 },
             "label": self.label.public_view(),

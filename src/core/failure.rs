@@ -75,6 +75,15 @@ impl Failure {
         )
     }
 
+    pub fn already_keyed(guid: &Guid, keyed_at: &str) -> Failure {
+        Failure::new(
+            "already_provisioned",
+            format!(
+                "board {guid} is already provisioned (its symmetric key was given {keyed_at}); it is not provisioned twice. A supervisor can allow it again with `station board override {guid}`"
+            ),
+        )
+    }
+
     pub fn device_revoked(guid: &Guid, revoked_at: &str) -> Failure {
         Failure::new(
             "device_revoked",

@@ -8,6 +8,7 @@
 //! made here, so a refused CSR can never reach the signer.
 
 mod failure;
+pub mod settings;
 #[cfg(test)]
 mod tests;
 
@@ -28,6 +29,9 @@ pub enum Step {
     Store,
     ReadBack,
     Prove,
+    /// Write the provisioning settings (endpoint, ID scope, registration
+    /// id, attestation) and read them back.
+    Settings,
     Finish,
 }
 
@@ -42,6 +46,7 @@ impl Step {
             Step::Store => "store",
             Step::ReadBack => "readback",
             Step::Prove => "prove",
+            Step::Settings => "settings",
             Step::Finish => "finish",
         }
     }
@@ -66,6 +71,8 @@ pub enum Review {
     Resume(IssuedCert),
     /// The GUID holds a valid certificate from this CA already.
     AlreadyProvisioned { serial: Serial, issued_at: String },
+    /// The GUID was given its symmetric key already (a provisioned board).
+    AlreadyKeyed { keyed_at: String },
     /// The device was revoked, and no admin allowed it a new certificate.
     Revoked { revoked_at: String },
 }
@@ -80,13 +87,18 @@ pub struct BoardCtx {
     /// Set when the jig's functional test failed: the board is only
     /// identified, for the record, then failed.
     pub test_failure: Option<(String, String)>,
+    /// The board got a symmetric key (no certificate): set when the key
+    /// is written, checked when it is proven and at the end.
+    pub symmetric_key: bool,
 }
 
 /// How a board's visit to the jig ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
+    /// `serial`: the certificate installed; `None` for a symmetric-key
+    /// device.
     Provisioned {
-        serial: Serial,
+        serial: Option<Serial>,
     },
     Failed(Failure),
     /// Found finished when the station started; nothing to do until removal.
@@ -148,6 +160,15 @@ pub enum Output {
         nonce: [u8; NONCE_LEN],
         signature: Vec<u8>,
     },
+    /// A symmetric key was derived, recorded and written to the board
+    /// (the key itself stays with the driver).
+    KeyWritten,
+    /// The board proved it holds its symmetric key (the driver checks the
+    /// HMAC: the core never sees the key).
+    KeyProven,
+    /// The settings step is over: written and read back, or skipped with
+    /// the reason recorded on the board.
+    SettingsDone,
     Finished,
 }
 
@@ -162,8 +183,9 @@ pub enum Command {
     Run(Action),
     /// Record the end of the running step.
     EndStep { step: Step, error: Option<Failure> },
-    /// Record the board as provisioned (ledger entry installed).
-    Complete { serial: Serial },
+    /// Record the board as provisioned (ledger entry installed; `None`: a
+    /// symmetric-key device, with no certificate).
+    Complete { serial: Option<Serial> },
     /// Record the board as failed; abandon an issued but unproven
     /// certificate.
     Fail(Failure),
@@ -186,6 +208,7 @@ pub enum Action {
     Store(Vec<Vec<u8>>),
     ReadBack,
     Prove,
+    Settings,
     Finish,
 }
 
@@ -200,9 +223,22 @@ impl Action {
             Action::Store(_) => Step::Store,
             Action::ReadBack => Step::ReadBack,
             Action::Prove => Step::Prove,
+            Action::Settings => Step::Settings,
             Action::Finish => Step::Finish,
         }
     }
+}
+
+fn finished(step: Step, serial: Option<Serial>) -> (SlotState, Vec<Command>) {
+    (
+        SlotState::Done(Outcome::Provisioned {
+            serial: serial.clone(),
+        }),
+        vec![
+            Command::EndStep { step, error: None },
+            Command::Complete { serial },
+        ],
+    )
 }
 
 /// The transition function.
@@ -364,6 +400,9 @@ fn advance(step: Step, mut board: BoardCtx, out: Output) -> (SlotState, Vec<Comm
                     step,
                     Failure::already_provisioned(&id.guid, &serial, &issued_at),
                 ),
+                Review::AlreadyKeyed { keyed_at } => {
+                    fail(step, Failure::already_keyed(&id.guid, &keyed_at))
+                }
                 Review::Revoked { revoked_at } => {
                     fail(step, Failure::device_revoked(&id.guid, &revoked_at))
                 }
@@ -380,6 +419,13 @@ fn advance(step: Step, mut board: BoardCtx, out: Output) -> (SlotState, Vec<Comm
                 }
                 Err(e) => fail(step, Failure::new(e.code(), e.to_string())),
             }
+        }
+        (Step::KeyGen, Output::KeyWritten) => {
+            board.symmetric_key = true;
+            next(step, board, vec![], Action::Prove)
+        }
+        (Step::Prove, Output::KeyProven) if board.symmetric_key => {
+            next(step, board, vec![], Action::Settings)
         }
         (Step::Issue, Output::Issued(cert)) => {
             let chain = cert.chain.clone();
@@ -398,23 +444,15 @@ fn advance(step: Step, mut board: BoardCtx, out: Output) -> (SlotState, Vec<Comm
             let leaf = board.cert.as_ref().and_then(|c| c.chain.first());
             match leaf {
                 Some(der) if verify_key_proof(der, &nonce, &signature) => {
-                    next(step, board, vec![], Action::Finish)
+                    next(step, board, vec![], Action::Settings)
                 }
                 _ => fail(step, Failure::key_proof()),
             }
         }
+        (Step::Settings, Output::SettingsDone) => next(step, board, vec![], Action::Finish),
         (Step::Finish, Output::Finished) => match board.cert {
-            Some(cert) => (
-                SlotState::Done(Outcome::Provisioned {
-                    serial: cert.serial.clone(),
-                }),
-                vec![
-                    Command::EndStep { step, error: None },
-                    Command::Complete {
-                        serial: cert.serial,
-                    },
-                ],
-            ),
+            Some(cert) => finished(step, Some(cert.serial)),
+            None if board.symmetric_key => finished(step, None),
             None => fail(step, Failure::internal("finished without a certificate")),
         },
         (step, out) => fail(

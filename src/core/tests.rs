@@ -102,6 +102,8 @@ fn a_good_board_goes_all_the_way() {
     let nonce = [7u8; 32];
     let signature = b.key.sign(&key_proof_message(&nonce)).unwrap();
     let (s, c) = step(s, Event::Done(Output::Signed { nonce, signature }));
+    assert_eq!(run_action(&c), Some(&Action::Settings));
+    let (s, c) = step(s, Event::Done(Output::SettingsDone));
     assert_eq!(run_action(&c), Some(&Action::Finish));
     let (s, c) = step(s, Event::Done(Output::Finished));
     assert_eq!(
@@ -112,18 +114,50 @@ fn a_good_board_goes_all_the_way() {
                 error: None
             },
             Command::Complete {
-                serial: cert.serial.clone()
+                serial: Some(cert.serial.clone())
             }
         ]
     );
     assert_eq!(
         s,
         SlotState::Done(Outcome::Provisioned {
-            serial: cert.serial
+            serial: Some(cert.serial)
         })
     );
     let (s, c) = step(s, Event::Removed);
     assert_eq!((s, c), (SlotState::Empty, vec![]));
+}
+
+/// A symmetric-key device: its key is written and proven (the driver
+/// checks the HMAC), then the settings, and it completes without a
+/// certificate; a proof before any key was written is not taken.
+#[test]
+fn a_symmetric_key_device_completes_without_a_certificate() {
+    let b = bench();
+    let s = to_keygen(&b);
+    let (s, c) = step(s, Event::Done(Output::KeyWritten));
+    assert_eq!(run_action(&c), Some(&Action::Prove));
+    let (s, c) = step(s, Event::Done(Output::KeyProven));
+    assert_eq!(run_action(&c), Some(&Action::Settings));
+    let (s, c) = step(s, Event::Done(Output::SettingsDone));
+    assert_eq!(run_action(&c), Some(&Action::Finish));
+    let (s, c) = step(s, Event::Done(Output::Finished));
+    assert_eq!(c.last(), Some(&Command::Complete { serial: None }));
+    assert_eq!(s, SlotState::Done(Outcome::Provisioned { serial: None }));
+
+    // A proof of a key that was never written fails the board.
+    let s = to_keygen(&b);
+    let (s, c) = step(s, Event::Done(Output::Csr(b.csr(b.id.guid.as_str()))));
+    assert!(matches!(run_action(&c), Some(Action::Issue { .. })));
+    let SlotState::Busy { board, .. } = &s else {
+        panic!("{s:?}")
+    };
+    let s = SlotState::Busy {
+        step: Step::Prove,
+        board: board.clone(),
+    };
+    let (s, _) = step(s, Event::Done(Output::KeyProven));
+    assert_eq!(failed_code(&s), "internal");
 }
 
 fn failed_code(s: &SlotState) -> &str {
@@ -405,7 +439,7 @@ fn operators_retry_failures_and_abort_runs() {
     assert_eq!(c, vec![Command::OpenBoard, Command::Run(Action::Hello)]);
     // A provisioned board is not provisioned again by a retry.
     let done = SlotState::Done(Outcome::Provisioned {
-        serial: crate::ids::Serial("ab".into()),
+        serial: Some(crate::ids::Serial("ab".into())),
     });
     assert_eq!(step(done.clone(), Event::Retry), (done, vec![]));
     assert_eq!(

@@ -14,6 +14,9 @@ pub struct EnrollmentTemplate {
     pub allocation_policy: Option<String>,
     pub iot_hubs: Vec<String>,
     pub attestation: Attestation,
+    /// One individual enrollment per device; false for `enrollment =
+    /// "group"`, where the line's group covers every device.
+    pub individual: bool,
 }
 
 impl EnrollmentTemplate {
@@ -24,6 +27,7 @@ impl EnrollmentTemplate {
             allocation_policy: cfg.dps.allocation_policy.clone(),
             iot_hubs: cfg.dps.iot_hubs.clone(),
             attestation: cfg.dps.attestation,
+            individual: cfg.dps.enrollment == crate::config::Enrollment::Individual,
         }
     }
 
@@ -68,6 +72,18 @@ impl EnrollmentTemplate {
                     json!({ "type": "tpm", "tpm": { "endorsementKey": ek } }),
                 )
             }
+            (Attestation::SymmetricKey, _) => (
+                f.guid.clone(),
+                // The keys are derived and put in just before it is sent
+                // (`dps::fill_keys`): never stored.
+                json!({
+                    "type": "symmetricKey",
+                    "symmetricKey": {
+                        "primaryKey": super::KEY_PLACEHOLDER,
+                        "secondaryKey": super::KEY_PLACEHOLDER,
+                    }
+                }),
+            ),
             _ => (
                 f.guid.clone(),
                 json!({
@@ -133,6 +149,7 @@ mod tests {
             allocation_policy: Some("static".into()),
             iot_hubs: vec!["hub.azure-devices.net".into()],
             attestation: Attestation::X509,
+            individual: true,
         };
         let f = EnrollmentFacts {
             guid: "0a1b2c3d-0000-4000-8000-0000000000aa".into(),
@@ -185,6 +202,7 @@ mod tests {
             attestation: Attestation::Tpm {
                 dps_registration_id: false,
             },
+            individual: true,
         };
         let f = EnrollmentFacts {
             guid: "0a1b2c3d-0000-4000-8000-0000000000aa".into(),

@@ -76,6 +76,9 @@ pub struct Uploader {
     pub max_backoff: Duration,
     /// The operation budget shared with the plant's other stations, if any.
     pub budget: Option<Arc<dyn SharedBudget>>,
+    /// Symmetric-key attestation: derives the keys put into each
+    /// enrollment just before it is sent.
+    pub device_keys: Option<Arc<dyn super::DeviceKeys>>,
 }
 
 /// What a failed call means for the work it carried.
@@ -198,13 +201,29 @@ impl Uploader {
         });
     }
 
+    /// Puts a symmetric-key device's derived keys into its enrollment.
+    fn fill_keys(&self, body: &mut Value) -> Result<(), String> {
+        if body["attestation"]["type"] != "symmetricKey" {
+            return Ok(());
+        }
+        let keys = self.device_keys.as_ref().ok_or(
+            "a symmetric-key enrollment, but the station has no master key ([symmetric_key]) to derive its keys: configure it and retry",
+        )?;
+        super::fill_keys(body, keys.as_ref())
+            .map_err(|e| format!("the device's keys cannot be derived: {e}: check the master key with `station check`"))
+    }
+
     /// Sends one batch: a single PUT, or a bulk create for a backlog.
     async fn send(&self, pacer: &Pacer, jobs: &[Job]) -> Next {
         let mut bodies = Vec::new();
         let mut sendable = Vec::new();
         for j in jobs {
             match serde_json::from_str::<Value>(&j.body) {
-                Ok(b) => {
+                Ok(mut b) => {
+                    if let Err(e) = self.fill_keys(&mut b) {
+                        self.park(&[j.id], &e).await;
+                        continue;
+                    }
                     bodies.push(b);
                     sendable.push(j.clone());
                 }

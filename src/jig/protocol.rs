@@ -7,7 +7,8 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 
 use super::frame::{Frame, Kind};
-use crate::ids::{Guid, Mac, parse_short_text};
+use crate::core::settings::{ProvisioningSettings, SETTINGS_KEYS};
+use crate::ids::{Guid, parse_short_text};
 
 /// The protocol version this station speaks.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -26,14 +27,15 @@ pub fn key_proof_message(nonce: &[u8; NONCE_LEN]) -> Vec<u8> {
     m
 }
 
-/// What a board says about itself (`IDENT`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BoardIdentity {
-    pub guid: Guid,
-    pub hw_revision: String,
-    pub fw_version: String,
-    pub mac: Mac,
-}
+/// The capability a board announces in its HELLO answer (`caps=settings`)
+/// when it takes `SETTINGS` and `READSETTINGS`.
+pub const CAP_SETTINGS: &str = "settings";
+
+/// The capability a board announces when it takes a symmetric key
+/// (`KEYSET`) and proves it (`HMAC`).
+pub const CAP_SYMKEY: &str = "symkey";
+
+pub use crate::ids::BoardIdentity;
 
 /// A P-256 private key on its way to a board (`KEYLOAD`): wiped from
 /// memory when dropped, and never shown by `Debug`.
@@ -43,6 +45,17 @@ pub struct SecretScalar(pub zeroize::Zeroizing<[u8; 32]>);
 impl std::fmt::Debug for SecretScalar {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("SecretScalar([redacted])")
+    }
+}
+
+/// A symmetric key on its way to a board (`KEYSET`): wiped from memory
+/// when dropped, and never shown by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretKey(pub zeroize::Zeroizing<[u8; 32]>);
+
+impl std::fmt::Debug for SecretKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretKey([redacted])")
     }
 }
 
@@ -68,6 +81,18 @@ pub enum Request {
     Sign {
         nonce: [u8; NONCE_LEN],
     },
+    /// Keep these provisioning settings for the first boot.
+    Settings(ProvisioningSettings),
+    /// Say which provisioning settings you keep.
+    ReadSettings,
+    /// Take this symmetric key (derived by the station) as the device key.
+    KeySet {
+        key: SecretKey,
+    },
+    /// Prove the symmetric key: HMAC-SHA256 of the key-proof message.
+    Hmac {
+        nonce: [u8; NONCE_LEN],
+    },
     Finish {
         pass: bool,
         code: Option<String>,
@@ -85,6 +110,10 @@ impl Request {
             Request::Store { .. } => "STORE",
             Request::ReadCert => "READCERT",
             Request::Sign { .. } => "SIGN",
+            Request::Settings(_) => "SETTINGS",
+            Request::ReadSettings => "READSETTINGS",
+            Request::KeySet { .. } => "KEYSET",
+            Request::Hmac { .. } => "HMAC",
             Request::Finish { .. } => "FINISH",
         }
     }
@@ -94,7 +123,11 @@ impl Request {
     pub fn is_slow(&self) -> bool {
         matches!(
             self,
-            Request::KeyGen { .. } | Request::KeyLoad { .. } | Request::Store { .. }
+            Request::KeyGen { .. }
+                | Request::KeyLoad { .. }
+                | Request::Store { .. }
+                | Request::Settings(_)
+                | Request::KeySet { .. }
         )
     }
 
@@ -104,7 +137,12 @@ impl Request {
             Request::Hello { station } => f
                 .arg("v", PROTOCOL_VERSION.to_string())
                 .arg("station", station.clone()),
-            Request::Status | Request::Ident | Request::ReadCert => f,
+            Request::Status | Request::Ident | Request::ReadCert | Request::ReadSettings => f,
+            Request::Settings(settings) => settings_args(settings, f),
+            Request::KeySet { key } => f
+                .arg("alg", "hmac-sha256")
+                .arg("key", B64.encode(key.0.as_slice())),
+            Request::Hmac { nonce } => f.arg("nonce", B64.encode(nonce)),
             Request::KeyGen { cn } => f.arg("alg", "p256").arg("cn", cn.to_string()),
             Request::KeyLoad { key } => f
                 .arg("alg", "p256")
@@ -151,16 +189,29 @@ impl Request {
                 chain: decode_chain(need(f, "chain")?).map_err(|e| bad(f, "chain", e))?,
             },
             "READCERT" => Request::ReadCert,
-            "SIGN" => {
-                let n = B64
-                    .decode(need(f, "nonce")?)
-                    .map_err(|e| bad(f, "nonce", e))?;
-                Request::Sign {
-                    nonce: n
-                        .try_into()
-                        .map_err(|_| bad(f, "nonce", "it is not 32 bytes"))?,
+            "SIGN" => Request::Sign {
+                nonce: parse_nonce(f)?,
+            },
+            "SETTINGS" => Request::Settings(parse_settings(f)?),
+            "READSETTINGS" => Request::ReadSettings,
+            "KEYSET" => {
+                if need(f, "alg")? != "hmac-sha256" {
+                    return Err(bad(f, "alg", "only hmac-sha256 is known"));
+                }
+                let key = zeroize::Zeroizing::new(
+                    B64.decode(need(f, "key")?).map_err(|e| bad(f, "key", e))?,
+                );
+                let bytes: [u8; 32] = key
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| bad(f, "key", "it is not 32 bytes"))?;
+                Request::KeySet {
+                    key: SecretKey(zeroize::Zeroizing::new(bytes)),
                 }
             }
+            "HMAC" => Request::Hmac {
+                nonce: parse_nonce(f)?,
+            },
             "FINISH" => Request::Finish {
                 pass: need(f, "result")? == "pass",
                 code: f.get("code").map(str::to_string),
@@ -362,6 +413,47 @@ pub fn parse_hello(f: &Frame) -> Result<u32, AnswerError> {
     need(f, "v")?.parse().map_err(|e| bad(f, "v", e))
 }
 
+/// Station side: the capabilities a board announces in its `HELLO` answer
+/// (`caps=settings,symkey`); none when it has no `caps=`.
+pub fn parse_caps(f: &Frame) -> Vec<String> {
+    f.get("caps")
+        .unwrap_or("")
+        .split(',')
+        .filter(|c| !c.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+fn parse_nonce(f: &Frame) -> Result<[u8; NONCE_LEN], AnswerError> {
+    let n = B64
+        .decode(need(f, "nonce")?)
+        .map_err(|e| bad(f, "nonce", e))?;
+    n.try_into()
+        .map_err(|_| bad(f, "nonce", "it is not 32 bytes"))
+}
+
+/// The settings as `SETTINGS` arguments (and a `READSETTINGS` answer).
+pub fn settings_args(s: &ProvisioningSettings, f: Frame) -> Frame {
+    SETTINGS_KEYS
+        .iter()
+        .zip(s.values())
+        .fold(f, |f, (k, v)| f.arg(k, v.to_string()))
+}
+
+/// The settings in a `SETTINGS` request or a `READSETTINGS` answer.
+pub fn parse_settings(f: &Frame) -> Result<ProvisioningSettings, AnswerError> {
+    ProvisioningSettings::from_lookup(|k| f.get(k)).map_err(|e| AnswerError::new(&f.verb, e))
+}
+
+/// Station side: the MAC in an `HMAC` answer (32 bytes).
+pub fn parse_mac(f: &Frame) -> Result<Vec<u8>, AnswerError> {
+    let mac = B64.decode(need(f, "mac")?).map_err(|e| bad(f, "mac", e))?;
+    if mac.len() != 32 {
+        return Err(bad(f, "mac", "it is not 32 bytes"));
+    }
+    Ok(mac)
+}
+
 pub fn b64(data: &[u8]) -> String {
     B64.encode(data)
 }
@@ -379,12 +471,23 @@ mod tests {
             },
             Request::Status,
             Request::Ident,
-            Request::KeyGen { cn: guid },
+            Request::KeyGen { cn: guid.clone() },
             Request::Store {
                 chain: vec![vec![1, 2, 3], vec![4; 700]],
             },
             Request::ReadCert,
             Request::Sign { nonce: [9; 32] },
+            Request::Settings(ProvisioningSettings {
+                endpoint: "global.azure-devices-provisioning.net".into(),
+                id_scope: "0ne00A1B2C3".into(),
+                registration_id: guid.to_string(),
+                attestation: "x509".into(),
+            }),
+            Request::ReadSettings,
+            Request::KeySet {
+                key: SecretKey(zeroize::Zeroizing::new([7; 32])),
+            },
+            Request::Hmac { nonce: [3; 32] },
             Request::Finish {
                 pass: false,
                 code: Some("csr_rejected".into()),

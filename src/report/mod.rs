@@ -76,6 +76,10 @@ pub struct Unit {
     pub enrollment: Option<String>,
     /// Newest label job: `pending`, `printed`, `cancelled`; `None` without.
     pub label: Option<String>,
+    /// The provisioning settings the board read back.
+    pub settings: Option<crate::core::settings::ProvisioningSettings>,
+    /// Why the board got no provisioning settings.
+    pub settings_note: Option<String>,
 }
 
 /// One step of one board record.
@@ -179,8 +183,9 @@ pub struct Report {
 }
 
 /// The provisioning steps in order.
-pub const STEPS: [&str; 9] = [
-    "hello", "identify", "review", "keygen", "issue", "store", "readback", "prove", "finish",
+pub const STEPS: [&str; 10] = [
+    "hello", "identify", "review", "keygen", "issue", "store", "readback", "prove", "settings",
+    "finish",
 ];
 
 /// The value at quantile `q` of sorted values (nearest rank).

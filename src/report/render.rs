@@ -13,7 +13,7 @@ use super::charts::{
 use super::{Report, StepRecord, Timing, Unit};
 
 /// The columns of [`csv()`], in order.
-pub const CSV_COLUMNS: [&str; 11] = [
+pub const CSV_COLUMNS: [&str; 14] = [
     "guid",
     "serial",
     "fingerprint_sha256",
@@ -25,6 +25,9 @@ pub const CSV_COLUMNS: [&str; 11] = [
     "outcome",
     "step",
     "error_code",
+    "id_scope",
+    "registration_id",
+    "settings_note",
 ];
 
 #[derive(Template)]
@@ -164,6 +167,9 @@ fn write_csv(units: &[Unit]) -> Result<Vec<u8>, csv::Error> {
             u.status.clone(),
             u.step.clone(),
             opt(&u.error_code),
+            opt(&u.settings.as_ref().map(|s| s.id_scope.clone())),
+            opt(&u.settings.as_ref().map(|s| s.registration_id.clone())),
+            opt(&u.settings_note),
         ])?;
     }
     w.into_inner().map_err(|e| csv::Error::from(e.into_error()))
@@ -193,6 +199,8 @@ struct MesUnit<'a> {
     error: Option<&'a str>,
     enrollment: Option<&'a str>,
     label: Option<&'a str>,
+    provisioning_settings: Option<&'a crate::core::settings::ProvisioningSettings>,
+    settings_note: Option<&'a str>,
     steps: Vec<MesStep<'a>>,
 }
 
@@ -233,6 +241,8 @@ pub fn units_jsonl(units: &[Unit], steps: &[StepRecord]) -> String {
             error: u.error.as_deref(),
             enrollment: u.enrollment.as_deref(),
             label: u.label.as_deref(),
+            provisioning_settings: u.settings.as_ref(),
+            settings_note: u.settings_note.as_deref(),
             steps: by_board[from..to]
                 .iter()
                 .map(|s| MesStep {

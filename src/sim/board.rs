@@ -6,6 +6,7 @@ use rcgen::{
 };
 
 use super::{Fault, SimOptions};
+use crate::core::settings::ProvisioningSettings;
 use crate::ids::{Guid, Mac};
 use crate::jig::frame::Frame;
 use crate::jig::protocol::{BoardIdentity, NONCE_LEN, identity_args, key_proof_message};
@@ -23,6 +24,10 @@ pub struct ObservedBoard {
     /// The private key the station sent with `KEYLOAD`, if it sent one (a
     /// test looks for it where it must not be).
     pub loaded_key: Option<[u8; 32]>,
+    /// The symmetric key the station sent with `KEYSET`, if any.
+    pub symmetric_key: Option<[u8; 32]>,
+    /// The provisioning settings the board keeps (`SETTINGS`).
+    pub settings: Option<ProvisioningSettings>,
 }
 
 /// The board's key: made by the board, or loaded from the station.
@@ -36,6 +41,8 @@ pub struct Board {
     key: Option<BoardKey>,
     pub stored: Vec<Vec<u8>>,
     signatures: Vec<([u8; NONCE_LEN], Vec<u8>)>,
+    pub symmetric_key: Option<[u8; 32]>,
+    pub settings: Option<ProvisioningSettings>,
 }
 
 impl Board {
@@ -52,6 +59,8 @@ impl Board {
             key: None,
             stored: Vec::new(),
             signatures: Vec::new(),
+            symmetric_key: None,
+            settings: None,
         }
     }
 
@@ -115,6 +124,16 @@ impl Board {
         Ok(sig)
     }
 
+    /// HMAC-SHA256 of the key-proof message under the symmetric key.
+    pub fn hmac(&self, nonce: &[u8; NONCE_LEN]) -> Result<Vec<u8>, String> {
+        let key = self.symmetric_key.ok_or("no symmetric key has been set")?;
+        let tag = ring::hmac::sign(
+            &ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &key),
+            &key_proof_message(nonce),
+        );
+        Ok(tag.as_ref().to_vec())
+    }
+
     pub fn observed(&self) -> ObservedBoard {
         ObservedBoard {
             guid: self.identity.guid.clone(),
@@ -134,6 +153,8 @@ impl Board {
             }),
             stored: self.stored.clone(),
             signatures: self.signatures.clone(),
+            symmetric_key: self.symmetric_key,
+            settings: self.settings.clone(),
         }
     }
 }

@@ -31,10 +31,18 @@ pub enum Fault {
     RefuseStore,
     /// The jig's functional test fails.
     FailTest,
+    /// The board runs firmware from before the provisioning settings and
+    /// symmetric keys: its HELLO announces no capabilities, and it refuses
+    /// SETTINGS, READSETTINGS, KEYSET and HMAC as unknown requests.
+    OldFirmware,
+    /// The board reads back other provisioning settings than it was sent.
+    WrongSettings,
+    /// The board answers HMAC with a proof made with another key.
+    WrongHmac,
 }
 
 impl Fault {
-    pub const NAMES: &'static str = "corrupt, drop, silence, bad_crc, truncated, oversized, garbage (each optionally @VERB, default IDENT), wrong_guid, wrong_key, not_p256, refuse_store, fail_test";
+    pub const NAMES: &'static str = "corrupt, drop, silence, bad_crc, truncated, oversized, garbage (each optionally @VERB, default IDENT), wrong_guid, wrong_key, not_p256, refuse_store, fail_test, old_firmware, wrong_settings, wrong_hmac";
 
     /// The request whose answer a line fault damages.
     pub fn line_verb(&self) -> Option<&str> {
@@ -72,6 +80,9 @@ impl FromStr for Fault {
             "not_p256" => Fault::NotP256,
             "refuse_store" => Fault::RefuseStore,
             "fail_test" => Fault::FailTest,
+            "old_firmware" => Fault::OldFirmware,
+            "wrong_settings" => Fault::WrongSettings,
+            "wrong_hmac" => Fault::WrongHmac,
             _ => {
                 return Err(format!(
                     "unknown fault {s:?}; known faults: {}",
@@ -97,6 +108,9 @@ impl fmt::Display for Fault {
             Fault::Oversized { .. } => "oversized",
             Fault::Garbage { .. } => "garbage",
             Fault::WrongGuid => "wrong_guid",
+            Fault::OldFirmware => "old_firmware",
+            Fault::WrongSettings => "wrong_settings",
+            Fault::WrongHmac => "wrong_hmac",
             Fault::WrongKey => "wrong_key",
             Fault::NotP256 => "not_p256",
             Fault::RefuseStore => "refuse_store",

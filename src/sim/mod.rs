@@ -356,12 +356,25 @@ impl Sim {
                 .arg("code", code)
                 .arg("msg", msg)
         };
+        let old_firmware = self.opts.fault == Some(Fault::OldFirmware);
+        if old_firmware && ["SETTINGS", "READSETTINGS", "KEYSET", "HMAC"].contains(&f.verb.as_str())
+        {
+            return Ok(err(
+                "unknown_request",
+                &format!("unknown request {}", f.verb),
+            ));
+        }
         let req = match Request::from_frame(f) {
             Ok(r) => r,
             Err(e) => return Ok(err("bad_request", &e.to_string())),
         };
         if let Request::Hello { .. } = req {
-            return Ok(ok.arg("v", crate::jig::protocol::PROTOCOL_VERSION.to_string()));
+            let ok = ok.arg("v", crate::jig::protocol::PROTOCOL_VERSION.to_string());
+            return Ok(if old_firmware {
+                ok
+            } else {
+                ok.arg("caps", "settings,symkey")
+            });
         }
         if let Request::Status = req {
             let status = JigStatus {
@@ -380,6 +393,10 @@ impl Sim {
         let refuse_store =
             matches!(req, Request::Store { .. }) && self.strike(|f| *f == Fault::RefuseStore);
         let fault = self.opts.fault.clone().filter(|_| key_fault);
+        let wrong_settings =
+            matches!(req, Request::ReadSettings) && self.strike(|f| *f == Fault::WrongSettings);
+        let wrong_hmac =
+            matches!(req, Request::Hmac { .. }) && self.strike(|f| *f == Fault::WrongHmac);
         let Some(board) = self.board.as_mut() else {
             return Ok(err("no_board", "no board in the jig"));
         };
@@ -420,6 +437,34 @@ impl Sim {
             Request::ReadCert => ok.arg("chain", crate::jig::protocol::encode_chain(&board.stored)),
             Request::Sign { nonce } => match board.sign(&nonce) {
                 Ok(sig) => ok.arg("sig", crate::jig::protocol::b64(&sig)),
+                Err(e) => err("no_key", &e),
+            },
+            Request::Settings(settings) => {
+                board.settings = Some(settings);
+                ok
+            }
+            Request::ReadSettings => match &board.settings {
+                Some(s) => {
+                    let mut s = s.clone();
+                    if wrong_settings {
+                        s.id_scope = "0ne00WRONG0".into();
+                    }
+                    crate::jig::protocol::settings_args(&s, ok)
+                }
+                None => err("no_settings", "no provisioning settings are kept"),
+            },
+            Request::KeySet { key } => {
+                busy(f.id, wr).await?;
+                board.symmetric_key = Some(*key.0);
+                ok
+            }
+            Request::Hmac { nonce } => match board.hmac(&nonce) {
+                Ok(mut mac) => {
+                    if wrong_hmac {
+                        mac[0] ^= 1;
+                    }
+                    ok.arg("mac", crate::jig::protocol::b64(&mac))
+                }
                 Err(e) => err("no_key", &e),
             },
             Request::Finish { pass, .. } => {

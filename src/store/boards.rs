@@ -9,9 +9,10 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use super::{Store, StoreError, ts};
+use crate::core::settings::ProvisioningSettings;
 use crate::core::{Failure, Step};
+use crate::ids::BoardIdentity;
 use crate::ids::{Guid, SlotId};
-use crate::jig::protocol::BoardIdentity;
 
 /// A board record's id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +37,11 @@ pub struct BoardRow {
     pub error: Option<String>,
     pub started_at: String,
     pub finished_at: Option<String>,
+    /// The provisioning settings written to the board and read back.
+    pub settings: Option<ProvisioningSettings>,
+    /// Why no settings were written (the board did not announce support,
+    /// or `[dps] id_scope` is not set).
+    pub settings_note: Option<String>,
 }
 
 /// Who provisions a board, and for which work order.
@@ -59,7 +65,7 @@ pub struct StepRow {
 
 pub(super) const BOARD_COLUMNS: &str = "b.id, b.guid, b.slot, b.station, b.status, b.step, b.hw_revision, b.fw_version, b.mac, b.operator, b.work_order,
      (SELECT serial FROM certificates c WHERE c.board_id = b.id ORDER BY c.issued_at DESC LIMIT 1),
-     b.error_code, b.error, b.started_at, b.finished_at";
+     b.error_code, b.error, b.started_at, b.finished_at, b.settings, b.settings_note";
 
 pub(super) fn board_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BoardRow> {
     Ok(BoardRow {
@@ -79,6 +85,10 @@ pub(super) fn board_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BoardRow> {
         error: r.get(13)?,
         started_at: r.get(14)?,
         finished_at: r.get(15)?,
+        settings: r
+            .get::<_, Option<String>>(16)?
+            .and_then(|t| serde_json::from_str(&t).ok()),
+        settings_note: r.get(17)?,
     })
 }
 
@@ -141,6 +151,58 @@ impl Store {
             };
             tx.commit()?;
             Ok(BoardId(id))
+        })
+    }
+
+    /// Records the provisioning settings the board keeps (read back), or
+    /// why it was given none.
+    pub fn record_settings(
+        &self,
+        board: BoardId,
+        settings: Option<&ProvisioningSettings>,
+        note: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let json = settings.and_then(|s| serde_json::to_string(s).ok());
+        self.with(|c| {
+            c.execute(
+                "UPDATE boards SET settings = ?2, settings_note = ?3 WHERE id = ?1",
+                params![board.0, json, note],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// The endorsement key recorded for the board's TPM.
+    pub fn tpm_ek(&self, board: BoardId) -> Result<Option<Vec<u8>>, StoreError> {
+        self.with(|c| {
+            let hex: Option<String> =
+                c.query_row("SELECT tpm_ek FROM boards WHERE id = ?1", [board.0], |r| {
+                    r.get(0)
+                })?;
+            Ok(hex.and_then(|h| hex::decode(h).ok()))
+        })
+    }
+
+    /// Records that the board is given a symmetric key derived under the
+    /// master key `key_id` (never the key): before the key leaves.
+    pub fn record_device_key(
+        &self,
+        board: BoardId,
+        guid: &str,
+        key_id: &str,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            tx.execute(
+                "INSERT INTO device_keys (board_id, guid, master_key_id, created_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (board_id) DO UPDATE SET master_key_id = excluded.master_key_id",
+                params![board.0, guid, key_id, ts(now)],
+            )?;
+            // A supervisor's permission to provision the GUID again is
+            // used up by the key it allowed, as by a certificate.
+            tx.execute("DELETE FROM overrides WHERE guid = ?1", [guid])?;
+            tx.commit()
         })
     }
 

@@ -301,7 +301,7 @@ mod tests {
         let b = s.open_board("st", SlotId(2), now()).unwrap();
         let b = s.record_identity(b, &ident(guid), now()).unwrap();
         commit(s, b, guid, serial, false);
-        s.complete(b, &Serial(serial.into()), now(), None, true)
+        s.complete(b, Some(&Serial(serial.into())), now(), None, true)
             .unwrap();
     }
 

@@ -129,6 +129,25 @@ impl Store {
                 [guid.as_str()],
                 |r| r.get(0),
             )?;
+            // A symmetric-key device has no certificate: its key record on
+            // a provisioned board says the same.
+            let keyed: Option<String> = c
+                .query_row(
+                    "SELECT b.finished_at FROM device_keys k JOIN boards b ON b.id = k.board_id
+                     WHERE k.guid = ?1 AND b.status = 'provisioned' ORDER BY b.id DESC LIMIT 1",
+                    [guid.as_str()],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if let Some(keyed_at) = keyed.filter(|_| held.is_none()) {
+                return Ok(if granted {
+                    Review::Fresh {
+                        override_granted: true,
+                    }
+                } else {
+                    Review::AlreadyKeyed { keyed_at }
+                });
+            }
             Ok(match held {
                 Some((serial, issued_at)) if !granted => Review::AlreadyProvisioned {
                     serial: Serial(serial),
@@ -200,7 +219,7 @@ impl Store {
     pub fn complete(
         &self,
         board: BoardId,
-        serial: &Serial,
+        serial: Option<&Serial>,
         now: OffsetDateTime,
         enroll: Option<&dyn Fn(&EnrollmentFacts) -> String>,
         label: bool,
@@ -213,13 +232,13 @@ impl Store {
             )?;
             tx.execute(
                 "UPDATE certificates SET state = 'installed' WHERE serial = ?1 AND board_id = ?2",
-                params![serial.0, board.0],
+                params![serial.map(|s| &s.0), board.0],
             )?;
             if let Some(build) = enroll {
                 let facts = tx.query_row(
                     "SELECT b.guid, b.hw_revision, b.fw_version, b.mac, b.station, b.slot, b.operator, c.pem, b.work_order, b.tpm_ek
-                     FROM boards b JOIN certificates c ON c.board_id = b.id AND c.serial = ?2 WHERE b.id = ?1",
-                    params![board.0, serial.0],
+                     FROM boards b LEFT JOIN certificates c ON c.board_id = b.id AND c.serial = ?2 WHERE b.id = ?1",
+                    params![board.0, serial.map(|s| &s.0)],
                     |r| {
                         Ok(EnrollmentFacts {
                             guid: r.get(0)?,
@@ -230,7 +249,7 @@ impl Store {
                             slot: r.get(5)?,
                             operator: r.get(6)?,
                             work_order: r.get(8)?,
-                            certificate_pem: r.get(7)?,
+                            certificate_pem: r.get::<_, Option<String>>(7)?.unwrap_or_default(),
                             provisioned_at: ts(now),
                             tpm_ek: r
                                 .get::<_, Option<String>>(9)?

@@ -361,4 +361,20 @@ BEGIN INSERT INTO plant_feed (kind, row) VALUES ('device_revocation', NEW.rowid)
 CREATE TRIGGER plant_audit_ins AFTER INSERT ON audit WHEN (SELECT enabled FROM plant_control WHERE id = 1)
 BEGIN INSERT INTO plant_feed (kind, row) VALUES ('audit', NEW.id); END;
 "#,
+    // 13: what a board was told about its registration (the provisioning
+    // settings it read back, or why it got none), and the ledger of
+    // symmetric keys: which board got a key derived under which master key
+    // (never the key).
+    r#"
+ALTER TABLE boards ADD COLUMN settings TEXT;
+ALTER TABLE boards ADD COLUMN settings_note TEXT;
+CREATE TABLE device_keys (
+    id INTEGER PRIMARY KEY,
+    board_id INTEGER NOT NULL UNIQUE REFERENCES boards(id),
+    guid TEXT NOT NULL,
+    master_key_id TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX device_keys_guid ON device_keys (guid);
+"#,
 ];

@@ -33,7 +33,8 @@ const UNIT_SELECT: &str = "SELECT b.id, b.station, b.slot, b.operator, b.work_or
         (SELECT c.serial FROM certificates c WHERE c.board_id = b.id ORDER BY c.rowid DESC LIMIT 1),
         (SELECT c.fingerprint_sha256 FROM certificates c WHERE c.board_id = b.id ORDER BY c.rowid DESC LIMIT 1),
         (SELECT o.state FROM outbox o WHERE o.board_id = b.id ORDER BY o.id DESC LIMIT 1),
-        (SELECT l.state FROM labels l WHERE l.board_id = b.id ORDER BY l.id DESC LIMIT 1)
+        (SELECT l.state FROM labels l WHERE l.board_id = b.id ORDER BY l.id DESC LIMIT 1),
+        b.settings, b.settings_note
     FROM boards b";
 
 const FILTER: &str = "b.started_at >= ?1 AND b.started_at < ?2
@@ -57,6 +58,10 @@ fn unit(r: &rusqlite::Row<'_>) -> rusqlite::Result<Unit> {
         fingerprint: r.get(13)?,
         enrollment: r.get(14)?,
         label: r.get(15)?,
+        settings: r
+            .get::<_, Option<String>>(16)?
+            .and_then(|t| serde_json::from_str(&t).ok()),
+        settings_note: r.get(17)?,
     })
 }
 

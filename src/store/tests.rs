@@ -111,7 +111,7 @@ fn review_resume_already_and_override() {
         }
         other => panic!("{other:?}"),
     }
-    s.complete(b, &Serial("aa".into()), now(), None, false)
+    s.complete(b, Some(&Serial("aa".into())), now(), None, false)
         .unwrap();
 
     // A later visit of the same GUID: already provisioned.
@@ -139,7 +139,7 @@ fn review_resume_already_and_override() {
         }
     );
     commit(&s, b2, G1, "bb", true);
-    s.complete(b2, &Serial("bb".into()), now(), None, false)
+    s.complete(b2, Some(&Serial("bb".into())), now(), None, false)
         .unwrap();
     let b3 = s.open_board("st", SlotId(2), now()).unwrap();
     assert!(matches!(
@@ -603,7 +603,7 @@ fn a_revoked_device_is_refused_unless_an_admin_overrides() {
     let b = s.open_board("st", SlotId(1), now()).unwrap();
     let b = s.record_identity(b, &ident(G1), now()).unwrap();
     commit(&s, b, G1, "aa", false);
-    s.complete(b, &Serial("aa".into()), now(), None, false)
+    s.complete(b, Some(&Serial("aa".into())), now(), None, false)
         .unwrap();
 
     // An action for a device the station never made is refused.
@@ -683,7 +683,7 @@ fn a_revoked_device_is_refused_unless_an_admin_overrides() {
     // With the admin's override the device gets a new certificate, which is
     // not revoked: the device can be managed again, and revoked again.
     commit(&s, b2, G1, "bb", true);
-    s.complete(b2, &Serial("bb".into()), now(), None, false)
+    s.complete(b2, Some(&Serial("bb".into())), now(), None, false)
         .unwrap();
     assert_eq!(s.device_revocation(G1).unwrap(), None);
     assert!(matches!(

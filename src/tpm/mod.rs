@@ -20,6 +20,36 @@ pub struct TpmSlot {
     pub key_handle: u32,
     /// The NV index that holds the certificate chain (0x01xxxxxx).
     pub cert_nv_index: u32,
+    /// The NV index that holds the provisioning settings (0x01xxxxxx).
+    pub settings_nv_index: u32,
+}
+
+impl TpmSlot {
+    /// The NV index of `area`.
+    pub fn nv_index(&self, area: NvArea) -> u32 {
+        match area {
+            NvArea::Chain => self.cert_nv_index,
+            NvArea::Settings => self.settings_nv_index,
+        }
+    }
+}
+
+/// What an NV index of the board's TPM holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NvArea {
+    /// The certificate chain (`cert_nv_index`).
+    Chain,
+    /// The provisioning settings (`settings_nv_index`).
+    Settings,
+}
+
+impl NvArea {
+    pub fn describe(self) -> &'static str {
+        match self {
+            NvArea::Chain => "the certificate chain",
+            NvArea::Settings => "the provisioning settings",
+        }
+    }
 }
 
 /// What went wrong with a TPM, in words for the operator.
@@ -34,7 +64,7 @@ pub enum TpmError {
     )]
     HandleInUse { handle: u32 },
     #[error(
-        "the board's TPM already has NV index {index:#010x} defined with other data: clear it (tpm2_nvundefine {index:#010x}) or set another cert_nv_index"
+        "the board's TPM already has NV index {index:#010x} defined with other data: clear it (tpm2_nvundefine {index:#010x}) or set another cert_nv_index or settings_nv_index"
     )]
     NvIndexDefined { index: u32 },
     #[error(
@@ -80,18 +110,18 @@ pub trait BoardTpm: Send + Sync {
     /// ECDSA signature DER-encoded.
     fn sign_digest(&self, digest: &[u8; 32]) -> Result<Vec<u8>, TpmError>;
 
-    /// Defines `cert_nv_index` (owner authorisation, exactly `data.len()`
-    /// bytes) and writes `data` into it. An index already defined that
-    /// holds exactly `data` is fine (a resumed board); one holding anything
-    /// else is [`TpmError::NvIndexDefined`].
-    fn write_nv(&self, data: &[u8]) -> Result<(), TpmError>;
+    /// Defines the NV index of `area` (owner authorisation, exactly
+    /// `data.len()` bytes) and writes `data` into it. An index already
+    /// defined that holds exactly `data` is fine (a resumed board); one
+    /// holding anything else is [`TpmError::NvIndexDefined`].
+    fn write_nv(&self, area: NvArea, data: &[u8]) -> Result<(), TpmError>;
 
-    /// Reads all of `cert_nv_index`.
-    fn read_nv(&self) -> Result<Vec<u8>, TpmError>;
+    /// Reads all of the NV index of `area`.
+    fn read_nv(&self, area: NvArea) -> Result<Vec<u8>, TpmError>;
 
-    /// Undefines `cert_nv_index` if it is defined. The station does this
-    /// only to replace a chain it wrote itself in an attempt that failed.
-    fn clear_nv(&self) -> Result<(), TpmError>;
+    /// Undefines the NV index of `area` if it is defined. The station does
+    /// this only to replace what it wrote itself in an attempt that failed.
+    fn clear_nv(&self, area: NvArea) -> Result<(), TpmError>;
 
     /// The endorsement key's public part (the standard RSA 2048 EK
     /// template) as a TPM2B_PUBLIC: the 2-byte big-endian size, then the

@@ -7,11 +7,12 @@ use std::sync::Mutex;
 use p256::ecdsa::signature::hazmat::PrehashSigner;
 use p256::ecdsa::{Signature, SigningKey};
 
-use super::{BoardTpm, TpmError};
+use super::{BoardTpm, NvArea, TpmError};
 
 pub struct SoftTpm {
     key: Mutex<Option<SigningKey>>,
     nv: Mutex<Option<Vec<u8>>>,
+    settings: Mutex<Option<Vec<u8>>>,
     /// Faults for the next calls, by call name (`create_key`, `write_nv`,
     /// ...): each is returned once, in order.
     faults: Mutex<VecDeque<(&'static str, TpmError)>>,
@@ -27,6 +28,7 @@ impl Default for SoftTpm {
         SoftTpm {
             key: Mutex::new(None),
             nv: Mutex::new(None),
+            settings: Mutex::new(None),
             faults: Mutex::new(VecDeque::new()),
             ek,
         }
@@ -48,6 +50,13 @@ impl SoftTpm {
         match f.iter().position(|(c, _)| *c == call) {
             Some(i) => Err(f.remove(i).map(|(_, e)| e).unwrap_or(TpmError::Lockout)),
             None => Ok(()),
+        }
+    }
+
+    fn area(&self, area: NvArea) -> &Mutex<Option<Vec<u8>>> {
+        match area {
+            NvArea::Chain => &self.nv,
+            NvArea::Settings => &self.settings,
         }
     }
 
@@ -113,11 +122,16 @@ impl BoardTpm for SoftTpm {
         Ok(sig.to_der().as_bytes().to_vec())
     }
 
-    fn write_nv(&self, data: &[u8]) -> Result<(), TpmError> {
+    fn write_nv(&self, area: NvArea, data: &[u8]) -> Result<(), TpmError> {
         self.fault("write_nv")?;
-        let mut nv = self.nv.lock().map_err(|_| Self::poisoned())?;
+        let mut nv = self.area(area).lock().map_err(|_| Self::poisoned())?;
         match nv.as_deref() {
-            Some(held) if held != data => Err(TpmError::NvIndexDefined { index: 0x0150_0001 }),
+            Some(held) if held != data => Err(TpmError::NvIndexDefined {
+                index: match area {
+                    NvArea::Chain => 0x0150_0001,
+                    NvArea::Settings => 0x0150_0002,
+                },
+            }),
             _ => {
                 *nv = Some(data.to_vec());
                 Ok(())
@@ -125,18 +139,18 @@ impl BoardTpm for SoftTpm {
         }
     }
 
-    fn read_nv(&self) -> Result<Vec<u8>, TpmError> {
+    fn read_nv(&self, area: NvArea) -> Result<Vec<u8>, TpmError> {
         self.fault("read_nv")?;
-        let nv = self.nv.lock().map_err(|_| Self::poisoned())?;
+        let nv = self.area(area).lock().map_err(|_| Self::poisoned())?;
         nv.clone().ok_or(TpmError::Failed {
             what: "read the NV index".into(),
             reason: "it is not defined".into(),
         })
     }
 
-    fn clear_nv(&self) -> Result<(), TpmError> {
+    fn clear_nv(&self, area: NvArea) -> Result<(), TpmError> {
         self.fault("clear_nv")?;
-        *self.nv.lock().map_err(|_| Self::poisoned())? = None;
+        *self.area(area).lock().map_err(|_| Self::poisoned())? = None;
         Ok(())
     }
 

@@ -19,8 +19,9 @@ use crate::store::{BoardRow, Role};
 use crate::workflow::{LabelScan, SlotCommand, SlotView};
 
 /// The steps, in order, for the progress bar.
-const STEPS: [&str; 9] = [
-    "hello", "identify", "review", "keygen", "issue", "store", "readback", "prove", "finish",
+const STEPS: [&str; 10] = [
+    "hello", "identify", "review", "keygen", "issue", "store", "readback", "prove", "settings",
+    "finish",
 ];
 
 /// A slot as the tile shows it.

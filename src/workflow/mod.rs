@@ -10,5 +10,7 @@
 mod slot;
 mod view;
 
-pub use slot::{KeySource, LinkOpener, SlotCommand, SlotDriver, SlotSettings, TpmOpener};
+pub use slot::{
+    KeySource, LinkOpener, Registration, SlotCommand, SlotDriver, SlotSettings, TpmOpener,
+};
 pub use view::{LabelScan, SlotBoard, SlotView};

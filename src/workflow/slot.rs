@@ -56,6 +56,12 @@ pub struct SlotDriver {
     pub work_order: Arc<std::sync::RwLock<Option<String>>>,
     /// Where the slot's boards get their keys.
     pub keys: KeySource,
+    /// Where the boards register (`None`: `[dps] id_scope` is not set, and
+    /// the boards get no provisioning settings).
+    pub registration: Option<Registration>,
+    /// Symmetric-key attestation: each device's key, derived from the
+    /// master key (`None` for X.509 and TPM).
+    pub device_keys: Option<Arc<dyn crate::dps::DeviceKeys>>,
 }
 
 fn store_failure(e: &StoreError) -> Failure {
@@ -88,6 +94,8 @@ struct Visit {
     guid: Option<String>,
     /// The board's TPM, once opened (TPM slots).
     tpm: Option<Arc<dyn crate::tpm::BoardTpm>>,
+    /// The capabilities the board announced in its HELLO answer.
+    caps: Vec<String>,
 }
 
 impl SlotDriver {
@@ -153,6 +161,7 @@ impl SlotDriver {
             open_step: None,
             guid: None,
             tpm: None,
+            caps: Vec::new(),
         };
         let mut event = match self.sync(link).await {
             Ok(e) => e,
@@ -310,13 +319,23 @@ impl SlotDriver {
                 let sn = serial.clone();
                 let template = self.enrollment.clone();
                 let build = move |f: &crate::store::EnrollmentFacts| template.body(f).to_string();
-                let result =
-                    blocking(move || store.complete(board, &sn, now, Some(&build), true)).await;
+                // A group enrollment covers every device: none of its own.
+                let individual = self.enrollment.individual;
+                let result = blocking(move || {
+                    let build: Option<&dyn Fn(&crate::store::EnrollmentFacts) -> String> =
+                        if individual { Some(&build) } else { None };
+                    store.complete(board, sn.as_ref(), now, build, true)
+                })
+                .await;
                 self.uploads.notify_one();
                 self.labels.notify_one();
                 match result {
                     Ok(()) => {
-                        tracing::info!(board.guid = visit.guid.as_deref().unwrap_or(""), serial = %serial, "board provisioned")
+                        tracing::info!(
+                            board.guid = visit.guid.as_deref().unwrap_or(""),
+                            serial = serial.as_ref().map_or("none", |s| s.0.as_str()),
+                            "board provisioned"
+                        )
                     }
                     Err(e) => tracing::error!("board provisioned but not recorded as such: {e}"),
                 }
@@ -373,6 +392,7 @@ impl SlotDriver {
                     station: self.settings.station_id.clone(),
                 };
                 let a = call(link.call(&req).await)?;
+                visit.caps = protocol::parse_caps(&a);
                 Ok(Output::Hello {
                     version: protocol::parse_hello(&a).map_err(|e| answer_failure("HELLO", &e))?,
                 })
@@ -398,11 +418,16 @@ impl SlotDriver {
                     other => other,
                 }))
             }
+            Action::KeyGen(_) if self.device_keys.is_some() => {
+                self.key_set(link, board, visit).await
+            }
             Action::KeyGen(id) => self.keygen(link, id, board, visit).await,
             Action::Issue { csr, override_used } => self.issue(board, csr, override_used).await,
             Action::Store(chain) => self.store_chain(link, chain, visit).await,
             Action::ReadBack => self.read_back(link, visit).await,
+            Action::Prove if self.device_keys.is_some() => self.key_proof(link, visit).await,
             Action::Prove => self.prove(link, visit).await,
+            Action::Settings => self.settings(link, board, visit).await,
             Action::Finish => {
                 call(
                     link.call(&Request::Finish {
@@ -482,7 +507,9 @@ fn jig_event(e: JigEvent) -> Event {
 }
 
 mod keys;
+mod registration;
 #[cfg(test)]
 mod tests;
 
 pub use keys::{KeySource, TpmOpener};
+pub use registration::Registration;

@@ -159,7 +159,7 @@ pub fn show_state(v: &mut SlotView, s: &SlotState, guid: Option<&str>) {
         }
         SlotState::Done(Outcome::Provisioned { serial }) => {
             v.state = "provisioned";
-            v.certificate_serial = Some(serial.0.clone());
+            v.certificate_serial = serial.as_ref().map(|s| s.0.clone());
         }
         SlotState::Done(Outcome::Failed(f)) => {
             v.state = "failed";

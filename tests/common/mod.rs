@@ -471,7 +471,13 @@ pub fn seed_provisioned(
             body.to_string()
         };
         store
-            .complete(b, &Serial(leaf.serial.0.clone()), now, Some(&build), true)
+            .complete(
+                b,
+                Some(&Serial(leaf.serial.0.clone())),
+                now,
+                Some(&build),
+                true,
+            )
             .unwrap();
         guids.push(guid.to_string());
     }

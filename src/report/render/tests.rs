@@ -52,6 +52,8 @@ fn unit(id: i64, guid: Option<u32>, slot: u16, times: &str, outcome: &str) -> Un
             .map(|g| format!("{g:02x}").repeat(32)),
         enrollment: None,
         label: None,
+        settings: None,
+        settings_note: None,
     }
 }
 
@@ -175,13 +177,22 @@ fn csv_snapshot() {
 
 #[test]
 fn csv_reads_back_field_for_field() {
-    let units = units();
+    let mut units = units();
+    units[0].settings = Some(crate::core::settings::ProvisioningSettings {
+        endpoint: "global.azure-devices-provisioning.net".into(),
+        id_scope: "0ne00A1B2C3".into(),
+        registration_id: units[0].guid.clone().unwrap(),
+        attestation: "x509".into(),
+    });
+    units[1].settings_note = Some("no settings: old firmware".into());
     let text = csv(&units);
     assert!(text.ends_with("\r\n"));
     let mut reader = csv::Reader::from_reader(text.as_bytes());
     assert_eq!(reader.headers().unwrap(), CSV_COLUMNS.as_slice());
     let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
     assert_eq!(rows.len(), units.len());
+    assert_eq!(&rows[0][11], "0ne00A1B2C3", "the settings are exported");
+    assert_eq!(&rows[1][13], "no settings: old firmware");
     let opt = |v: &Option<String>| v.clone().unwrap_or_default();
     for (row, u) in rows.iter().zip(&units) {
         let expected = [
@@ -196,6 +207,9 @@ fn csv_reads_back_field_for_field() {
             u.status.clone(),
             u.step.clone(),
             opt(&u.error_code),
+            opt(&u.settings.as_ref().map(|s| s.id_scope.clone())),
+            opt(&u.settings.as_ref().map(|s| s.registration_id.clone())),
+            opt(&u.settings_note),
         ];
         assert_eq!(row.iter().collect::<Vec<_>>(), expected);
     }

@@ -21,7 +21,7 @@ use std::thread;
 
 use tss_esapi::Context;
 
-use super::{BoardTpm, TpmError, TpmSlot};
+use super::{BoardTpm, NvArea, TpmError, TpmSlot};
 use ops::Target;
 
 /// A board's TPM, reached through a TCTI (`device:/dev/tpmrm0`,
@@ -50,9 +50,9 @@ enum Op {
     CreateKey,
     PublicKey,
     Sign([u8; 32]),
-    WriteNv(Vec<u8>),
-    ReadNv,
-    ClearNv,
+    WriteNv(NvArea, Vec<u8>),
+    ReadNv(NvArea),
+    ClearNv(NvArea),
     EkPublic,
 }
 
@@ -153,16 +153,16 @@ impl BoardTpm for EsapiTpm {
         self.call(Op::Sign(*digest))
     }
 
-    fn write_nv(&self, data: &[u8]) -> Result<(), TpmError> {
-        self.call(Op::WriteNv(data.to_vec())).map(|_| ())
+    fn write_nv(&self, area: NvArea, data: &[u8]) -> Result<(), TpmError> {
+        self.call(Op::WriteNv(area, data.to_vec())).map(|_| ())
     }
 
-    fn read_nv(&self) -> Result<Vec<u8>, TpmError> {
-        self.call(Op::ReadNv)
+    fn read_nv(&self, area: NvArea) -> Result<Vec<u8>, TpmError> {
+        self.call(Op::ReadNv(area))
     }
 
-    fn clear_nv(&self) -> Result<(), TpmError> {
-        self.call(Op::ClearNv).map(|_| ())
+    fn clear_nv(&self, area: NvArea) -> Result<(), TpmError> {
+        self.call(Op::ClearNv(area)).map(|_| ())
     }
 
     fn ek_public(&self) -> Result<Vec<u8>, TpmError> {
@@ -200,9 +200,9 @@ impl Worker {
             Op::CreateKey => t.create_key(context),
             Op::PublicKey => t.public_key(context),
             Op::Sign(digest) => t.sign(context, &digest),
-            Op::WriteNv(data) => t.write_nv(context, &data).map(|()| Vec::new()),
-            Op::ReadNv => t.read_nv(context),
-            Op::ClearNv => t.clear_nv(context).map(|()| Vec::new()),
+            Op::WriteNv(area, data) => t.write_nv(context, area, &data).map(|()| Vec::new()),
+            Op::ReadNv(area) => t.read_nv(context, area),
+            Op::ClearNv(area) => t.clear_nv(context, area).map(|()| Vec::new()),
             Op::EkPublic => t.ek_public(context),
         };
         if let Err(TpmError::Unreachable { .. }) = &answer {

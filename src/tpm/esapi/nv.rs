@@ -1,7 +1,7 @@
-//! The certificate chain's NV index on one TPM, given an ESAPI context:
-//! defining it, writing, reading and undefining it in chunks the TPM
-//! accepts, and finishing a write an earlier attempt left half done. Knows
-//! nothing of what the chain holds.
+//! The NV indices on one TPM (the certificate chain's and the provisioning
+//! settings'), given an ESAPI context: defining one, writing, reading and
+//! undefining it in chunks the TPM accepts, and finishing a write an
+//! earlier attempt left half done. Knows nothing of what they hold.
 
 use tss_esapi::Context;
 use tss_esapi::attributes::NvIndexAttributesBuilder;
@@ -13,36 +13,44 @@ use tss_esapi::structures::{MaxNvBuffer, NvPublic, NvPublicBuilder};
 
 use super::errors::kind;
 use super::ops::{Release, Target, is_present};
-use crate::tpm::TpmError;
+use crate::tpm::{NvArea, TpmError};
 
 /// The NV chunk size used when the TPM does not report
 /// TPM2_PT_NV_BUFFER_MAX (every TPM 2.0 takes at least this much).
 const FALLBACK_NV_BUFFER: usize = 512;
 
 impl Target {
-    pub(super) fn write_nv(&self, context: &mut Context, data: &[u8]) -> Result<(), TpmError> {
-        let what = format!(
-            "store the certificate chain in NV index {:#010x}",
-            self.slot.cert_nv_index
-        );
-        if is_present(context, self.slot.cert_nv_index).map_err(self.err(&what))? {
-            let nv = self.open_nv(context)?;
+    fn handle(&self, area: NvArea) -> NvIndexTpmHandle {
+        match area {
+            NvArea::Chain => self.nv,
+            NvArea::Settings => self.settings_nv,
+        }
+    }
+
+    pub(super) fn write_nv(
+        &self,
+        context: &mut Context,
+        area: NvArea,
+        data: &[u8],
+    ) -> Result<(), TpmError> {
+        let index = self.slot.nv_index(area);
+        let what = format!("store {} in NV index {index:#010x}", area.describe());
+        if is_present(context, index).map_err(self.err(&what))? {
+            let nv = self.open_nv(context, area)?;
             return self.release_after(context, nv.into(), Release::Close, |context| {
                 let (public, _) = context
                     .execute_without_session(|c| c.nv_read_public(nv))
                     .map_err(self.err(&what))?;
                 if public.attributes().written() {
-                    if self.read_chunks(context, nv, public.data_size())? == data {
+                    if self.read_chunks(context, nv, index, public.data_size())? == data {
                         return Ok(());
                     }
                 } else if public.data_size() == data.len() {
                     // Defined by an earlier attempt that stopped before
                     // writing: finish it.
-                    return self.write_chunks(context, nv, data);
+                    return self.write_chunks(context, nv, index, data);
                 }
-                Err(TpmError::NvIndexDefined {
-                    index: self.slot.cert_nv_index,
-                })
+                Err(TpmError::NvIndexDefined { index })
             });
         }
         let max = context
@@ -60,28 +68,31 @@ impl Target {
         }
         let nv = context
             .execute_with_nullauth_session(|c| {
-                c.nv_define_space(Provision::Owner, None, nv_template(self.nv, data.len())?)
+                c.nv_define_space(
+                    Provision::Owner,
+                    None,
+                    nv_template(self.handle(area), data.len())?,
+                )
             })
             .map_err(|e| match kind(e) {
-                Some(Tss2ResponseCodeKind::NvDefined) => TpmError::NvIndexDefined {
-                    index: self.slot.cert_nv_index,
-                },
+                Some(Tss2ResponseCodeKind::NvDefined) => TpmError::NvIndexDefined { index },
                 _ => self.error(&what, e),
             })?;
         self.release_after(context, nv.into(), Release::Close, |context| {
-            self.write_chunks(context, nv, data)
+            self.write_chunks(context, nv, index, data)
         })
     }
 
-    pub(super) fn read_nv(&self, context: &mut Context) -> Result<Vec<u8>, TpmError> {
-        let what = format!("read NV index {:#010x}", self.slot.cert_nv_index);
-        if !is_present(context, self.slot.cert_nv_index).map_err(self.err(&what))? {
+    pub(super) fn read_nv(&self, context: &mut Context, area: NvArea) -> Result<Vec<u8>, TpmError> {
+        let index = self.slot.nv_index(area);
+        let what = format!("read NV index {index:#010x}");
+        if !is_present(context, index).map_err(self.err(&what))? {
             return Err(TpmError::Failed {
                 what,
                 reason: "the index is not defined: nothing was stored there".into(),
             });
         }
-        let nv = self.open_nv(context)?;
+        let nv = self.open_nv(context, area)?;
         self.release_after(context, nv.into(), Release::Close, |context| {
             let (public, _) = context
                 .execute_without_session(|c| c.nv_read_public(nv))
@@ -92,27 +103,30 @@ impl Target {
                     reason: "the index is defined but was never written".into(),
                 });
             }
-            self.read_chunks(context, nv, public.data_size())
+            self.read_chunks(context, nv, index, public.data_size())
         })
     }
 
-    /// Undefines the certificate NV index, if it is defined (owner
+    /// Undefines the NV index of `area`, if it is defined (owner
     /// authorisation). The ESYS handle is gone with the index.
-    pub(super) fn clear_nv(&self, context: &mut Context) -> Result<(), TpmError> {
-        let what = format!("clear NV index {:#010x}", self.slot.cert_nv_index);
-        if !is_present(context, self.slot.cert_nv_index).map_err(self.err(&what))? {
+    pub(super) fn clear_nv(&self, context: &mut Context, area: NvArea) -> Result<(), TpmError> {
+        let index = self.slot.nv_index(area);
+        let what = format!("clear NV index {index:#010x}");
+        if !is_present(context, index).map_err(self.err(&what))? {
             return Ok(());
         }
-        let nv = self.open_nv(context)?;
+        let nv = self.open_nv(context, area)?;
         context
             .execute_with_nullauth_session(|c| c.nv_undefine_space(Provision::Owner, nv))
             .map_err(self.err(&what))
     }
 
     /// The ESYS handle of an existing NV index; close it after use.
-    fn open_nv(&self, context: &mut Context) -> Result<NvIndexHandle, TpmError> {
+    fn open_nv(&self, context: &mut Context, area: NvArea) -> Result<NvIndexHandle, TpmError> {
         context
-            .execute_without_session(|c| c.tr_from_tpm_public(TpmHandle::NvIndex(self.nv)))
+            .execute_without_session(|c| {
+                c.tr_from_tpm_public(TpmHandle::NvIndex(self.handle(area)))
+            })
             .map(NvIndexHandle::from)
             .map_err(self.err("open the NV index"))
     }
@@ -129,10 +143,11 @@ impl Target {
         &self,
         context: &mut Context,
         nv: NvIndexHandle,
+        index: u32,
         data: &[u8],
     ) -> Result<(), TpmError> {
         let chunk = self.chunk_size(context)?;
-        let what = format!("write NV index {:#010x}", self.slot.cert_nv_index);
+        let what = format!("write NV index {index:#010x}");
         for (i, part) in data.chunks(chunk).enumerate() {
             let offset = offset16(i * chunk, &what)?;
             context
@@ -153,10 +168,11 @@ impl Target {
         &self,
         context: &mut Context,
         nv: NvIndexHandle,
+        index: u32,
         size: usize,
     ) -> Result<Vec<u8>, TpmError> {
         let chunk = self.chunk_size(context)?;
-        let what = format!("read NV index {:#010x}", self.slot.cert_nv_index);
+        let what = format!("read NV index {index:#010x}");
         let mut data = Vec::with_capacity(size);
         while data.len() < size {
             let offset = offset16(data.len(), &what)?;

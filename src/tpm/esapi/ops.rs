@@ -48,6 +48,8 @@ pub(super) struct Target {
     key: PersistentTpmHandle,
     /// `slot.cert_nv_index`, checked to be an NV index.
     pub(super) nv: NvIndexTpmHandle,
+    /// `slot.settings_nv_index`, checked to be an NV index.
+    pub(super) settings_nv: NvIndexTpmHandle,
 }
 
 impl Target {
@@ -66,11 +68,20 @@ impl Target {
                 slot.cert_nv_index
             ),
         })?;
+        let settings_nv =
+            NvIndexTpmHandle::new(slot.settings_nv_index).map_err(|_| TpmError::Failed {
+                what: "use the slot's settings NV index".into(),
+                reason: format!(
+                    "{:#010x} is not an NV index (0x01000000 to 0x01ffffff): fix settings_nv_index",
+                    slot.settings_nv_index
+                ),
+            })?;
         Ok(Target {
             slot: slot.clone(),
             conf: parse_tcti(&slot.tcti)?,
             key,
             nv,
+            settings_nv,
         })
     }
 
@@ -374,6 +385,7 @@ mod tests {
             tcti: "swtpm:host=127.0.0.1,port=2321".into(),
             key_handle: 0x8101_0001,
             cert_nv_index: 0x0150_0001,
+            settings_nv_index: 0x0150_0002,
         };
         assert!(Target::new(&slot).is_ok());
         let swapped = TpmSlot {

@@ -16,7 +16,7 @@ use crate::core::{Failure, Output};
 use crate::jig::JigLink;
 use crate::jig::protocol::{self, BoardIdentity, NONCE_LEN, Request, SecretScalar};
 use crate::store::{BoardId, blocking};
-use crate::tpm::{BoardTpm, TpmError};
+use crate::tpm::{BoardTpm, NvArea, TpmError};
 
 /// Opens the TPM of the board in a TPM slot.
 pub type TpmOpener = Arc<dyn Fn() -> Result<Arc<dyn BoardTpm>, TpmError> + Send + Sync>;
@@ -34,7 +34,7 @@ fn tpm_failure(e: &TpmError) -> Failure {
 }
 
 /// Runs a TPM call on a blocking thread.
-async fn with_tpm<T: Send + 'static>(
+pub(super) async fn with_tpm<T: Send + 'static>(
     tpm: &Arc<dyn BoardTpm>,
     f: impl FnOnce(&dyn BoardTpm) -> Result<T, TpmError> + Send + 'static,
 ) -> Result<T, Failure> {
@@ -76,7 +76,7 @@ pub(super) fn split_der(mut data: &[u8]) -> Result<Vec<Vec<u8>>, String> {
 
 impl SlotDriver {
     /// The board's TPM for this visit, opened on first use.
-    async fn tpm(
+    pub(super) async fn tpm(
         &self,
         opener: &TpmOpener,
         visit: &mut Visit,
@@ -258,7 +258,7 @@ impl SlotDriver {
             let tpm = self.tpm(opener, visit).await?;
             let data = chain.concat();
             let d = data.clone();
-            match with_tpm(&tpm, move |t| t.write_nv(&d)).await {
+            match with_tpm(&tpm, move |t| t.write_nv(NvArea::Chain, &d)).await {
                 Err(f)
                     if f.code == "tpm_nv_defined"
                         && self.nv_left_by_failure(&tpm, visit).await? =>
@@ -267,8 +267,8 @@ impl SlotDriver {
                         "replacing the certificate chain this station wrote in a failed attempt"
                     );
                     with_tpm(&tpm, move |t| {
-                        t.clear_nv()?;
-                        t.write_nv(&data)
+                        t.clear_nv(NvArea::Chain)?;
+                        t.write_nv(NvArea::Chain, &data)
                     })
                     .await?;
                 }
@@ -297,7 +297,7 @@ impl SlotDriver {
             return Ok(false);
         };
         // Unreadable: not known to be ours; the index stays as it is.
-        let Ok(held) = with_tpm(tpm, |t| t.read_nv()).await else {
+        let Ok(held) = with_tpm(tpm, |t| t.read_nv(NvArea::Chain)).await else {
             return Ok(false);
         };
         let Some(leaf) = split_der(&held).ok().and_then(|c| c.into_iter().next()) else {
@@ -317,7 +317,7 @@ impl SlotDriver {
     ) -> Result<Output, Failure> {
         if let KeySource::Tpm(opener) = &self.keys {
             let tpm = self.tpm(opener, visit).await?;
-            let data = with_tpm(&tpm, |t| t.read_nv()).await?;
+            let data = with_tpm(&tpm, |t| t.read_nv(NvArea::Chain)).await?;
             let chain = split_der(&data).map_err(|e| {
                 Failure::new(
                     "readback_mismatch",

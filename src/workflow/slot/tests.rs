@@ -71,11 +71,14 @@ fn driver(dir: &std::path::Path, ca_failures: Vec<String>) -> SlotDriver {
             allocation_policy: None,
             iot_hubs: vec![],
             attestation: crate::config::Attestation::X509,
+            individual: true,
         }),
         uploads: Default::default(),
         labels: Default::default(),
         keys: super::KeySource::Board,
         work_order: Default::default(),
+        registration: None,
+        device_keys: None,
     }
 }
 
@@ -157,6 +160,7 @@ fn tpm_driver(dir: &std::path::Path, tpm: Arc<crate::tpm::SoftTpm>) -> SlotDrive
         attestation: crate::config::Attestation::Tpm {
             dps_registration_id: false,
         },
+        individual: true,
         ..(*d.enrollment).clone()
     });
     d
@@ -197,7 +201,7 @@ async fn a_tpm_board_gets_its_key_proof_and_chain_through_the_tpm() {
         tpm.public_key().unwrap().as_slice(),
         "the certificate is for the TPM's key"
     );
-    let nv = tpm.read_nv().unwrap();
+    let nv = tpm.read_nv(crate::tpm::NvArea::Chain).unwrap();
     assert!(
         nv.starts_with(&der),
         "the NV index holds the chain, leaf first"
@@ -318,7 +322,7 @@ async fn a_retry_uses_again_the_tpm_key_left_by_its_failed_attempt_and_no_other(
         Some("tpm_lockout")
     );
     let key = tpm.public_key().unwrap();
-    let old_chain = tpm.read_nv().unwrap();
+    let old_chain = tpm.read_nv(crate::tpm::NvArea::Chain).unwrap();
     // The board is tried again: the key at the handle and the chain in NV
     // are the station's own, from the failed attempt.
     let mut again = tpm_script(answer("FINISH", ok(&[])));
@@ -334,7 +338,7 @@ async fn a_retry_uses_again_the_tpm_key_left_by_its_failed_attempt_and_no_other(
         cert.public_key().subject_public_key.data.as_ref(),
         key.as_slice()
     );
-    let chain = tpm.read_nv().unwrap();
+    let chain = tpm.read_nv(crate::tpm::NvArea::Chain).unwrap();
     assert!(
         chain.starts_with(&der) && chain != old_chain,
         "the new chain replaced the old"
