@@ -56,7 +56,7 @@ fn backend(spec: &Pkcs11Spec, what: impl std::fmt::Display) -> CaError {
     ))
 }
 
-pub(crate) fn rv(e: &P11Error) -> Option<RvError> {
+fn rv(e: &P11Error) -> Option<RvError> {
     match e {
         P11Error::Pkcs11(rv, _) => Some(*rv),
         _ => None,

@@ -9,7 +9,7 @@
 //! HMAC-SHA256(master, "secondary master key").
 //!
 //! The master key is in one of two custodies: an encrypted key file
-//! ([`file`]) or a generic-secret key in a PKCS#11 token ([`pkcs11`]) that
+//! (`file.rs`) or a generic-secret key in a PKCS#11 token (`pkcs11.rs`) that
 //! never leaves it. Owns the key material and its derivations; knows
 //! nothing of jigs, DPS calls or the store.
 
@@ -234,7 +234,7 @@ fn hmac(key: &[u8], msg: &[u8]) -> Zeroizing<[u8; 32]> {
 }
 
 /// One device's derived key: 32 bytes, zeroized on drop; `Debug` shows
-/// "[redacted]".
+/// `"[redacted]"`.
 pub struct DeviceKey(Zeroizing<[u8; 32]>);
 
 impl fmt::Debug for DeviceKey {
