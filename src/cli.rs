@@ -3,8 +3,9 @@
 //! live in the submodules, one topic each, re-exported here:
 //! `ca` (`ca init/show`), `check` (`check` and the jig pre-flight),
 //! `people` (`user`, `token`), `records` (`board`, `outbox`, `audit`),
-//! `simulate`, `report_cmd` (`report`, `export`), and `plant` (`plant
-//! migrate/report/export/conflicts/verify`).
+//! `simulate`, `report_cmd` (`report`, `export`), `plant` (`plant
+//! migrate/report/export/conflicts/verify`), and `symkey` (`symkey
+//! init/show`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -21,6 +22,7 @@ pub mod plant;
 mod records;
 pub mod report_cmd;
 mod simulate;
+mod symkey;
 
 pub use ca::{ca_crl, ca_init, ca_install, ca_request, ca_show};
 pub use check::check;
@@ -29,6 +31,7 @@ pub use people::{token_command, user_command};
 pub use plant::{plant_conflicts, plant_export_units, plant_migrate, plant_report, plant_verify};
 pub use records::{audit_export, audit_verify, board_override, outbox_list, outbox_retry};
 pub use simulate::simulate;
+pub use symkey::{symkey_init, symkey_show};
 
 /// What `station export` exports.
 #[derive(Subcommand)]
@@ -75,6 +78,9 @@ impl ConfigArgs {
         let mut cfg = Config::load(&self.config)?;
         if let Some(d) = &self.data_dir {
             cfg.data_dir = d.clone();
+            if let Some(s) = &mut cfg.symmetric_key {
+                s.data_dir = d.clone();
+            }
         }
         Ok(cfg)
     }
@@ -117,6 +123,11 @@ pub enum Command {
     Ca {
         #[command(subcommand)]
         command: CaCommand,
+    },
+    /// The master key for symmetric-key devices (`[symmetric_key]`).
+    Symkey {
+        #[command(subcommand)]
+        command: SymkeyCommand,
     },
     /// Run one simulated board (and its jig) on a serial device, for use
     /// with a station in another process (for example over a socat pair).
@@ -383,6 +394,22 @@ pub enum CaCommand {
         /// The file to write (DER; `openssl crl -inform DER` reads it).
         #[arg(long)]
         out: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum SymkeyCommand {
+    /// Make the master key in the `[symmetric_key] key` backend: an
+    /// encrypted key file (mode 0600), or a key made in the PKCS#11 token
+    /// that never leaves it. Never replaces an existing one.
+    Init {
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Print where the master key is and its non-secret id.
+    Show {
+        #[command(flatten)]
+        config: ConfigArgs,
     },
 }
 

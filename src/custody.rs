@@ -34,16 +34,26 @@ fn secret(
     file: Option<&Path>,
     what: &str,
 ) -> anyhow::Result<Option<Zeroizing<Vec<u8>>>> {
+    secret_file(env, file.map(|f| config_relative(cfg, f)).as_deref(), what)
+}
+
+/// A secret from the environment variable `env`, or else from the file at
+/// `path`, which others must not be able to read. The master key for
+/// symmetric-key devices takes its passphrase and PIN through here too.
+pub fn secret_file(
+    env: &str,
+    path: Option<&Path>,
+    what: &str,
+) -> anyhow::Result<Option<Zeroizing<Vec<u8>>>> {
     if let Ok(p) = std::env::var(env)
         && !p.is_empty()
     {
         return Ok(Some(Zeroizing::new(p.into_bytes())));
     }
-    let Some(file) = file else {
+    let Some(path) = path else {
         return Ok(None);
     };
-    let path = config_relative(cfg, file);
-    let meta = std::fs::metadata(&path)
+    let meta = std::fs::metadata(path)
         .with_context(|| format!("reading the {what} file {}", path.display()))?;
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
@@ -54,7 +64,7 @@ fn secret(
         );
     }
     let text = Zeroizing::new(
-        std::fs::read_to_string(&path)
+        std::fs::read_to_string(path)
             .with_context(|| format!("reading the {what} file {}", path.display()))?,
     );
     let value = text.trim_end_matches(['\n', '\r']);

@@ -11,6 +11,8 @@
 //! - [`ca`]: CSR intake, the leaf profile, the CA signer, its key backends
 //!   (key file, PKCS#11, TPM) and its chain to the factory root.
 //! - [`custody`]: opening the CA that `[ca]` describes, with its secrets.
+//! - [`symkey`]: the master key for symmetric-key devices (key file or
+//!   PKCS#11 token) and the device keys derived from it.
 //! - [`core`]: the per-board state machine. No I/O.
 //! - [`tpm`]: a board's TPM 2.0 (tss-esapi with the `tpm` feature) and a
 //!   software fake.
@@ -53,6 +55,7 @@ pub mod random;
 pub mod report;
 pub mod sim;
 pub mod store;
+pub mod symkey;
 pub mod tpm;
 pub mod web;
 pub mod workflow;

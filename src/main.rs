@@ -4,7 +4,7 @@
 use clap::Parser;
 use station::cli::{
     AuditCommand, BoardCommand, CaCommand, Cli, Command, OutboxCommand, PlantCommand,
-    PlantExportCommand,
+    PlantExportCommand, SymkeyCommand,
 };
 
 #[tokio::main]
@@ -39,6 +39,12 @@ async fn main() -> std::process::ExitCode {
         Command::Ca {
             command: CaCommand::Crl { config, out },
         } => station::cli::ca_crl(&config, &out),
+        Command::Symkey {
+            command: SymkeyCommand::Init { config },
+        } => station::cli::symkey_init(&config),
+        Command::Symkey {
+            command: SymkeyCommand::Show { config },
+        } => station::cli::symkey_show(&config),
         Command::Simulate(a) => station::cli::simulate(&a).await,
         Command::Report {
             config,

@@ -4,7 +4,7 @@
 //! it by token label and key label, logs in with the user PIN, and asks the
 //! token for an ECDSA signature over each SHA-256 digest.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
@@ -65,25 +65,33 @@ fn rv(e: &P11Error) -> Option<RvError> {
 
 /// Opens the module, finds the token and logs in.
 fn session(spec: &Pkcs11Spec) -> Result<Session, CaError> {
-    let ctx = Pkcs11::new(&spec.module).map_err(|e| {
-        backend(
-            spec,
-            format_args!("cannot load the module: {e}: check [ca.pkcs11] module"),
-        )
-    })?;
+    login(&spec.module, &spec.token_label, &spec.pin, "[ca.pkcs11]").map_err(|e| backend(spec, e))
+}
+
+/// The module at `path`, loaded and initialised. Loading it again in the
+/// same process (the CA key and the master key for symmetric-key devices
+/// may share a module) finds it initialised already, which is fine.
+fn context(path: &Path) -> Result<Pkcs11, String> {
+    let ctx = Pkcs11::new(path).map_err(|e| format!("cannot load the module: {e}"))?;
     match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
-        Ok(()) => {}
-        Err(e) if rv(&e) == Some(RvError::CryptokiAlreadyInitialized) => {}
-        Err(e) => {
-            return Err(backend(
-                spec,
-                format_args!("the module failed to start: {e}"),
-            ));
-        }
+        Ok(()) => Ok(ctx),
+        Err(e) if rv(&e) == Some(RvError::CryptokiAlreadyInitialized) => Ok(ctx),
+        Err(e) => Err(format!("the module failed to start: {e}")),
     }
+}
+
+/// Opens `module`, finds the token labelled `token_label` and logs in with
+/// `pin`. The errors say what to check in `section` (as `"[ca.pkcs11]"`).
+pub(crate) fn login(
+    module: &Path,
+    token_label: &str,
+    pin: &str,
+    section: &str,
+) -> Result<Session, String> {
+    let ctx = context(module).map_err(|e| format!("{e}: check {section} module"))?;
     let slots = ctx
         .get_slots_with_initialized_token()
-        .map_err(|e| backend(spec, format_args!("cannot list the tokens: {e}")))?;
+        .map_err(|e| format!("cannot list the tokens: {e}"))?;
     let mut labels = Vec::new();
     let mut found = None;
     for slot in slots {
@@ -91,45 +99,38 @@ fn session(spec: &Pkcs11Spec) -> Result<Session, CaError> {
             continue;
         };
         let label = info.label().trim_end().to_string();
-        if label == spec.token_label {
+        if label == token_label {
             found = Some(slot);
             break;
         }
         labels.push(label);
     }
     let Some(slot) = found else {
-        return Err(backend(
-            spec,
-            format_args!(
-                "no such token; the module has {}: check [ca.pkcs11] token_label",
-                if labels.is_empty() {
-                    "no initialised token".to_string()
-                } else {
-                    format!("{labels:?}")
-                }
-            ),
+        return Err(format!(
+            "no such token; the module has {}: check {section} token_label",
+            if labels.is_empty() {
+                "no initialised token".to_string()
+            } else {
+                format!("{labels:?}")
+            }
         ));
     };
     let session = ctx
         .open_rw_session(slot)
-        .map_err(|e| backend(spec, format_args!("cannot open a session: {e}")))?;
-    let pin = AuthPin::new(spec.pin.as_str().into());
+        .map_err(|e| format!("cannot open a session: {e}"))?;
+    let pin = AuthPin::new(pin.into());
     match session.login(UserType::User, Some(&pin)) {
         Ok(()) => Ok(session),
         Err(e) if rv(&e) == Some(RvError::UserAlreadyLoggedIn) => Ok(session),
-        Err(e) => Err(backend(
-            spec,
-            match rv(&e) {
-                Some(RvError::PinIncorrect) => {
-                    "the token refused the PIN: check STATION_CA_PIN or [ca.pkcs11] pin_file"
-                        .to_string()
-                }
-                Some(RvError::PinLocked) => {
-                    "the token's user PIN is locked after too many wrong tries: have the security officer unlock it".to_string()
-                }
-                _ => format!("cannot log in: {e}"),
-            },
-        )),
+        Err(e) => Err(match rv(&e) {
+            Some(RvError::PinIncorrect) => {
+                format!("the token refused the PIN: check STATION_CA_PIN or {section} pin_file")
+            }
+            Some(RvError::PinLocked) => {
+                "the token's user PIN is locked after too many wrong tries: have the security officer unlock it".to_string()
+            }
+            _ => format!("cannot log in: {e}"),
+        }),
     }
 }
 

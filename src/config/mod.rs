@@ -6,7 +6,8 @@
 //! `[ui]`. Each other table is checked in a module of its own: `[dps]` in
 //! `dps`, `[jig]`, `[[slot]]` and `[demo]` in `slots`, key generation in
 //! `keygen`, `[label]` and `[printer]` in `label`, `[reports]` and
-//! `[[shift]]` in `reports`; `view` is what admins may see of it.
+//! `[[shift]]` in `reports`, `[symmetric_key]` in `symkey`; `view` is what
+//! admins may see of it.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -25,6 +26,7 @@ mod label;
 mod plant;
 mod reports;
 mod slots;
+mod symkey;
 mod view;
 
 pub use ca::{CaBackend, CaConfig, CaTpmConfig, DEFAULT_CA_TPM_HANDLE, Pkcs11Config};
@@ -34,6 +36,7 @@ pub use label::{LabelConfig, PrinterBackend, PrinterConfig};
 pub use plant::{PLANT_ENV, PlantConfig, parse_url as parse_plant_url, shown as shown_plant_url};
 pub use reports::ReportsConfig;
 pub use slots::{SlotConfig, SlotLink};
+pub use symkey::{SymKeyBackend, SymKeyConfig};
 
 #[derive(Debug, thiserror::Error)]
 #[error("{file}: {key}: {reason}")]
@@ -69,6 +72,7 @@ struct RawConfig {
     #[serde(default)]
     shift: Vec<reports::RawShift>,
     plant: Option<plant::RawPlant>,
+    symmetric_key: Option<symkey::RawSymKey>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -125,6 +129,9 @@ pub struct Config {
     /// `[plant]`: the plant database and the shared DPS budget; `None`: a
     /// station on its own.
     pub plant: Option<PlantConfig>,
+    /// `[symmetric_key]`: the master key symmetric-key devices' keys are
+    /// derived from; `None`: the station has none.
+    pub symmetric_key: Option<SymKeyConfig>,
 }
 
 impl Config {
@@ -242,8 +249,11 @@ impl Config {
             reports::reports_config(&raw.reports, &raw.shift).map_err(|(k, r)| err(&k, r))?;
         let plant =
             plant::plant_config(raw.plant.as_ref(), plant_env, base).map_err(|(k, r)| err(k, r))?;
+        let symmetric_key = symkey::symkey_config(raw.symmetric_key.as_ref(), &data_dir, base, &ca)
+            .map_err(|(k, r)| err(k, r))?;
 
         Ok(Config {
+            symmetric_key,
             plant,
             reports,
             demo_keygen,

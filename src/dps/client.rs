@@ -1,5 +1,7 @@
 //! The DPS service API over HTTPS: create or update an enrollment, bulk
-//! create, read one back, replace one only if unchanged (`If-Match`).
+//! create, read one back, replace one only if unchanged (`If-Match`); for
+//! symmetric-key devices, read an enrollment's keys (attestation mechanism)
+//! and write and read enrollment groups.
 //! Every request is signed afresh.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -79,6 +81,21 @@ pub trait DpsClient: Send + Sync {
     async fn replace(&self, enrollment: &Value, etag: &str) -> Result<Value, DpsError>;
     /// The service endpoint, for messages.
     fn endpoint(&self) -> &str;
+    /// `POST /enrollments/{id}/attestationmechanism`: the enrollment's
+    /// attestation with its symmetric keys, which a GET does not give. A
+    /// missing enrollment is `Rejected { status: 404 }`.
+    async fn attestation_mechanism(&self, registration_id: &str) -> Result<Value, DpsError>;
+    /// `PUT /enrollmentGroups/{id}`: create or replace an enrollment group;
+    /// with `if_match`, only if it is still the one read (else `Rejected {
+    /// status: 412 }`). The group as stored (with its etag).
+    async fn put_enrollment_group(
+        &self,
+        id: &str,
+        group: &Value,
+        if_match: Option<&str>,
+    ) -> Result<Value, DpsError>;
+    /// `GET /enrollmentGroups/{id}`; `None` if DPS has none.
+    async fn get_enrollment_group(&self, id: &str) -> Result<Option<Value>, DpsError>;
 }
 
 /// The real client.
@@ -240,5 +257,48 @@ impl DpsClient for HttpDps {
 
     fn endpoint(&self) -> &str {
         &self.base
+    }
+
+    async fn attestation_mechanism(&self, registration_id: &str) -> Result<Value, DpsError> {
+        let rb = self.request(
+            reqwest::Method::POST,
+            &format!(
+                "/enrollments/{}/attestationmechanism",
+                url_encode(registration_id)
+            ),
+        );
+        let (_, _, body) = self.send(rb).await?;
+        Ok(body)
+    }
+
+    async fn put_enrollment_group(
+        &self,
+        id: &str,
+        group: &Value,
+        if_match: Option<&str>,
+    ) -> Result<Value, DpsError> {
+        let mut rb = self
+            .request(
+                reqwest::Method::PUT,
+                &format!("/enrollmentGroups/{}", url_encode(id)),
+            )
+            .json(group);
+        if let Some(etag) = if_match {
+            rb = rb.header("If-Match", etag);
+        }
+        let (_, _, body) = self.send(rb).await?;
+        Ok(body)
+    }
+
+    async fn get_enrollment_group(&self, id: &str) -> Result<Option<Value>, DpsError> {
+        let rb = self.request(
+            reqwest::Method::GET,
+            &format!("/enrollmentGroups/{}", url_encode(id)),
+        );
+        match self.send(rb).await {
+            Ok((_, _, body)) => Ok(Some(body)),
+            Err(DpsError::Rejected { status: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 }

@@ -1,6 +1,8 @@
-//! A device registering with DPS over HTTPS with its X.509 certificate and
-//! key, as the official device SDKs do: a register PUT over mutual TLS, then
-//! polls of the operation until it ends (`dps-service-api.md` section 4).
+//! A device registering with DPS over HTTPS, as the official device SDKs
+//! do: with its X.509 certificate and key (a register PUT over mutual TLS),
+//! or with its symmetric key (a SAS in `Authorization`, no client
+//! certificate); then polls of the operation until it ends
+//! (`dps-service-api.md` sections 2.1 and 4).
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
@@ -33,18 +35,123 @@ pub async fn register(
     key_pem: &str,
 ) -> Result<Value, String> {
     let config = client_config(server_ca_der, chain_pem, key_pem)?;
+    register_with(
+        endpoint,
+        &config,
+        id_scope,
+        registration_id,
+        registration_id,
+        None,
+    )
+    .await
+}
+
+/// How a symmetric-key device signs: the SDKs' way by default; tests
+/// change one thing at a time.
+#[derive(Debug, Clone)]
+pub struct Sas {
+    /// `skn` (always `registration` for a device).
+    pub skn: String,
+    /// `se`: seconds from now (negative: already expired).
+    pub expires_in: i64,
+    /// Put `sr` URL-encoded (C, C#, Python) or raw (the Node SDK).
+    pub encode_sr: bool,
+    /// The `registrationId` in the body, if not the device's.
+    pub body_id: Option<String>,
+    /// Sign for this registration id instead of the device's.
+    pub sr_id: Option<String>,
+}
+
+impl Default for Sas {
+    fn default() -> Sas {
+        Sas {
+            skn: "registration".into(),
+            expires_in: 3600,
+            encode_sr: true,
+            body_id: None,
+            sr_id: None,
+        }
+    }
+}
+
+/// `SharedAccessSignature sr=…&sig=…&se=…&skn=…` for a device: HMAC-SHA256
+/// with the decoded key over the `sr` as it appears, a newline and `se`.
+pub fn device_sas(id_scope: &str, registration_id: &str, key_b64: &str, sas: &Sas) -> String {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD as B64;
+    let resource = format!(
+        "{id_scope}/registrations/{}",
+        sas.sr_id.as_deref().unwrap_or(registration_id)
+    );
+    let sr = if sas.encode_sr {
+        encode(&resource)
+    } else {
+        resource
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let se = now + sas.expires_in;
+    let key = B64.decode(key_b64).expect("the device key is base64");
+    let mac = ring::hmac::sign(
+        &ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &key),
+        format!("{sr}\n{se}").as_bytes(),
+    );
+    format!(
+        "SharedAccessSignature sr={sr}&sig={}&se={se}&skn={}",
+        encode(&B64.encode(mac.as_ref())),
+        sas.skn
+    )
+}
+
+/// Registers the symmetric-key device `registration_id` with its key
+/// (base64), signing as `sas` says; trusts only `server_ca_der` and
+/// presents no client certificate. Returns as [`register`] does.
+pub async fn register_symmetric_key(
+    endpoint: SocketAddr,
+    server_ca_der: &[u8],
+    id_scope: &str,
+    registration_id: &str,
+    key_b64: &str,
+    sas: &Sas,
+) -> Result<Value, String> {
+    let config = plain_client_config(server_ca_der)?;
+    let auth = device_sas(id_scope, registration_id, key_b64, sas);
+    let body_id = sas.body_id.as_deref().unwrap_or(registration_id);
+    register_with(
+        endpoint,
+        &config,
+        id_scope,
+        registration_id,
+        body_id,
+        Some(&auth),
+    )
+    .await
+}
+
+/// The register PUT and the polls, with `auth` on each request.
+async fn register_with(
+    endpoint: SocketAddr,
+    config: &Arc<rustls::ClientConfig>,
+    id_scope: &str,
+    registration_id: &str,
+    body_id: &str,
+    auth: Option<&str>,
+) -> Result<Value, String> {
     let base = format!(
         "/{}/registrations/{}",
         encode(id_scope),
         encode(registration_id)
     );
-    let body = json!({ "registrationId": registration_id }).to_string();
+    let body = json!({ "registrationId": body_id }).to_string();
     let answer = request(
         endpoint,
-        &config,
+        config,
         "PUT",
         &format!("{base}/register?api-version={API_VERSION}"),
         Some(&body),
+        auth,
     )
     .await?;
     if answer.status != 202 && answer.status != 200 {
@@ -69,13 +176,14 @@ pub async fn register(
         tokio::time::sleep(wait).await;
         let answer = request(
             endpoint,
-            &config,
+            config,
             "GET",
             &format!(
                 "{base}/operations/{}?api-version={API_VERSION}",
                 encode(&op)
             ),
             None,
+            auth,
         )
         .await?;
         if answer.status != 200 && answer.status != 202 {
@@ -134,6 +242,24 @@ fn client_config(
     Ok(Arc::new(config))
 }
 
+/// A TLS client trusting only `server_ca_der`, without a client
+/// certificate.
+fn plain_client_config(server_ca_der: &[u8]) -> Result<Arc<rustls::ClientConfig>, String> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from(server_ca_der.to_vec()))
+        .map_err(|e| format!("the server CA: {e}"))?;
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
 /// Percent-encodes a path segment (all but the unreserved characters).
 fn encode(s: &str) -> String {
     s.bytes()
@@ -188,10 +314,11 @@ async fn request(
     method: &str,
     target: &str,
     body: Option<&str>,
+    auth: Option<&str>,
 ) -> Result<Answer, String> {
     tokio::time::timeout(
         Duration::from_secs(10),
-        request_inner(endpoint, config, method, target, body),
+        request_inner(endpoint, config, method, target, body, auth),
     )
     .await
     .map_err(|_| format!("{method} {target}: no answer in 10 s"))?
@@ -203,6 +330,7 @@ async fn request_inner(
     method: &str,
     target: &str,
     body: Option<&str>,
+    auth: Option<&str>,
 ) -> Result<Answer, String> {
     let fail = |what: &str, e: &dyn std::fmt::Display| format!("{method} {target}: {what}: {e}");
     let tcp = tokio::net::TcpStream::connect(endpoint)
@@ -217,6 +345,9 @@ async fn request_inner(
         "{method} {target} HTTP/1.1\r\nHost: localhost:{}\r\nAccept: application/json\r\n",
         endpoint.port()
     );
+    if let Some(a) = auth {
+        req.push_str(&format!("Authorization: {a}\r\n"));
+    }
     if let Some(b) = body {
         req.push_str("Content-Type: application/json; charset=utf-8\r\n");
         req.push_str(&format!("Content-Length: {}\r\n", b.len()));

@@ -6,9 +6,16 @@
 //! etags, and can be told to misbehave.
 //!
 //! A second listener serves the device registration API (section 4 of the
-//! same document) over TLS with a mandatory client certificate: a device
-//! registers with the certificate its X.509 individual enrollment holds, and
-//! gets `disabled` or `assigned` from the enrollment as it is at the time.
+//! same document) over TLS: a device registers with the client certificate
+//! its X.509 individual enrollment holds, or with a SAS signed by its
+//! symmetric key (an individual enrollment's, or one derived from an
+//! enrollment group's), and gets `disabled` or `assigned` from the
+//! enrollment as it is at the time.
+//!
+//! Symmetric keys (`symkey`): keys given in an enrollment or group must be
+//! base64 of 16 to 64 bytes; missing or empty ones are generated (64
+//! bytes), as DPS does; a GET hides them and `POST
+//! /enrollments/{id}/attestationmechanism` gives them.
 
 #![allow(
     dead_code,
@@ -31,6 +38,10 @@ use axum::routing::{post, put};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde_json::{Value, json};
+
+mod symkey;
+#[allow(unused_imports)]
+pub use symkey::{device_key_from_group, stored_keys};
 
 /// A forced answer for the next request(s).
 #[derive(Debug, Clone)]
@@ -95,6 +106,8 @@ pub struct FakeState {
     /// Someone else's change, made to the enrollment with this id right
     /// after the next GET of it has been answered (a new etag with it).
     pub after_get: Option<(String, Change)>,
+    /// Enrollment groups by lower-case id (symmetric-key groups only).
+    pub groups: BTreeMap<String, Stored>,
 }
 
 /// A device registration operation, with the answer its poll gives.
@@ -153,6 +166,7 @@ impl FakeDps {
             operations: BTreeMap::new(),
             puts: Vec::new(),
             after_get: None,
+            groups: BTreeMap::new(),
         }));
         let device_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let device_addr = device_listener.local_addr().unwrap();
@@ -226,6 +240,14 @@ impl FakeDps {
     fn serve(&mut self, listener: tokio::net::TcpListener) {
         let app = Router::new()
             .route("/enrollments/{id}", put(put_one).get(get_one))
+            .route(
+                "/enrollments/{id}/attestationmechanism",
+                post(symkey::attestation_mechanism),
+            )
+            .route(
+                "/enrollmentGroups/{id}",
+                put(symkey::put_group).get(symkey::get_group),
+            )
             .route("/enrollments", post(bulk))
             .route("/enrollments/", post(bulk))
             .with_state(self.state.clone());
@@ -482,8 +504,15 @@ fn validate(e: &Value) -> Result<(String, String), (i64, String)> {
         }
         return Ok((id.to_ascii_lowercase(), String::new()));
     }
+    if e["attestation"]["type"] == "symmetricKey" {
+        symkey::check_keys(&e["attestation"])?;
+        return Ok((id.to_ascii_lowercase(), String::new()));
+    }
     if e["attestation"]["type"] != "x509" {
-        return Err((400004, "attestation type must be x509 or tpm".into()));
+        return Err((
+            400004,
+            "attestation type must be x509, tpm or symmetricKey".into(),
+        ));
     }
     let pem = e["attestation"]["x509"]["clientCertificates"]["primary"]["certificate"]
         .as_str()
@@ -526,6 +555,10 @@ fn store(s: &mut FakeState, id: &str, body: &Value, pem: &str) -> Value {
         "\"{}\"",
         hex::encode(station::random::bytes::<8>())
     ));
+    // Symmetric keys left out are generated, whatever was stored before.
+    let mut body = body.clone();
+    symkey::fill_keys(&mut body["attestation"]);
+    let body = &body;
     let mut out = body.clone();
     out["etag"] = json!(etag);
     if !pem.is_empty() {
@@ -617,6 +650,7 @@ async fn get_one(
         Some(e) => {
             let mut out = e.body.clone();
             out["etag"] = json!(e.etag);
+            symkey::hide_keys(&mut out["attestation"]);
             if !e.certificate_pem.is_empty() {
                 out["attestation"]["x509"]["clientCertificates"]["primary"] =
                     json!({"info": info(&e.certificate_pem)});
@@ -715,9 +749,10 @@ async fn bulk(
 /// The API versions the device API takes.
 const DEVICE_API_VERSIONS: [&str; 3] = ["2019-03-31", "2021-06-01", "2021-10-01"];
 
-/// Requires a client certificate and checks the handshake signature made
+/// Asks for a client certificate and checks the handshake signature made
 /// with its key, but trusts any certificate: the handlers match it against
-/// the individual enrollment, as DPS does.
+/// the individual enrollment, as DPS does. A device without one must sign
+/// a SAS with a symmetric key.
 #[derive(Debug)]
 struct AnyClientCertificate {
     algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
@@ -728,8 +763,9 @@ impl rustls::server::danger::ClientCertVerifier for AnyClientCertificate {
         true
     }
 
+    /// Optional: a symmetric-key device presents none and signs a SAS.
     fn client_auth_mandatory(&self) -> bool {
-        true
+        false
     }
 
     fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
@@ -801,6 +837,8 @@ struct DeviceRequest {
     method: String,
     /// The request target: path and query.
     target: String,
+    /// The `Authorization` header (a symmetric-key device's SAS).
+    authorization: Option<String>,
     body: Vec<u8>,
 }
 
@@ -851,10 +889,14 @@ async fn read_device_request<S: tokio::io::AsyncRead + Unpin>(
         return Err(Some("not HTTP/1.x".into()));
     }
     let mut length = 0usize;
+    let mut authorization = None;
     for line in lines {
         let Some((name, value)) = line.split_once(':') else {
             return Err(Some("malformed header".into()));
         };
+        if name.trim().eq_ignore_ascii_case("authorization") {
+            authorization = Some(value.trim().to_string());
+        }
         if name.trim().eq_ignore_ascii_case("content-length") {
             length = value
                 .trim()
@@ -877,6 +919,7 @@ async fn read_device_request<S: tokio::io::AsyncRead + Unpin>(
     Ok(DeviceRequest {
         method: method.to_string(),
         target: target.to_string(),
+        authorization,
         body,
     })
 }
@@ -887,7 +930,6 @@ async fn device_connection(
     state: Arc<Mutex<FakeState>>,
 ) {
     use tokio::io::AsyncWriteExt;
-    // The handshake fails here for a client without a certificate.
     let Ok(mut tls) = acceptor.accept(tcp).await else {
         return;
     };
@@ -1063,17 +1105,23 @@ fn device_answer(
                     "registrationId in the body does not match the path",
                 );
             }
-            let e = match authenticate(&s, id, peer) {
-                Ok(e) => e,
-                Err(a) => return a,
-            };
             let op = operation_id();
+            let outcome = match &req.authorization {
+                Some(sas) => match symkey::authenticate(&s, scope, id, sas) {
+                    Ok((e, group)) => symkey::outcome(outcome(&op, id, &e), group.as_deref()),
+                    Err(a) => return a,
+                },
+                None => match authenticate(&s, id, peer) {
+                    Ok(e) => outcome(&op, id, &e),
+                    Err(a) => return a,
+                },
+            };
             s.operations.insert(
                 op.clone(),
                 Operation {
                     operation_id: op.clone(),
                     registration_id: id.to_string(),
-                    outcome: outcome(&op, id, &e),
+                    outcome,
                 },
             );
             DeviceAnswer {
@@ -1096,7 +1144,11 @@ fn device_answer(
             if *scope != ID_SCOPE {
                 return device_error(404, 404201, "Unknown ID scope");
             }
-            if let Err(a) = authenticate(&s, id, peer) {
+            let checked = match &req.authorization {
+                Some(sas) => symkey::authenticate(&s, scope, id, sas).map(|_| ()),
+                None => authenticate(&s, id, peer).map(|_| ()),
+            };
+            if let Err(a) = checked {
                 return a;
             }
             match s.operations.get(*op) {
