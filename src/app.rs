@@ -377,7 +377,13 @@ fn open_device_keys(cfg: &Config) -> anyhow::Result<Option<Arc<dyn crate::dps::D
     if cfg.dps.attestation != crate::config::Attestation::SymmetricKey {
         return Ok(None);
     }
-    anyhow::bail!(
-        "attestation = \"symmetric_key\" needs the master key ([symmetric_key]), which this build cannot open yet"
-    )
+    let Some(sk) = &cfg.symmetric_key else {
+        anyhow::bail!(
+            "[dps] attestation = \"symmetric_key\" needs the master key the devices' keys are derived from: add [symmetric_key] to station.toml and make the key with `station symkey init`"
+        );
+    };
+    let key = crate::symkey::MasterKey::open(sk, false)
+        .context("opening the master key of symmetric-key devices ([symmetric_key])")?;
+    tracing::info!(master_key = %key.describe(), "symmetric-key devices: keys derived from the master key");
+    Ok(Some(Arc::new(key)))
 }

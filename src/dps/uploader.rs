@@ -355,7 +355,19 @@ impl Uploader {
             Err(e) => return self.failed(std::slice::from_ref(job), e).await,
         };
         self.count("ok");
-        match existing.as_ref().map(|e| compare_certificates(e, body)) {
+        // A GET does not give symmetric keys: read them to compare.
+        let held = match existing.as_ref() {
+            Some(_) if body["attestation"]["type"] == "symmetricKey" => {
+                pacer.slot().await;
+                match self.client.attestation_mechanism(id).await {
+                    Ok(theirs) => Some(compare_keys(&theirs, body)),
+                    Err(e) => return self.failed(std::slice::from_ref(job), e).await,
+                }
+            }
+            Some(e) => Some(compare_certificates(e, body)),
+            None => None,
+        };
+        match held {
             Some(Held::Same) => {
                 let etag = existing
                     .as_ref()
@@ -506,6 +518,19 @@ enum Held {
     Newer,
     /// Another certificate whose age DPS did not say.
     Unknown,
+}
+
+/// A symmetric-key enrollment is ours when DPS holds our derived primary
+/// key (the attestation as `/attestationmechanism` gives it).
+fn compare_keys(theirs: &Value, ours: &Value) -> Held {
+    let key = |v: &Value| v["symmetricKey"]["primaryKey"].as_str().map(str::to_string);
+    match (
+        key(theirs),
+        ours["attestation"]["symmetricKey"]["primaryKey"].as_str(),
+    ) {
+        (Some(a), Some(b)) if a == b => Held::Same,
+        _ => Held::Unknown,
+    }
 }
 
 fn compare_certificates(existing: &Value, ours: &Value) -> Held {

@@ -272,3 +272,19 @@ impl DeviceKey {
 
 #[cfg(test)]
 mod tests;
+
+/// The slot driver and the uploader derive through this: the key is
+/// copied out of the [`DeviceKey`] into a buffer that is wiped in turn.
+impl crate::dps::DeviceKeys for MasterKey {
+    fn derive(&self, registration_id: &str) -> Result<Zeroizing<[u8; 32]>, String> {
+        let k = MasterKey::derive(self, registration_id).map_err(|e| e.to_string())?;
+        Ok(Zeroizing::new(*k.as_bytes()))
+    }
+    fn derive_secondary(&self, registration_id: &str) -> Result<Zeroizing<[u8; 32]>, String> {
+        let k = MasterKey::derive_secondary(self, registration_id).map_err(|e| e.to_string())?;
+        Ok(Zeroizing::new(*k.as_bytes()))
+    }
+    fn key_id(&self) -> String {
+        self.id().unwrap_or_else(|e| format!("(unknown: {e})"))
+    }
+}

@@ -65,7 +65,7 @@ impl Uploader {
                 .await;
                 return Next::Continue;
             }
-            let Some(body) = apply(&act, &current, pem.as_deref()) else {
+            let Some(mut body) = apply(&act, &current, pem.as_deref()) else {
                 tracing::info!(guid = %action.guid, action = %action.action, "DPS already reflects the device action");
                 self.action_done(action, &current).await;
                 return Next::Continue;
@@ -76,12 +76,27 @@ impl Uploader {
                 self.park_action(action, "DPS returned the enrollment without an etag: the station writes only with If-Match, so nothing was changed").await;
                 return Next::Continue;
             };
+            // A GET leaves out symmetric keys, and a PUT without them
+            // would have DPS make new ones: the device's key would stop
+            // working. Write back the keys DPS holds.
+            if body["attestation"]["type"] == "symmetricKey" {
+                pacer.slot().await;
+                match self.client.attestation_mechanism(&reg_id).await {
+                    Ok(held) => body["attestation"] = held,
+                    Err(e) => return self.action_failed(action, e).await,
+                }
+            }
             pacer.slot().await;
             match self.client.replace(&body, &etag).await {
                 Ok(stored) => {
                     self.count("ok");
                     tracing::info!(guid = %action.guid, action = %action.action, "device action applied in DPS");
-                    let seen = if stored.is_object() { stored } else { body };
+                    let mut seen = if stored.is_object() { stored } else { body };
+                    // The station keeps no device key, not even as DPS
+                    // echoed it.
+                    if let Some(k) = seen["attestation"]["symmetricKey"].as_object_mut() {
+                        k.clear();
+                    }
                     self.action_done(action, &seen).await;
                     return Next::Continue;
                 }
