@@ -7,7 +7,8 @@
 use station::ca::{check_csr, verify_key_proof};
 use station::jig::frame::{Decoded, Decoder, Frame, Kind};
 use station::jig::protocol::{
-    JigEvent, JigStatus, Request, parse_chain, parse_csr, parse_identity, parse_signature,
+    CAP_SETTINGS, JigEvent, JigStatus, Request, parse_caps, parse_chain, parse_csr, parse_identity,
+    parse_settings, parse_signature,
 };
 use x509_parser::prelude::{FromDer, X509Certificate};
 
@@ -46,7 +47,7 @@ fn answer(frames: &[Frame], id: u16) -> &Frame {
 fn every_line_decodes_and_encodes_back_to_the_same_bytes() {
     let (bytes, items) = session();
     let fs = frames(&items);
-    assert_eq!(fs.len(), 25);
+    assert_eq!(fs.len(), 30);
     let text = String::from_utf8(bytes).unwrap();
     let wire: Vec<&str> = text
         .split("\r\n")
@@ -66,7 +67,17 @@ fn every_line_decodes_and_encodes_back_to_the_same_bytes() {
     assert_eq!(
         requests,
         [
-            "STATUS", "STATUS", "HELLO", "IDENT", "KEYGEN", "STORE", "READCERT", "SIGN", "FINISH",
+            "STATUS",
+            "STATUS",
+            "HELLO",
+            "IDENT",
+            "KEYGEN",
+            "STORE",
+            "READCERT",
+            "SIGN",
+            "SETTINGS",
+            "READSETTINGS",
+            "FINISH",
             "STATUS"
         ]
     );
@@ -127,5 +138,20 @@ fn the_recorded_session_passes_the_stations_checks() {
     assert!(
         !verify_key_proof(&chain[0], &other, &sig),
         "the proof is bound to the nonce"
+    );
+
+    // The board announced the settings, took them and read them back as
+    // sent, with the GUID as registration id.
+    assert!(parse_caps(answer(&fs, find("HELLO").id)).contains(&CAP_SETTINGS.to_string()));
+    let Request::Settings(sent) = Request::from_frame(find("SETTINGS")).unwrap() else {
+        panic!()
+    };
+    assert_eq!(sent.registration_id, id.guid.to_string());
+    assert_eq!(sent.id_scope, "0ne00A1B2C3");
+    assert_eq!(sent.endpoint, "global.azure-devices-provisioning.net");
+    assert_eq!(sent.attestation, "x509");
+    assert_eq!(
+        parse_settings(answer(&fs, find("READSETTINGS").id)).unwrap(),
+        sent
     );
 }
