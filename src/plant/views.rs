@@ -113,6 +113,10 @@ fn unit(r: &Row) -> Result<(Unit, String, i64), PlantError> {
             fingerprint: r.get(13),
             enrollment: r.get(14),
             label: r.get(15),
+            // The plant database does not hold the device record (it
+            // stays on the station that made the device).
+            location: None,
+            notes: 0,
         },
         r.get(16),
         r.get(17),
