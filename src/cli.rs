@@ -137,7 +137,8 @@ pub enum Command {
         #[command(flatten)]
         config: ConfigArgs,
     },
-    /// Devices after the line: activate, disable, enable, revoke, show.
+    /// Devices after the line: activate, disable, enable, revoke, retire,
+    /// show.
     Device {
         #[command(subcommand)]
         command: DeviceCommand,
@@ -468,6 +469,21 @@ pub enum DeviceCommand {
     /// Revoke a device for good: disabled in DPS, its certificate on the
     /// CRL, never provisioned again without an admin (supervisor).
     Revoke {
+        guid: String,
+        #[arg(long)]
+        reason: String,
+        /// Confirms that this cannot be undone.
+        #[arg(long)]
+        yes: bool,
+        #[command(flatten)]
+        token: TokenArg,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Retire a device for good: its enrollment deleted from DPS, every
+    /// certificate of it on the CRL, never provisioned again without an
+    /// admin (supervisor).
+    Retire {
         guid: String,
         #[arg(long)]
         reason: String,

@@ -3,7 +3,8 @@
 //! `name`. Unset in production, it costs one cached environment read.
 //!
 //! Points: `after_ledger_commit` (a certificate is in the ledger, no byte of
-//! it has gone to the board).
+//! it has gone to the board); `after_retire_delete` (DPS deleted a retired
+//! device's enrollment, the station has not recorded the retire as done).
 
 use std::sync::OnceLock;
 

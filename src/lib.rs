@@ -28,7 +28,9 @@
 //! - [`dps`]: DPS enrollments: body, SAS, client, outbox uploader, and
 //!   what the device lifecycle actions change in an enrollment.
 //! - [`lifecycle`]: asking for a device action (activate, disable, enable,
-//!   revoke): roles, checks, the queue.
+//!   revoke, retire): roles, checks, the queue.
+//! - [`registry`]: the device record after the line: its location and
+//!   service notes, what they may hold and who may change them. No I/O.
 //! - [`plant`]: the plant tier: the forwarder to PostgreSQL, the shared
 //!   DPS budget, plant-wide reports, conflicts and audit checks.
 //! - [`web`]: the JSON API, metrics and a plain HTML page.
@@ -52,6 +54,7 @@ pub mod lifecycle;
 pub mod plant;
 pub mod printer;
 pub mod random;
+pub mod registry;
 pub mod report;
 pub mod sim;
 pub mod store;

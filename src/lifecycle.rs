@@ -9,6 +9,13 @@
 //! - disable, enable: supervisors and admins, with a reason.
 //! - revoke: supervisors and admins, with a reason and a confirmation; the
 //!   certificate goes on the CRL and the GUID is refused from then on.
+//! - retire: supervisors and admins, with a reason and a confirmation;
+//!   every certificate of the device goes on the CRL, its enrollment is
+//!   deleted from DPS, and the GUID is refused from then on.
+//!
+//! An activation of a device whose location is recorded
+//! ([`crate::registry`]) carries it as the twin tag `location`, unless the
+//! activator gave that tag.
 
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
@@ -20,14 +27,14 @@ use crate::store::{Queued, Role, Store, StoreError};
 /// What was asked, before it is checked.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Request {
-    /// `activate`, `disable`, `enable` or `revoke`.
+    /// `activate`, `disable`, `enable`, `revoke` or `retire`.
     pub action: String,
     pub reason: Option<String>,
     /// Activate: the IoT hub.
     pub hub: Option<String>,
     pub tags: Map<String, Value>,
     pub desired: Map<String, Value>,
-    /// Revoke: the caller confirmed it cannot be undone.
+    /// Revoke, retire: the caller confirmed it cannot be undone.
     pub confirmed: bool,
 }
 
@@ -49,6 +56,15 @@ pub enum Refused {
         by: String,
         reason: String,
     },
+    #[error(
+        "device {guid} was retired ({at}, by {by}: {reason}): a retired device cannot be activated, disabled, enabled, revoked or retired again"
+    )]
+    Retired {
+        guid: String,
+        at: String,
+        by: String,
+        reason: String,
+    },
     #[error("the station's records cannot be written: {0}")]
     Store(String),
 }
@@ -63,10 +79,10 @@ impl From<StoreError> for Refused {
 pub fn allowed(role: Role, action: &str) -> Result<(), Refused> {
     let ok = match action {
         "activate" => role.may_activate(),
-        "disable" | "enable" | "revoke" => role >= Role::Supervisor,
+        "disable" | "enable" | "revoke" | "retire" => role >= Role::Supervisor,
         other => {
             return Err(Refused::Invalid(format!(
-                "{other:?} is not a device action: activate, disable, enable or revoke"
+                "{other:?} is not a device action: activate, disable, enable, revoke or retire"
             )));
         }
     };
@@ -108,9 +124,15 @@ pub fn request(
     }
     let params = match req.action.as_str() {
         "activate" => {
+            let mut tags = req.tags.clone();
+            if !tags.contains_key("location")
+                && let Some(loc) = store.device_location(guid.as_str())?
+            {
+                tags.insert("location".into(), loc.as_tag());
+            }
             let a = Activation {
                 hub: req.hub.clone().unwrap_or_default(),
-                tags: req.tags.clone(),
+                tags,
                 desired: req.desired.clone(),
             };
             check_activation(&a, hubs).map_err(Refused::Invalid)?;
@@ -128,6 +150,11 @@ pub fn request(
                     "revoking cannot be undone: confirm it (`--yes` on the command line, \"confirm\": true over the API, the checkbox on the page); the device's certificates go on the revocation list and the device is never enabled or provisioned again without an admin".into(),
                 ));
             }
+            if action == "retire" && !req.confirmed {
+                return Err(Refused::Invalid(
+                    "retiring cannot be undone: confirm it (`--yes` on the command line, \"confirm\": true over the API, the checkbox on the page); the device's enrollment is deleted from DPS, its certificates go on the revocation list, and it is never provisioned again without an admin".into(),
+                ));
+            }
             Value::Object(Map::new())
         }
     };
@@ -140,6 +167,12 @@ pub fn request(
             by: r.revoked_by,
             reason: r.reason,
         }),
+        Queued::Retired(r) => Err(Refused::Retired {
+            guid: guid.to_string(),
+            at: r.retired_at,
+            by: r.retired_by,
+            reason: r.reason,
+        }),
     }
 }
 
@@ -147,6 +180,7 @@ fn past(action: &str) -> &'static str {
     match action {
         "disable" => "disabled",
         "enable" => "enabled",
+        "retire" => "retired",
         _ => "revoked",
     }
 }

@@ -48,6 +48,7 @@ async fn calls_without_a_session_or_token_are_refused() {
         "/api/v1/ca",
         "/api/v1/boards/0a1b2c3d-0000-4000-8000-0000000000aa",
         "/api/v1/devices/0a1b2c3d-0000-4000-8000-0000000000aa",
+        "/api/v1/devices?q=hall",
     ] {
         let r = c.get(format!("{}{path}", st.base)).send().await.unwrap();
         assert_eq!(r.status(), 401, "{path}");
@@ -69,6 +70,26 @@ async fn calls_without_a_session_or_token_are_refused() {
         .await
         .unwrap();
     assert_eq!(r.status(), 401, "a device action without credentials");
+    let r = c
+        .put(format!(
+            "{}/api/v1/devices/0a1b2c3d-0000-4000-8000-0000000000aa/location",
+            st.base
+        ))
+        .json(&serde_json::json!({"site": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401, "a location without credentials");
+    let r = c
+        .post(format!(
+            "{}/api/v1/devices/0a1b2c3d-0000-4000-8000-0000000000aa/notes",
+            st.base
+        ))
+        .json(&serde_json::json!({"text": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401, "a note without credentials");
     let r = c
         .post(format!("{}/api/v1/outbox/retry", st.base))
         .bearer_auth("st_forged")

@@ -391,6 +391,8 @@ fn expected_unit(b: &Board, plant_id: i64) -> Unit {
         fingerprint: newest_cert.map(|c| format!("fp-{}", c.0)),
         enrollment: b.jobs.iter().max_by_key(|j| j.0).map(|j| j.1.to_string()),
         label: b.labels.iter().max_by_key(|l| l.0).map(|l| l.1.to_string()),
+        location: None,
+        notes: 0,
         settings: None,
         settings_note: None,
     }

@@ -1,4 +1,4 @@
-//! `station device activate|disable|enable|revoke|show`: the device
+//! `station device activate|disable|enable|revoke|retire|show`: the device
 //! lifecycle from the command line, with the same rules as the web
 //! ([`crate::lifecycle`]). Who asks is an API token, whose role decides;
 //! the running station's uploader carries the action out in DPS.
@@ -79,6 +79,13 @@ pub fn device(command: DeviceCommand) -> anyhow::Result<()> {
             token,
             config,
         } => (guid, simple("revoke", reason, yes), token, config),
+        DeviceCommand::Retire {
+            guid,
+            reason,
+            yes,
+            token,
+            config,
+        } => (guid, simple("retire", reason, yes), token, config),
     };
     let guid: Guid = guid.trim().parse()?;
     let (cfg, store, name, role) = open(&config, &token)?;
@@ -127,6 +134,16 @@ fn show(guid: &str, json: bool, token: &TokenArg, config: &ConfigArgs) -> anyhow
             "REVOKED     {} by {}: {} (certificate {})",
             v.revoked_at, v.revoked_by, v.reason, v.serial
         );
+    }
+    if let Some(v) = &r.retirement {
+        println!(
+            "RETIRED     {} by {}: {} (board record {})",
+            v.retired_at, v.retired_by, v.reason, v.board_id
+        );
+    }
+    match &r.location {
+        Some(l) => println!("location    {}", l.summary().replace('\n', " ")),
+        None => println!("location    not recorded"),
     }
     match &r.dps {
         Some(d) => println!(
@@ -180,6 +197,14 @@ fn show(guid: &str, json: bool, token: &TokenArg, config: &ConfigArgs) -> anyhow
                 .as_deref()
                 .map(|e| format!(", {e}"))
                 .unwrap_or_default()
+        );
+    }
+    for n in &r.notes {
+        println!(
+            "note        {} by {}: {}",
+            n.at,
+            n.author,
+            n.text.replace('\n', " ")
         );
     }
     for a in &r.audit {

@@ -93,6 +93,16 @@ impl Failure {
         )
     }
 
+    pub fn device_retired(guid: &Guid, retired_at: &str) -> Failure {
+        let on = retired_at.split('T').next().unwrap_or(retired_at);
+        Failure::new(
+            "device_retired",
+            format!(
+                "device {guid} was retired on {on}: it is not provisioned again unless an admin allows a new certificate (`station board override {guid}`, or an admin's POST /api/v1/boards/{guid}/override); set the board aside"
+            ),
+        )
+    }
+
     pub fn readback_mismatch() -> Failure {
         Failure::new(
             "readback_mismatch",

@@ -75,6 +75,8 @@ pub enum Review {
     AlreadyKeyed { keyed_at: String },
     /// The device was revoked, and no admin allowed it a new certificate.
     Revoked { revoked_at: String },
+    /// The device was retired, and no admin allowed it a new certificate.
+    Retired { retired_at: String },
 }
 
 /// Everything the core remembers about the board being provisioned.
@@ -405,6 +407,9 @@ fn advance(step: Step, mut board: BoardCtx, out: Output) -> (SlotState, Vec<Comm
                 }
                 Review::Revoked { revoked_at } => {
                     fail(step, Failure::device_revoked(&id.guid, &revoked_at))
+                }
+                Review::Retired { retired_at } => {
+                    fail(step, Failure::device_retired(&id.guid, &retired_at))
                 }
             }
         }

@@ -1,7 +1,7 @@
 //! The DPS service API over HTTPS: create or update an enrollment, bulk
-//! create, read one back, replace one only if unchanged (`If-Match`); for
-//! symmetric-key devices, read an enrollment's keys (attestation mechanism)
-//! and write and read enrollment groups.
+//! create, read one back, replace or delete one only if unchanged
+//! (`If-Match`); for symmetric-key devices, read an enrollment's keys
+//! (attestation mechanism) and write and read enrollment groups.
 //! Every request is signed afresh.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -79,6 +79,11 @@ pub trait DpsClient: Send + Sync {
     /// the enrollment only if it is still the one read; the enrollment as
     /// stored. A changed one is `Rejected { status: 412 }`.
     async fn replace(&self, enrollment: &Value, etag: &str) -> Result<Value, DpsError>;
+    /// `DELETE /enrollments/{id}` with `If-Match: etag`: deletes the
+    /// enrollment only if it is still the one read. A changed one is
+    /// `Rejected { status: 412 }`, one already gone `Rejected { status:
+    /// 404 }`.
+    async fn delete(&self, registration_id: &str, etag: &str) -> Result<(), DpsError>;
     /// The service endpoint, for messages.
     fn endpoint(&self) -> &str;
     /// `POST /enrollments/{id}/attestationmechanism`: the enrollment's
@@ -253,6 +258,16 @@ impl DpsClient for HttpDps {
             .json(enrollment);
         let (_, _, body) = self.send(rb).await?;
         Ok(body)
+    }
+
+    async fn delete(&self, registration_id: &str, etag: &str) -> Result<(), DpsError> {
+        let rb = self
+            .request(
+                reqwest::Method::DELETE,
+                &format!("/enrollments/{}", url_encode(registration_id)),
+            )
+            .header("If-Match", etag);
+        self.send(rb).await.map(|_| ())
     }
 
     fn endpoint(&self) -> &str {

@@ -1,13 +1,15 @@
 //! A device's life after the line, as DPS sees it: what activate, disable,
 //! enable and revoke change in its individual enrollment, and the checks on
 //! what an activator types. No I/O: the uploader reads the enrollment,
-//! applies the action here, and writes it back with `If-Match`.
+//! applies the action here, and writes it back with `If-Match`. A retire
+//! changes nothing in the enrollment: the uploader deletes it, with
+//! `If-Match` too.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 /// The lifecycle actions, as the store, the API and the CLI name them.
-pub const ACTIONS: [&str; 4] = ["activate", "disable", "enable", "revoke"];
+pub const ACTIONS: [&str; 5] = ["activate", "disable", "enable", "revoke", "retire"];
 
 /// Most bytes of initial-twin tags, as IoT Hub allows for a twin's tags.
 pub const TAGS_LIMIT: usize = 8 * 1024;
@@ -37,6 +39,9 @@ pub enum Action {
     /// Disables the enrollment for good (the station also revokes the
     /// certificate and refuses the GUID).
     Revoke,
+    /// Deletes the enrollment (the station also revokes every certificate
+    /// of the device and refuses the GUID).
+    Retire,
 }
 
 impl Action {
@@ -49,6 +54,7 @@ impl Action {
             "disable" => Ok(Action::Disable),
             "enable" => Ok(Action::Enable),
             "revoke" => Ok(Action::Revoke),
+            "retire" => Ok(Action::Retire),
             other => Err(format!("{other:?} is not a device action")),
         }
     }
@@ -146,6 +152,8 @@ pub fn apply(action: &Action, current: &Value, certificate_pem: Option<&str>) ->
     let status = match action {
         Action::Activate(_) | Action::Enable => "enabled",
         Action::Disable | Action::Revoke => "disabled",
+        // Nothing to write: a retire deletes the enrollment instead.
+        Action::Retire => return None,
     };
     body["provisioningStatus"] = status.into();
     if let Action::Activate(a) = action {

@@ -113,6 +113,10 @@ fn unit(r: &Row) -> Result<(Unit, String, i64), PlantError> {
             fingerprint: r.get(13),
             enrollment: r.get(14),
             label: r.get(15),
+            // The plant database does not hold the device record (it
+            // stays on the station that made the device).
+            location: None,
+            notes: 0,
             // The plant copy keeps the station's board columns it had
             // when the plant tier was made; settings are read per station.
             settings: None,

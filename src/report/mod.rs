@@ -76,6 +76,10 @@ pub struct Unit {
     pub enrollment: Option<String>,
     /// Newest label job: `pending`, `printed`, `cancelled`; `None` without.
     pub label: Option<String>,
+    /// The device's location (by GUID) as recorded now, if any.
+    pub location: Option<crate::registry::Location>,
+    /// How many service notes the device (by GUID) has.
+    pub notes: i64,
     /// The provisioning settings the board read back.
     pub settings: Option<crate::core::settings::ProvisioningSettings>,
     /// Why the board got no provisioning settings.

@@ -13,7 +13,7 @@ use super::charts::{
 use super::{Report, StepRecord, Timing, Unit};
 
 /// The columns of [`csv()`], in order.
-pub const CSV_COLUMNS: [&str; 14] = [
+pub const CSV_COLUMNS: [&str; 19] = [
     "guid",
     "serial",
     "fingerprint_sha256",
@@ -25,6 +25,11 @@ pub const CSV_COLUMNS: [&str; 14] = [
     "outcome",
     "step",
     "error_code",
+    "location_site",
+    "location_building",
+    "location_room",
+    "location_text",
+    "notes",
     "id_scope",
     "registration_id",
     "settings_note",
@@ -141,7 +146,9 @@ pub fn html(report: &Report) -> Result<String, String> {
 
 /// The device list as CSV (RFC 4180: header row, commas, CRLF), columns
 /// [`CSV_COLUMNS`]; `outcome` is the record's status, `step` the step it
-/// reached, an absent value is an empty field.
+/// reached, the `location_` fields the device's location as recorded now,
+/// `notes` how many service notes it has; an absent value is an empty
+/// field.
 pub fn csv(units: &[Unit]) -> String {
     // Writing to memory has no I/O error to report, and every field is a
     // `str`, so the bytes are UTF-8: the fallbacks below are never taken.
@@ -155,6 +162,9 @@ fn write_csv(units: &[Unit]) -> Result<Vec<u8>, csv::Error> {
     w.write_record(CSV_COLUMNS)?;
     for u in units {
         let opt = |v: &Option<String>| v.as_deref().unwrap_or_default().to_string();
+        let loc = |f: fn(&crate::registry::Location) -> &Option<String>| {
+            u.location.as_ref().map(|l| opt(f(l))).unwrap_or_default()
+        };
         w.write_record([
             opt(&u.guid),
             opt(&u.serial),
@@ -167,6 +177,11 @@ fn write_csv(units: &[Unit]) -> Result<Vec<u8>, csv::Error> {
             u.status.clone(),
             u.step.clone(),
             opt(&u.error_code),
+            loc(|l| &l.site),
+            loc(|l| &l.building),
+            loc(|l| &l.room),
+            loc(|l| &l.text),
+            u.notes.to_string(),
             opt(&u.settings.as_ref().map(|s| s.id_scope.clone())),
             opt(&u.settings.as_ref().map(|s| s.registration_id.clone())),
             opt(&u.settings_note),
@@ -199,6 +214,11 @@ struct MesUnit<'a> {
     error: Option<&'a str>,
     enrollment: Option<&'a str>,
     label: Option<&'a str>,
+    /// The device's location as recorded now (`site`, `building`, `room`,
+    /// `text`, each a string or null); null without one.
+    location: Option<&'a crate::registry::Location>,
+    /// How many service notes the device has.
+    notes: i64,
     provisioning_settings: Option<&'a crate::core::settings::ProvisioningSettings>,
     settings_note: Option<&'a str>,
     steps: Vec<MesStep<'a>>,
@@ -241,6 +261,8 @@ pub fn units_jsonl(units: &[Unit], steps: &[StepRecord]) -> String {
             error: u.error.as_deref(),
             enrollment: u.enrollment.as_deref(),
             label: u.label.as_deref(),
+            location: u.location.as_ref(),
+            notes: u.notes,
             provisioning_settings: u.settings.as_ref(),
             settings_note: u.settings_note.as_deref(),
             steps: by_board[from..to]

@@ -1,22 +1,24 @@
 //! Devices after the line: lifecycle actions (activate, disable, enable,
-//! revoke) queued as an outbox of their own and kept as the device's
-//! history, the DPS enrollment as last seen, revoked devices, and the
-//! device's whole record for its page.
+//! revoke, retire) queued as an outbox of their own and kept as the
+//! device's history, the DPS enrollment as last seen, revoked and retired
+//! devices, and the device's whole record for its page.
 
 use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 use time::OffsetDateTime;
 
 use super::boards::{BOARD_COLUMNS, board_row};
+use super::registry::{CURRENT_BOARD, DeviceNote, DeviceRetirement, retirement};
 use super::{AuditRow, BoardRow, CertificateRow, JobRow, Store, StoreError, audit, ts};
 use crate::ids::Guid;
+use crate::registry::Location;
 
 /// A lifecycle action, queued or done.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct DeviceAction {
     pub id: i64,
     pub guid: String,
-    /// `activate`, `disable`, `enable` or `revoke`.
+    /// `activate`, `disable`, `enable`, `revoke` or `retire`.
     pub action: String,
     /// For `activate`: `{"hub", "tags", "desired"}`.
     pub params: serde_json::Value,
@@ -77,6 +79,8 @@ pub enum Queued {
     Unknown,
     /// The device was revoked: nothing more is done with it.
     Revoked(DeviceRevocation),
+    /// The device was retired: nothing more is done with it.
+    Retired(DeviceRetirement),
 }
 
 /// A label print job of a device.
@@ -106,6 +110,12 @@ pub struct DeviceRecord {
     pub actions: Vec<DeviceAction>,
     pub dps: Option<DpsSeen>,
     pub revocation: Option<DeviceRevocation>,
+    /// Set when the device was retired (and not provisioned again since).
+    pub retirement: Option<DeviceRetirement>,
+    /// Where the device is, if anyone said.
+    pub location: Option<Location>,
+    /// Service notes, oldest first.
+    pub notes: Vec<DeviceNote>,
     /// Audit rows about this device, oldest first.
     pub audit: Vec<AuditRow>,
 }
@@ -140,7 +150,11 @@ impl Store {
     /// Queues a lifecycle action for a device the station provisioned, with
     /// an audit row naming who and why, in one transaction. A revoke also
     /// revokes the device's certificate (for the CRL) and records the
-    /// device as revoked, before the DPS side is done.
+    /// device as revoked, before the DPS side is done; a retire puts every
+    /// certificate of the device on the CRL and records the device as
+    /// retired, likewise. A revoke and the other actions need the
+    /// device's installed certificate; a retire needs only its provisioned
+    /// board record.
     pub fn queue_device_action(
         &self,
         guid: &Guid,
@@ -152,15 +166,20 @@ impl Store {
     ) -> Result<Queued, StoreError> {
         self.with(|c| {
             let tx = c.transaction()?;
+            if let Some(r) = retirement(&tx, guid.as_str())? {
+                return Ok(Queued::Retired(r));
+            }
             if let Some(r) = revocation(&tx, guid.as_str())? {
                 return Ok(Queued::Revoked(r));
             }
             let serial: Option<String> = tx
                 .query_row(&format!("SELECT serial {CURRENT_CERT}"), [guid.as_str()], |r| r.get(0))
                 .optional()?;
-            let Some(serial) = serial else {
+            let board: Option<i64> = tx.query_row(&format!("SELECT {CURRENT_BOARD}"), [guid.as_str()], |r| r.get(0))?;
+            let known = if action == "retire" { board.is_some() } else { serial.is_some() };
+            if !known {
                 return Ok(Queued::Unknown);
-            };
+            }
             tx.execute(
                 "INSERT INTO device_actions (guid, action, params, reason, actor, state, created_at, updated_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?6)",
@@ -172,34 +191,21 @@ impl Store {
                 detail["params"] = params.clone();
             }
             if action == "revoke" {
-                // Every certificate the station ever issued for the device
-                // goes on the CRL, not only the one it holds now.
-                let serials: Vec<String> = {
-                    let mut st = tx.prepare(
-                        "SELECT serial FROM certificates c WHERE guid = ?1 AND NOT EXISTS (SELECT 1 FROM revocations r WHERE r.serial = c.serial) ORDER BY issued_at",
-                    )?;
-                    st.query_map([guid.as_str()], |r| r.get(0))?
-                        .collect::<rusqlite::Result<_>>()?
-                };
-                for s in &serials {
-                    tx.execute(
-                        "INSERT INTO revocations (serial, revoked_at, reason, revoked_by) VALUES (?1, ?2, ?3, ?4)",
-                        params![s, ts(now), reason.unwrap_or(""), actor],
-                    )?;
-                    audit::append(
-                        &tx,
-                        actor,
-                        "certificate_revoked",
-                        Some(guid.as_str()),
-                        &serde_json::json!({ "serial": s, "reason": reason }),
-                        now,
-                    )?;
-                }
+                revoke_issued(&tx, guid.as_str(), reason, actor, now)?;
                 tx.execute(
                     "INSERT INTO device_revocations (serial, guid, revoked_at, reason, revoked_by) VALUES (?1, ?2, ?3, ?4, ?5)",
                     params![serial, guid.as_str(), ts(now), reason.unwrap_or(""), actor],
                 )?;
                 detail["serial"] = serial.into();
+            }
+            if action == "retire" {
+                let serials = revoke_issued(&tx, guid.as_str(), reason, actor, now)?;
+                tx.execute(
+                    "INSERT INTO device_retirements (board_id, guid, retired_at, reason, retired_by) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![board, guid.as_str(), ts(now), reason.unwrap_or(""), actor],
+                )?;
+                detail["board_id"] = board.into();
+                detail["serials"] = serials.into();
             }
             audit::append(
                 &tx,
@@ -250,6 +256,30 @@ impl Store {
                 params![id, ts(now)],
             )?;
             upsert_dps(&tx, guid, enrollment, now)?;
+            tx.commit()
+        })
+    }
+
+    /// A retire reached DPS, or found the enrollment gone already: done,
+    /// and the enrollment as last seen is recorded as deleted.
+    pub fn device_action_gone(
+        &self,
+        id: i64,
+        guid: &str,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            tx.execute(
+                "UPDATE device_actions SET state = 'done', last_error = NULL, updated_at = ?2 WHERE id = ?1",
+                params![id, ts(now)],
+            )?;
+            tx.execute(
+                "INSERT INTO device_dps (guid, provisioning_status, etag, enrollment, seen_at) VALUES (?1, 'deleted', NULL, 'null', ?2)
+                 ON CONFLICT (guid) DO UPDATE SET provisioning_status = excluded.provisioning_status, etag = NULL,
+                     enrollment = excluded.enrollment, seen_at = excluded.seen_at",
+                params![guid, ts(now)],
+            )?;
             tx.commit()
         })
     }
@@ -397,6 +427,9 @@ impl Store {
             actions: self.device_actions(g)?,
             dps,
             revocation: self.device_revocation(g)?,
+            retirement: self.device_retirement(g)?,
+            location: self.device_location(g)?,
+            notes: self.device_notes(g)?,
             audit,
         })
     }
@@ -407,6 +440,41 @@ impl DeviceRecord {
     pub fn is_known(&self) -> bool {
         !(self.certificates.is_empty() && self.boards.is_empty())
     }
+}
+
+/// Puts every certificate the station issued for the device and that is
+/// not revoked yet on the CRL (`revocations`), each with a
+/// `certificate_revoked` audit row; the serials, oldest first. For a revoke
+/// and a retire alike: not only the certificate the device holds now.
+fn revoke_issued(
+    tx: &rusqlite::Transaction<'_>,
+    guid: &str,
+    reason: Option<&str>,
+    actor: &str,
+    now: OffsetDateTime,
+) -> rusqlite::Result<Vec<String>> {
+    let serials: Vec<String> = {
+        let mut st = tx.prepare(
+            "SELECT serial FROM certificates c WHERE guid = ?1 AND NOT EXISTS (SELECT 1 FROM revocations r WHERE r.serial = c.serial) ORDER BY issued_at",
+        )?;
+        st.query_map([guid], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?
+    };
+    for s in &serials {
+        tx.execute(
+            "INSERT INTO revocations (serial, revoked_at, reason, revoked_by) VALUES (?1, ?2, ?3, ?4)",
+            params![s, ts(now), reason.unwrap_or(""), actor],
+        )?;
+        audit::append(
+            tx,
+            actor,
+            "certificate_revoked",
+            Some(guid),
+            &serde_json::json!({ "serial": s, "reason": reason }),
+            now,
+        )?;
+    }
+    Ok(serials)
 }
 
 fn upsert_dps(

@@ -2,6 +2,8 @@
 //! certificate, each certificate committed before it goes to the board and
 //! installed when the board is provisioned (with its enrollment and label
 //! jobs in the same transaction), overrides, and the entries as listed.
+//! The review refuses a revoked or retired GUID without an admin's
+//! override.
 
 use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
@@ -115,6 +117,21 @@ impl Store {
                     }
                 } else {
                     Review::Revoked { revoked_at }
+                });
+            }
+            // So does a retired one.
+            if let Some(retired_at) = super::registry::retirement(c, guid.as_str())?.map(|r| r.retired_at) {
+                let by_admin: bool = c.query_row(
+                    "SELECT EXISTS (SELECT 1 FROM overrides WHERE guid = ?1 AND by_admin = 1)",
+                    [guid.as_str()],
+                    |r| r.get(0),
+                )?;
+                return Ok(if by_admin {
+                    Review::Fresh {
+                        override_granted: true,
+                    }
+                } else {
+                    Review::Retired { retired_at }
                 });
             }
             let held: Option<(String, String)> = c

@@ -361,7 +361,74 @@ BEGIN INSERT INTO plant_feed (kind, row) VALUES ('device_revocation', NEW.rowid)
 CREATE TRIGGER plant_audit_ins AFTER INSERT ON audit WHEN (SELECT enabled FROM plant_control WHERE id = 1)
 BEGIN INSERT INTO plant_feed (kind, row) VALUES ('audit', NEW.id); END;
 "#,
-    // 13: what a board was told about its registration (the provisioning
+    // 13: the device record and retirement. Device actions take `retire`
+    // (SQLite cannot change a CHECK, so the table is rebuilt with its ids,
+    // indexes and plant-feed triggers); a device's location, its service
+    // notes, and its retirements, which triggers keep from ever being
+    // changed or removed. A retirement names the board record it retired,
+    // so that a device provisioned again after an admin's override is not
+    // retired.
+    r#"
+CREATE TABLE device_actions_v13 (
+    id          INTEGER PRIMARY KEY,
+    guid        TEXT NOT NULL,
+    action      TEXT NOT NULL CHECK (action IN ('activate', 'disable', 'enable', 'revoke', 'retire')),
+    -- JSON: for activate, the hub, tags and desired properties.
+    params      TEXT NOT NULL,
+    reason      TEXT,
+    actor       TEXT NOT NULL,
+    state       TEXT NOT NULL CHECK (state IN ('pending', 'done', 'parked')),
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    last_error  TEXT,
+    created_at  TEXT NOT NULL,
+    updated_at  TEXT NOT NULL
+);
+INSERT INTO device_actions_v13 (id, guid, action, params, reason, actor, state, attempts, last_error, created_at, updated_at)
+    SELECT id, guid, action, params, reason, actor, state, attempts, last_error, created_at, updated_at FROM device_actions;
+DROP TABLE device_actions;
+ALTER TABLE device_actions_v13 RENAME TO device_actions;
+CREATE INDEX device_actions_state ON device_actions (state, id);
+CREATE INDEX device_actions_guid ON device_actions (guid, id);
+CREATE TRIGGER plant_device_action_ins AFTER INSERT ON device_actions WHEN (SELECT enabled FROM plant_control WHERE id = 1)
+BEGIN INSERT INTO plant_feed (kind, row) VALUES ('device_action', NEW.id); END;
+CREATE TRIGGER plant_device_action_upd AFTER UPDATE ON device_actions WHEN (SELECT enabled FROM plant_control WHERE id = 1)
+BEGIN INSERT INTO plant_feed (kind, row) VALUES ('device_action', NEW.id); END;
+
+CREATE TABLE device_locations (
+    guid        TEXT PRIMARY KEY,
+    site        TEXT,
+    building    TEXT,
+    room        TEXT,
+    text        TEXT,
+    updated_by  TEXT NOT NULL,
+    updated_at  TEXT NOT NULL
+);
+
+CREATE TABLE device_notes (
+    id      INTEGER PRIMARY KEY,
+    guid    TEXT NOT NULL,
+    author  TEXT NOT NULL,
+    at      TEXT NOT NULL,
+    text    TEXT NOT NULL
+);
+CREATE INDEX device_notes_guid ON device_notes (guid, id);
+
+CREATE TABLE device_retirements (
+    board_id    INTEGER PRIMARY KEY REFERENCES boards (id),
+    guid        TEXT NOT NULL,
+    retired_at  TEXT NOT NULL,
+    reason      TEXT NOT NULL,
+    retired_by  TEXT NOT NULL
+);
+CREATE INDEX device_retirements_guid ON device_retirements (guid);
+CREATE TRIGGER device_retirements_no_update BEFORE UPDATE ON device_retirements
+BEGIN SELECT RAISE(ABORT, 'a retirement is never changed'); END;
+CREATE TRIGGER device_retirements_no_delete BEFORE DELETE ON device_retirements
+BEGIN SELECT RAISE(ABORT, 'a retirement is never removed'); END;
+-- The device lookup finds board records by work order, in any case.
+CREATE INDEX boards_work_order ON boards (work_order COLLATE NOCASE);
+"#,
+    // 14: what a board was told about its registration (the provisioning
     // settings it read back, or why it got none), and the ledger of
     // symmetric keys: which board got a key derived under which master key
     // (never the key).

@@ -23,6 +23,7 @@ mod migrations;
 mod outbox;
 mod people;
 mod plant;
+mod registry;
 mod report;
 mod revocations;
 #[cfg(test)]
@@ -45,6 +46,7 @@ pub use plant::{
     FeedAudit, FeedBatch, FeedBoard, FeedCertificate, FeedDeviceAction, FeedEnrollment, FeedLabel,
     FeedLag, FeedRevocation, FeedStep, PlantFeed, Resume,
 };
+pub use registry::{DeviceHit, DeviceNote, DeviceRetirement};
 pub use report::UnitFilter;
 pub use revocations::Revocation;
 

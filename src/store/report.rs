@@ -1,5 +1,6 @@
 //! What QA reports and MES exports read: board records of a time range
-//! with their certificate, upload and label state, and their steps.
+//! with their certificate, upload and label state, the device's location
+//! and how many service notes it has, and their steps.
 
 use rusqlite::{Connection, params};
 
@@ -34,8 +35,10 @@ const UNIT_SELECT: &str = "SELECT b.id, b.station, b.slot, b.operator, b.work_or
         (SELECT c.fingerprint_sha256 FROM certificates c WHERE c.board_id = b.id ORDER BY c.rowid DESC LIMIT 1),
         (SELECT o.state FROM outbox o WHERE o.board_id = b.id ORDER BY o.id DESC LIMIT 1),
         (SELECT l.state FROM labels l WHERE l.board_id = b.id ORDER BY l.id DESC LIMIT 1),
+        dl.guid IS NOT NULL, dl.site, dl.building, dl.room, dl.text,
+        (SELECT COUNT(*) FROM device_notes n WHERE n.guid = b.guid),
         b.settings, b.settings_note
-    FROM boards b";
+    FROM boards b LEFT JOIN device_locations dl ON dl.guid = b.guid";
 
 const FILTER: &str = "b.started_at >= ?1 AND b.started_at < ?2
     AND (?3 IS NULL OR b.work_order = ?3) AND (?4 IS NULL OR b.slot = ?4)";
@@ -58,10 +61,21 @@ fn unit(r: &rusqlite::Row<'_>) -> rusqlite::Result<Unit> {
         fingerprint: r.get(13)?,
         enrollment: r.get(14)?,
         label: r.get(15)?,
+        location: if r.get::<_, bool>(16)? {
+            Some(crate::registry::Location {
+                site: r.get(17)?,
+                building: r.get(18)?,
+                room: r.get(19)?,
+                text: r.get(20)?,
+            })
+        } else {
+            None
+        },
+        notes: r.get(21)?,
         settings: r
-            .get::<_, Option<String>>(16)?
+            .get::<_, Option<String>>(22)?
             .and_then(|t| serde_json::from_str(&t).ok()),
-        settings_note: r.get(17)?,
+        settings_note: r.get(23)?,
     })
 }
 

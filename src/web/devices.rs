@@ -1,7 +1,9 @@
 //! Devices after the line: the device page (history, DPS state as last
-//! seen, and the lifecycle forms), a GUID lookup, and the same actions
-//! over the API. The rules live in [`crate::lifecycle`]; this only parses
-//! and answers.
+//! seen, location and service notes, and the lifecycle forms), the lookup
+//! by GUID, location or work order, and the same actions over the API.
+//! The rules live in [`crate::lifecycle`] and [`crate::registry`]; this
+//! only parses and answers. The location and note handlers are in
+//! `registry.rs`.
 
 use askama::Template;
 use axum::extract::{Path, State};
@@ -16,14 +18,17 @@ use super::supervisor::{not_allowed, refused};
 use super::{ApiError, AppState, query};
 use crate::ids::Guid;
 use crate::lifecycle::{Refused, Request};
-use crate::store::{DeviceRecord, Role};
+use crate::store::{DeviceHit, DeviceRecord, Role};
+
+/// Most devices a lookup lists.
+pub(super) const SEARCH_LIMIT: usize = 100;
 
 fn refusal(e: Refused) -> ApiError {
     match e {
         Refused::Forbidden(m) => ApiError::Forbidden(m),
         Refused::Invalid(m) => ApiError::BadRequest(m),
         Refused::Unknown(_) => ApiError::NotFound(e.to_string()),
-        Refused::Revoked { .. } => ApiError::Conflict(e.to_string()),
+        Refused::Revoked { .. } | Refused::Retired { .. } => ApiError::Conflict(e.to_string()),
         Refused::Store(m) => ApiError::Internal(m),
     }
 }
@@ -81,7 +86,7 @@ pub struct ActionBody {
     tags: Option<Value>,
     #[serde(default)]
     desired: Option<Value>,
-    /// Revoke: true to confirm it cannot be undone.
+    /// Revoke, retire: true to confirm it cannot be undone.
     #[serde(default)]
     confirm: bool,
 }
@@ -137,18 +142,66 @@ struct DevicePage {
     done: Option<String>,
     /// The DPS enrollment as last seen, pretty-printed.
     dps_json: Option<String>,
+    /// What was saved (`location`, `note`), for the banner.
+    saved: Option<String>,
+    /// The device's location in one line, if set.
+    location_summary: Option<String>,
+    /// The location form's fields as they are now: site, building, room,
+    /// text.
+    location_form: [String; 4],
+    /// The lookup's text, and what it found (with whether there were
+    /// more than [`SEARCH_LIMIT`]), when it searched.
+    query: String,
+    hits: Option<(Vec<HitLine>, bool)>,
+}
+
+/// A device the lookup found, as the page lists it.
+pub(super) struct HitLine {
+    guid: String,
+    location: String,
+    work_order: String,
+    provisioned_at: String,
+    retired: bool,
+}
+
+impl HitLine {
+    fn of(h: DeviceHit) -> HitLine {
+        HitLine {
+            location: h.location.map(|l| l.summary()).unwrap_or_default(),
+            work_order: h.work_order.unwrap_or_default(),
+            provisioned_at: h.provisioned_at.unwrap_or_default(),
+            retired: h.retired,
+            guid: h.guid,
+        }
+    }
+}
+
+/// What a page shows besides the device.
+#[derive(Default)]
+pub(super) struct Extra {
+    pub saved: Option<String>,
+    pub query: String,
+    pub hits: Option<(Vec<DeviceHit>, bool)>,
 }
 
 #[derive(Deserialize, Default)]
 pub struct PageQuery {
+    /// A GUID only (a scanned label): a malformed one is refused.
     #[serde(default)]
     guid: Option<String>,
+    /// A GUID, a location text or a work order.
+    #[serde(default)]
+    q: Option<String>,
     #[serde(default)]
     done: Option<String>,
+    #[serde(default)]
+    saved: Option<String>,
 }
 
-/// `GET /devices?guid=...`: the lookup (a scan or typed GUID).
+/// `GET /devices?guid=...` (a scanned GUID) or `GET /devices?q=...` (a
+/// GUID, a location text or a work order): the lookup.
 pub async fn lookup(
+    State(s): State<AppState>,
     caller: Result<Caller, ApiError>,
     axum::extract::Query(q): axum::extract::Query<PageQuery>,
 ) -> Result<Response, ApiError> {
@@ -165,10 +218,43 @@ pub async fn lookup(
                 Vec::new(),
                 Some(e.to_string()),
                 None,
+                Extra::default(),
             ),
         };
     }
-    draw(&caller, String::new(), None, Vec::new(), None, None)
+    let text = q.q.as_deref().unwrap_or("").trim().to_string();
+    if text.is_empty() {
+        return draw(
+            &caller,
+            String::new(),
+            None,
+            Vec::new(),
+            None,
+            None,
+            Extra::default(),
+        );
+    }
+    if let Ok(guid) = text.parse::<Guid>() {
+        return Ok(Redirect::to(&format!("/devices/{guid}")).into_response());
+    }
+    if caller.require(Role::Activator).is_err() {
+        return Ok(refused(&caller, Role::Activator));
+    }
+    let t = text.clone();
+    let hits = query(&s.store, move |st| st.search_devices(&t, SEARCH_LIMIT)).await?;
+    draw(
+        &caller,
+        String::new(),
+        None,
+        Vec::new(),
+        None,
+        None,
+        Extra {
+            query: text,
+            hits: Some(hits),
+            ..Extra::default()
+        },
+    )
 }
 
 /// `GET /devices/{guid}`: the device page.
@@ -181,15 +267,20 @@ pub async fn page(
     let Ok(caller) = caller else {
         return Ok(Redirect::to("/login").into_response());
     };
-    show(&s, &caller, &guid, None, q.done).await
+    let extra = Extra {
+        saved: q.saved,
+        ..Extra::default()
+    };
+    show(&s, &caller, &guid, None, q.done, extra).await
 }
 
-async fn show(
+pub(super) async fn show(
     s: &AppState,
     caller: &Caller,
     guid: &str,
     error: Option<String>,
     done: Option<String>,
+    extra: Extra,
 ) -> Result<Response, ApiError> {
     if caller.require(Role::Activator).is_err() {
         return Ok(refused(caller, Role::Activator));
@@ -204,6 +295,7 @@ async fn show(
                 Vec::new(),
                 Some(e.to_string()),
                 None,
+                extra,
             );
         }
     };
@@ -228,6 +320,7 @@ async fn show(
         s.activation_hubs.as_ref().clone(),
         error,
         done,
+        extra,
     )
 }
 
@@ -238,6 +331,7 @@ fn draw(
     hubs: Vec<String>,
     error: Option<String>,
     done: Option<String>,
+    extra: Extra,
 ) -> Result<Response, ApiError> {
     let status = if error.is_some() {
         StatusCode::BAD_REQUEST
@@ -248,6 +342,19 @@ fn draw(
         .as_ref()
         .and_then(|r| r.dps.as_ref())
         .and_then(|d| serde_json::to_string_pretty(&d.enrollment).ok());
+    let location = record.as_ref().and_then(|r| r.location.clone());
+    let field = |f: fn(&crate::registry::Location) -> &Option<String>| {
+        location
+            .as_ref()
+            .and_then(|l| f(l).clone())
+            .unwrap_or_default()
+    };
+    let location_form = [
+        field(|l| &l.site),
+        field(|l| &l.building),
+        field(|l| &l.room),
+        field(|l| &l.text),
+    ];
     let page = DevicePage {
         user: caller.name.clone(),
         csrf: caller.csrf.clone().unwrap_or_default(),
@@ -259,6 +366,13 @@ fn draw(
         error,
         done,
         dps_json,
+        saved: extra.saved,
+        location_summary: location.map(|l| l.summary()),
+        location_form,
+        query: extra.query,
+        hits: extra
+            .hits
+            .map(|(h, more)| (h.into_iter().map(HitLine::of).collect(), more)),
     };
     page.render()
         .map(|h| (status, Html(h)).into_response())
@@ -295,7 +409,9 @@ pub async fn act_form(
         twin("desired properties", &f.desired),
     ) {
         (Ok(t), Ok(d)) => (t, d),
-        (Err(e), _) | (_, Err(e)) => return show(&s, &caller, &guid, Some(e), None).await,
+        (Err(e), _) | (_, Err(e)) => {
+            return show(&s, &caller, &guid, Some(e), None, Extra::default()).await;
+        }
     };
     let req = Request {
         action: action.clone(),
@@ -308,7 +424,7 @@ pub async fn act_form(
     match submit(&s, &caller, g.clone(), req).await {
         Ok(_) => Ok(Redirect::to(&format!("/devices/{g}?done={action}")).into_response()),
         Err(ApiError::BadRequest(m) | ApiError::Conflict(m) | ApiError::NotFound(m)) => {
-            show(&s, &caller, &guid, Some(m), None).await
+            show(&s, &caller, &guid, Some(m), None, Extra::default()).await
         }
         Err(ApiError::Forbidden(m)) => Ok(not_allowed(
             &m,

@@ -11,6 +11,7 @@ mod login;
 mod outbox;
 pub mod page;
 mod plant;
+mod registry;
 mod reports;
 mod supervisor;
 
@@ -129,10 +130,27 @@ pub fn router(state: AppState) -> Router {
         .route("/devices", get(devices::lookup))
         .route("/devices/{guid}", get(devices::page))
         .route(
+            "/devices/{guid}/location",
+            axum::routing::post(registry::location_form),
+        )
+        .route(
+            "/devices/{guid}/notes",
+            axum::routing::post(registry::note_form),
+        )
+        .route(
             "/devices/{guid}/{action}",
             axum::routing::post(devices::act_form),
         )
+        .route("/api/v1/devices", get(registry::search))
         .route("/api/v1/devices/{guid}", get(devices::record))
+        .route(
+            "/api/v1/devices/{guid}/location",
+            axum::routing::put(registry::put_location),
+        )
+        .route(
+            "/api/v1/devices/{guid}/notes",
+            axum::routing::post(registry::post_note),
+        )
         .route(
             "/api/v1/devices/{guid}/{action}",
             axum::routing::post(devices::act),

@@ -3,7 +3,8 @@
 //! signature, policy and expiry; `api-version`; the body (registrationId
 //! equals the path, the certificate parses and its CN is the id); at most 10
 //! per bulk call and no duplicate ids in one. It keeps enrollments with
-//! etags, and can be told to misbehave.
+//! etags, deletes one only with an `If-Match` that matches its etag (or
+//! `*`), counting every DELETE, and can be told to misbehave.
 //!
 //! A second listener serves the device registration API (section 4 of the
 //! same document) over TLS: a device registers with the client certificate
@@ -108,6 +109,20 @@ pub struct FakeState {
     pub after_get: Option<(String, Change)>,
     /// Enrollment groups by lower-case id (symmetric-key groups only).
     pub groups: BTreeMap<String, Stored>,
+    /// Every `DELETE /enrollments/{id}` that passed the checks, in order.
+    pub deletes: Vec<Deleted>,
+}
+
+/// A DELETE the fake answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deleted {
+    /// The id, lower case.
+    pub id: String,
+    pub if_match: Option<String>,
+    /// 204 deleted, 412 the etag did not match, 404 none, 428 without
+    /// `If-Match` (the fake insists: the station deletes only
+    /// conditionally).
+    pub status: u16,
 }
 
 /// A device registration operation, with the answer its poll gives.
@@ -127,6 +142,15 @@ impl FakeState {
     }
     pub fn ok_requests(&self) -> usize {
         self.log.iter().filter(|l| l.status == 200).count()
+    }
+    /// The DELETEs of one enrollment.
+    pub fn deletes_of(&self, id: &str) -> Vec<Deleted> {
+        let id = id.to_ascii_lowercase();
+        self.deletes
+            .iter()
+            .filter(|d| d.id == id)
+            .cloned()
+            .collect()
     }
 }
 
@@ -167,6 +191,7 @@ impl FakeDps {
             puts: Vec::new(),
             after_get: None,
             groups: BTreeMap::new(),
+            deletes: Vec::new(),
         }));
         let device_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let device_addr = device_listener.local_addr().unwrap();
@@ -239,7 +264,10 @@ impl FakeDps {
 
     fn serve(&mut self, listener: tokio::net::TcpListener) {
         let app = Router::new()
-            .route("/enrollments/{id}", put(put_one).get(get_one))
+            .route(
+                "/enrollments/{id}",
+                put(put_one).get(get_one).delete(delete_one),
+            )
             .route(
                 "/enrollments/{id}/attestationmechanism",
                 post(symkey::attestation_mechanism),
@@ -670,6 +698,56 @@ async fn get_one(
             e.writes += 1;
         }
     }
+    answer
+}
+
+async fn delete_one(
+    State(state): State<Arc<Mutex<FakeState>>>,
+    Path(id): Path<String>,
+    Query(q): Query<BTreeMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = gate(
+        &state,
+        &Method::DELETE,
+        &format!("/enrollments/{id}"),
+        &q,
+        &headers,
+        0,
+    )
+    .await
+    {
+        return r;
+    }
+    let mut s = state.lock().unwrap();
+    let lower = id.to_ascii_lowercase();
+    let if_match = headers
+        .get("if-match")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let current = s.enrollments.get(&lower).map(|e| e.etag.clone());
+    let (status, answer) = match (&if_match, current) {
+        // Real DPS deletes unconditionally without If-Match; the fake
+        // refuses, so a test finds a station that forgets it.
+        (None, _) => (
+            428,
+            error(428, 428001, "the fake deletes only with If-Match"),
+        ),
+        (Some(_), None) => (404, error(404, 404201, "Enrollment not found")),
+        (Some(m), Some(etag)) if m != "*" && m.trim_matches('"') != etag => (
+            412,
+            error(412, 412001, "The ETag in the request does not match"),
+        ),
+        (Some(_), Some(_)) => {
+            s.enrollments.remove(&lower);
+            (204, StatusCode::NO_CONTENT.into_response())
+        }
+    };
+    s.deletes.push(Deleted {
+        id: lower,
+        if_match,
+        status,
+    });
     answer
 }
 

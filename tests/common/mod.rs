@@ -428,14 +428,26 @@ pub fn seed_provisioned(
     n: usize,
     edit: impl Fn(usize, &mut serde_json::Value),
 ) -> Vec<String> {
+    let guids: Vec<Guid> = (0..n)
+        .map(|_| Guid::from_bytes(station::random::bytes()))
+        .collect();
+    seed_guids(cfg, &guids, edit)
+}
+
+/// As [`seed_provisioned`], with the GUIDs given.
+pub fn seed_guids(
+    cfg: &Config,
+    given: &[Guid],
+    edit: impl Fn(usize, &mut serde_json::Value),
+) -> Vec<String> {
     use station::ids::{Serial, SlotId};
     let store = Store::open(&cfg.database_path()).unwrap();
     let ca = FactoryCa::load(&cfg.ca_certificate_path(), &cfg.ca_key_path()).unwrap();
     let template = station::dps::EnrollmentTemplate::from_config(cfg);
     let now = time::OffsetDateTime::now_utc();
     let mut guids = Vec::new();
-    for i in 0..n {
-        let guid = Guid::from_bytes(station::random::bytes());
+    for (i, guid) in given.iter().enumerate() {
+        let guid = guid.clone();
         let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
         let csr = station::ca::CheckedCsr {
             guid: guid.clone(),

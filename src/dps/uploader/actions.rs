@@ -2,7 +2,10 @@
 //! apply the action (`super::super::lifecycle`), write it back with
 //! `If-Match` on the etag read. A 412 (someone changed it in between) is
 //! read and applied again, so neither change is lost; an action DPS
-//! already reflects is not written again.
+//! already reflects is not written again. A retire reads the enrollment
+//! and deletes it with `If-Match`: an enrollment already gone (404 on the
+//! read) is done without a `DELETE`, so a retire is deleted once even when
+//! the station dies between the `DELETE` and recording it.
 
 use serde_json::Value;
 use time::OffsetDateTime;
@@ -39,6 +42,11 @@ impl Uploader {
             .as_deref()
             .and_then(crate::ca::pem_to_der)
             .map(|d| crate::ca::fingerprint(&d).to_ascii_lowercase());
+        if act == Action::Retire {
+            return self
+                .send_retire(pacer, action, &reg_id, ours.as_deref())
+                .await;
+        }
         for _ in 0..CONFLICT_TRIES {
             pacer.slot().await;
             let current = match self.client.get(&reg_id).await {
@@ -113,6 +121,78 @@ impl Uploader {
         )
         .await;
         Next::Continue
+    }
+
+    /// Carries out a retire: read the enrollment, delete it with `If-Match`
+    /// on the etag read; gone already is done; a 412 is read again (up to
+    /// [`CONFLICT_TRIES`] times, then parked).
+    async fn send_retire(
+        &self,
+        pacer: &Pacer,
+        action: &DeviceAction,
+        reg_id: &str,
+        ours: Option<&str>,
+    ) -> Next {
+        for _ in 0..CONFLICT_TRIES {
+            pacer.slot().await;
+            let current = match self.client.get(reg_id).await {
+                Ok(Some(c)) => c,
+                Ok(None) => {
+                    self.count("ok");
+                    tracing::info!(guid = %action.guid, "the retired device's enrollment is gone from DPS already");
+                    self.action_gone(action).await;
+                    return Next::Continue;
+                }
+                Err(e) => return self.action_failed(action, e).await,
+            };
+            self.count("ok");
+            if let (Some(held), Some(ours)) = (held_thumbprint(&current), ours)
+                && held != ours
+            {
+                self.park_action(
+                    action,
+                    "DPS holds another certificate for this device than the station's: it was enrolled elsewhere since; nothing was deleted",
+                )
+                .await;
+                return Next::Continue;
+            }
+            let Some(etag) = current["etag"].as_str().map(str::to_string) else {
+                self.park_action(action, "DPS returned the enrollment without an etag: the station deletes only with If-Match, so nothing was deleted").await;
+                return Next::Continue;
+            };
+            pacer.slot().await;
+            match self.client.delete(reg_id, &etag).await {
+                Ok(()) | Err(DpsError::Rejected { status: 404, .. }) => {
+                    self.count("ok");
+                    crate::failpoint::hit("after_retire_delete");
+                    tracing::info!(guid = %action.guid, "the retired device's enrollment was deleted from DPS");
+                    self.action_gone(action).await;
+                    return Next::Continue;
+                }
+                Err(DpsError::Rejected { status: 412, .. }) => {
+                    self.count("rejected");
+                    tracing::info!(guid = %action.guid, "the enrollment changed in DPS since it was read: reading it again before deleting");
+                }
+                Err(e) => return self.action_failed(action, e).await,
+            }
+        }
+        self.park_action(
+            action,
+            &format!("DPS changed the enrollment between each read and delete, {CONFLICT_TRIES} times: try the retire again later"),
+        )
+        .await;
+        Next::Continue
+    }
+
+    async fn action_gone(&self, action: &DeviceAction) {
+        let store = self.store.clone();
+        let (id, guid) = (action.id, action.guid.clone());
+        let now = OffsetDateTime::now_utc();
+        if let Err(err) = blocking(move || store.device_action_gone(id, &guid, now)).await {
+            tracing::error!(
+                "DPS deleted the retired device's enrollment but it could not be recorded: {err}"
+            );
+        }
     }
 
     async fn action_done(&self, action: &DeviceAction, enrollment: &Value) {

@@ -52,6 +52,8 @@ fn unit(id: i64, guid: Option<u32>, slot: u16, times: &str, outcome: &str) -> Un
             .map(|g| format!("{g:02x}").repeat(32)),
         enrollment: None,
         label: None,
+        location: None,
+        notes: 0,
         settings: None,
         settings_note: None,
     }
@@ -63,6 +65,13 @@ fn units() -> Vec<Unit> {
     let mut a = unit(1, Some(1), 1, "06:00:00.000-06:00:42.500", pass);
     a.enrollment = Some("enrolled".into());
     a.label = Some("printed".into());
+    a.location = Some(crate::registry::Location {
+        site: Some("Plant 2".into()),
+        building: None,
+        room: Some(r#"R, "114""#.into()),
+        text: Some("rack 4\nshelf 2".into()),
+    });
+    a.notes = 2;
     let b = unit(
         2,
         Some(2),
@@ -191,10 +200,13 @@ fn csv_reads_back_field_for_field() {
     assert_eq!(reader.headers().unwrap(), CSV_COLUMNS.as_slice());
     let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
     assert_eq!(rows.len(), units.len());
-    assert_eq!(&rows[0][11], "0ne00A1B2C3", "the settings are exported");
-    assert_eq!(&rows[1][13], "no settings: old firmware");
+    assert_eq!(&rows[0][16], "0ne00A1B2C3", "the settings are exported");
+    assert_eq!(&rows[1][18], "no settings: old firmware");
     let opt = |v: &Option<String>| v.clone().unwrap_or_default();
     for (row, u) in rows.iter().zip(&units) {
+        let loc = |f: fn(&crate::registry::Location) -> &Option<String>| {
+            u.location.as_ref().map(|l| opt(f(l))).unwrap_or_default()
+        };
         let expected = [
             opt(&u.guid),
             opt(&u.serial),
@@ -207,6 +219,11 @@ fn csv_reads_back_field_for_field() {
             u.status.clone(),
             u.step.clone(),
             opt(&u.error_code),
+            loc(|l| &l.site),
+            loc(|l| &l.building),
+            loc(|l| &l.room),
+            loc(|l| &l.text),
+            u.notes.to_string(),
             opt(&u.settings.as_ref().map(|s| s.id_scope.clone())),
             opt(&u.settings.as_ref().map(|s| s.registration_id.clone())),
             opt(&u.settings_note),
@@ -214,6 +231,9 @@ fn csv_reads_back_field_for_field() {
         assert_eq!(row.iter().collect::<Vec<_>>(), expected);
     }
     assert_eq!(&rows[0][5], LOT);
+    assert_eq!(&rows[0][13], r#"R, "114""#);
+    assert_eq!(&rows[0][15], "2");
+    assert_eq!(&rows[1][15], "0");
     assert_eq!(&rows[0][3], r#"bo, "b""#);
 }
 
@@ -256,6 +276,14 @@ fn jsonl_lines_carry_their_own_steps() {
             );
         }
     }
+    // The device's location as an object, its notes as a count.
+    assert_eq!(
+        lines[0]["location"],
+        serde_json::json!({"site": "Plant 2", "building": null, "room": "R, \"114\"", "text": "rack 4\nshelf 2"})
+    );
+    assert_eq!(lines[0]["notes"], 2);
+    assert!(lines[1]["location"].is_null());
+    assert_eq!(lines[1]["notes"], 0);
     // The failed step carries the code; a running step has no outcome.
     let failed = &lines[1]["steps"][4];
     assert_eq!(failed["outcome"], "failed");
