@@ -161,6 +161,9 @@ pub fn request(
     match store.queue_device_action(guid, &req.action, &params, reason, actor, now)? {
         Queued::Queued(id) => Ok(id),
         Queued::Unknown => Err(Refused::Unknown(guid.to_string())),
+        Queued::NoCertificate => Err(Refused::Invalid(format!(
+            "device {guid} has a symmetric key, not a certificate: there is nothing to revoke; disable it to stop it registering, or retire it to delete its enrollment"
+        ))),
         Queued::Revoked(r) => Err(Refused::Revoked {
             guid: guid.to_string(),
             at: r.revoked_at,

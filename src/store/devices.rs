@@ -81,6 +81,9 @@ pub enum Queued {
     Revoked(DeviceRevocation),
     /// The device was retired: nothing more is done with it.
     Retired(DeviceRetirement),
+    /// A revoke of a symmetric-key device: it has no certificate to
+    /// revoke.
+    NoCertificate,
 }
 
 /// A label print job of a device.
@@ -176,7 +179,18 @@ impl Store {
                 .query_row(&format!("SELECT serial {CURRENT_CERT}"), [guid.as_str()], |r| r.get(0))
                 .optional()?;
             let board: Option<i64> = tx.query_row(&format!("SELECT {CURRENT_BOARD}"), [guid.as_str()], |r| r.get(0))?;
-            let known = if action == "retire" { board.is_some() } else { serial.is_some() };
+            // A symmetric-key device has no certificate: its key record
+            // on the provisioned board makes it a device.
+            let keyed: bool = tx.query_row(
+                "SELECT EXISTS (SELECT 1 FROM device_keys WHERE board_id = ?1)",
+                [board],
+                |r| r.get(0),
+            )?;
+            let known = match action {
+                "retire" => board.is_some(),
+                "revoke" if serial.is_none() && keyed => return Ok(Queued::NoCertificate),
+                _ => serial.is_some() || keyed,
+            };
             if !known {
                 return Ok(Queued::Unknown);
             }

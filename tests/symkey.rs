@@ -1,0 +1,266 @@
+//! Symmetric-key devices end to end (`[dps] attestation =
+//! "symmetric_key"`): 50 boards on two simulated lines while DPS is
+//! offline, then each enrolled exactly once with its own key derived from
+//! the master key; the key the board holds registers at the fake DPS's
+//! device endpoint: disabled, then assigned after activation; and no
+//! board's key is found in the database, the data folder or a trace log
+//! (the search is shown to find a planted key).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use common::device_client::{Sas, register_symmetric_key};
+use common::fake_dps::{FakeDps, ID_SCOPE, stored_keys};
+use common::*;
+use serde_json::json;
+use station::sim::{LineCycle, SimOptions};
+use station::store::Store;
+use station::symkey::MasterKey;
+
+const HUB: &str = "hub-a.azure-devices.net";
+
+fn symkey_section(fake: &FakeDps) -> String {
+    dps_section(fake, 6000)
+        + &format!(
+            "attestation = \"symmetric_key\"\nid_scope = \"{ID_SCOPE}\"\nactivation_hubs = [\"{HUB}\"]\n\n[symmetric_key]\nkey = \"file\"\n"
+        )
+}
+
+fn line_of(boards: u32) -> SimOptions {
+    SimOptions {
+        line: Some(LineCycle {
+            dwell: Duration::from_millis(20),
+            pause: Duration::from_millis(20),
+        }),
+        boards: Some(boards),
+        ..quick_board()
+    }
+}
+
+async fn wait_for(within: Duration, mut ok: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + within;
+    while !ok() {
+        assert!(tokio::time::Instant::now() < deadline, "not in {within:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_boards_offline_then_each_enrolled_once_with_its_own_key() {
+    let mut fake = FakeDps::start().await;
+    fake.stop();
+    let st = TestStation::start_with(
+        vec![line_of(25), line_of(25)],
+        300,
+        &symkey_section(&fake),
+        |cfg| {
+            MasterKey::create(cfg.symmetric_key.as_ref().unwrap()).unwrap();
+        },
+    )
+    .await;
+    let boards = st.wait_finished(50, Duration::from_secs(120)).await;
+    assert_eq!(boards.len(), 50);
+    for b in &boards {
+        assert_eq!(b["status"], "provisioned", "{b:#}");
+        assert!(b["certificate_serial"].is_null(), "no certificate: {b:#}");
+        assert_eq!(b["settings"]["attestation"], "symmetric_key");
+    }
+    assert_eq!(fake.with(|s| s.enrollments.len()), 0, "DPS was offline");
+
+    fake.restart().await;
+    wait_for(Duration::from_secs(60), || {
+        fake.with(|s| s.enrollments.len()) == 50
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // Each enrollment was written once, with the board's own key: the one
+    // the board holds, derived from the master key over its GUID.
+    let cfg = station::config::Config::load(&st.dir.path().join("station.toml")).unwrap();
+    let master = MasterKey::open(cfg.symmetric_key.as_ref().unwrap(), false).unwrap();
+    let mut primaries = BTreeSet::new();
+    let sims: Vec<_> = st.sims.iter().flat_map(|s| s.boards()).collect();
+    for b in &boards {
+        let guid = b["guid"].as_str().unwrap();
+        let (primary, secondary) = fake.with(|s| stored_keys(s, guid)).unwrap();
+        let writes = fake.with(|s| s.enrollments[&guid.to_ascii_lowercase()].writes);
+        assert_eq!(writes, 1, "{guid} written once");
+        assert_eq!(*master.derive(guid).unwrap().to_base64(), primary);
+        assert_eq!(
+            *master.derive_secondary(guid).unwrap().to_base64(),
+            secondary
+        );
+        let held = sims
+            .iter()
+            .find(|x| x.guid.as_str() == guid)
+            .and_then(|x| x.symmetric_key)
+            .unwrap();
+        assert_eq!(
+            B64.encode(held),
+            primary,
+            "the board holds its enrollment's key"
+        );
+        let body = fake.with(|s| s.enrollments[&guid.to_ascii_lowercase()].body.clone());
+        assert_eq!(body["provisioningStatus"], "disabled");
+        assert_eq!(body["attestation"]["type"], "symmetricKey");
+        primaries.insert(primary);
+    }
+    assert_eq!(primaries.len(), 50, "no two devices share a key");
+    let outbox = st.store().outbox_jobs(None, 1000).unwrap();
+    assert_eq!(outbox.len(), 50);
+    assert!(outbox.iter().all(|j| j.state == "enrolled"), "{outbox:#?}");
+
+    // A device registers with the key it holds: disabled until activated,
+    // then assigned to the hub; activation keeps its key in DPS.
+    let guid = boards[0]["guid"].as_str().unwrap().to_string();
+    let key = B64.encode(
+        sims.iter()
+            .find(|x| x.guid.as_str() == guid)
+            .and_then(|x| x.symmetric_key)
+            .unwrap(),
+    );
+    let (device, device_ca) = (fake.device_endpoint(), fake.device_server_ca());
+    let sas = Sas::default();
+    let register = || register_symmetric_key(device, &device_ca, ID_SCOPE, &guid, &key, &sas);
+    let before = register().await.unwrap();
+    assert_eq!(before["status"], "disabled", "{before:#}");
+    let r = st
+        .client
+        .post(format!("{}/api/v1/devices/{guid}/activate", st.base))
+        .json(&json!({ "hub": HUB }))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    wait_for(Duration::from_secs(20), || {
+        fake.with(|s| {
+            s.enrollments[&guid.to_ascii_lowercase()].body["provisioningStatus"] == "enabled"
+        })
+    })
+    .await;
+    let after = register().await.unwrap();
+    assert_eq!(after["status"], "assigned", "{after:#}");
+    assert_eq!(after["registrationState"]["assignedHub"], HUB);
+}
+
+/// Every way a key could be written down.
+fn spellings(key: &[u8; 32]) -> Vec<(String, Vec<u8>)> {
+    let std = B64.encode(key);
+    let url = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key);
+    vec![
+        ("raw".into(), key.to_vec()),
+        ("hex".into(), hex::encode(key).into_bytes()),
+        ("HEX".into(), hex::encode_upper(key).into_bytes()),
+        (
+            "base64".into(),
+            std.trim_end_matches('=').as_bytes().to_vec(),
+        ),
+        ("base64url".into(), url.into_bytes()),
+    ]
+}
+
+fn files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            files(&p, out);
+        } else {
+            out.push(p);
+        }
+    }
+}
+
+fn holders(paths: &[std::path::PathBuf], key: &[u8; 32]) -> Vec<(String, std::path::PathBuf)> {
+    let mut found = Vec::new();
+    for path in paths {
+        let bytes = std::fs::read(path).unwrap();
+        for (how, needle) in spellings(key) {
+            if bytes.windows(needle.len()).any(|w| w == needle.as_slice()) {
+                found.push((how, path.clone()));
+            }
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_device_key_is_stored_logged_or_written_to_a_file() {
+    let fake = FakeDps::start().await;
+    let sim = station::sim::PtySim::spawn(line_of(3)).unwrap();
+    let (dir, cfg) = prepare_with(
+        std::slice::from_ref(&sim.device),
+        500,
+        &symkey_section(&fake),
+    );
+    MasterKey::create(cfg.symmetric_key.as_ref().unwrap()).unwrap();
+    let config = dir.path().join("station.toml");
+    let log = dir.path().join("station.log");
+    let _station = Child(
+        Command::new(station_bin())
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "trace")
+            .stdout(std::fs::File::create(dir.path().join("stdout.log")).unwrap())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for(Duration::from_secs(60), || {
+        read(&log).matches("board provisioned").count() >= 3
+    })
+    .await;
+    wait_for(Duration::from_secs(30), || {
+        fake.with(|s| s.enrollments.len()) == 3
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let store = Store::open(&cfg.database_path()).unwrap();
+    let keys: Vec<[u8; 32]> = sim
+        .boards()
+        .iter()
+        .filter_map(|b| b.symmetric_key)
+        .collect();
+    assert_eq!(keys.len(), 3);
+    for b in sim.boards() {
+        assert_eq!(store.board(&b.guid).unwrap().unwrap().status, "provisioned");
+    }
+    drop(store);
+    let logged = read(&log);
+    assert!(
+        logged.contains("TRACE") && logged.contains("device key written"),
+        "the log is at trace level and covers the key step"
+    );
+    let mut all = Vec::new();
+    files(dir.path(), &mut all);
+    assert!(all.iter().any(|p| p.ends_with("station.db")));
+    assert!(all.iter().any(|p| p.ends_with("device-master.key")));
+    for key in &keys {
+        let found = holders(&all, key);
+        assert!(found.is_empty(), "a device key is in: {found:?}");
+    }
+    // The search finds a key planted in each spelling.
+    let probe = tempfile::tempdir().unwrap();
+    for (how, needle) in spellings(&keys[0]) {
+        let mut bytes = b"x".to_vec();
+        bytes.extend(&needle);
+        bytes.extend(b"y");
+        std::fs::write(probe.path().join(how), bytes).unwrap();
+    }
+    let mut probes = Vec::new();
+    files(probe.path(), &mut probes);
+    let found = holders(&probes, &keys[0]);
+    for (how, _) in spellings(&keys[0]) {
+        assert!(
+            found.iter().any(|(h, p)| *h == how && p.ends_with(&how)),
+            "{how} not found: {found:?}"
+        );
+    }
+}
