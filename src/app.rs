@@ -161,6 +161,17 @@ pub async fn start(cfg: &Config, demo_ca: bool) -> anyhow::Result<App> {
                 max_backoff: cfg.dps.max_backoff,
                 budget: shared_budget(cfg, plant.as_ref(), &conn.host),
                 device_keys: device_keys.clone(),
+                group: (cfg.dps.enrollment == crate::config::Enrollment::Group).then(|| {
+                    let id = cfg
+                        .dps
+                        .enrollment_group_id
+                        .clone()
+                        .unwrap_or_else(|| crate::config::group_id_for_line(&cfg.line));
+                    crate::dps::GroupEnrollment {
+                        body: enrollment.group_body(&id, &cfg.station_id),
+                        id,
+                    }
+                }),
             };
             tasks.push(tokio::spawn(uploader.run()));
         }
@@ -385,5 +396,10 @@ fn open_device_keys(cfg: &Config) -> anyhow::Result<Option<Arc<dyn crate::dps::D
     let key = crate::symkey::MasterKey::open(sk, false)
         .context("opening the master key of symmetric-key devices ([symmetric_key])")?;
     tracing::info!(master_key = %key.describe(), "symmetric-key devices: keys derived from the master key");
+    if cfg.dps.enrollment == crate::config::Enrollment::Group
+        && let Err(e) = key.group_keys()
+    {
+        anyhow::bail!("[dps] enrollment = \"group\": {e}");
+    }
     Ok(Some(Arc::new(key)))
 }

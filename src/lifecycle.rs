@@ -161,6 +161,10 @@ pub fn request(
     match store.queue_device_action(guid, &req.action, &params, reason, actor, now)? {
         Queued::Queued(id) => Ok(id),
         Queued::Unknown => Err(Refused::Unknown(guid.to_string())),
+        Queued::InGroup => Err(Refused::Invalid(format!(
+            "device {guid} is enrolled through the line's enrollment group ([dps] enrollment = \"group\") and has no enrollment of its own to {}: enable or disable the group in DPS, which acts on every device of the line",
+            req.action
+        ))),
         Queued::NoCertificate => Err(Refused::Invalid(format!(
             "device {guid} has a symmetric key, not a certificate: there is nothing to revoke; disable it to stop it registering, or retire it to delete its enrollment"
         ))),

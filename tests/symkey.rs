@@ -148,6 +148,21 @@ async fn fifty_boards_offline_then_each_enrolled_once_with_its_own_key() {
     let after = register().await.unwrap();
     assert_eq!(after["status"], "assigned", "{after:#}");
     assert_eq!(after["registrationState"]["assignedHub"], HUB);
+
+    // There is no certificate to revoke: the refusal says what to do.
+    let r = st
+        .client
+        .post(format!("{}/api/v1/devices/{guid}/revoke", st.base))
+        .json(&json!({ "reason": "stolen", "confirm": true }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let said = r.text().await.unwrap();
+    assert!(
+        said.contains("nothing to revoke") && said.contains("retire"),
+        "{said}"
+    );
 }
 
 /// Every way a key could be written down.
@@ -263,4 +278,103 @@ async fn no_device_key_is_stored_logged_or_written_to_a_file() {
             "{how} not found: {found:?}"
         );
     }
+}
+
+/// `[dps] enrollment = "group"`: one enrollment group for the line (made
+/// once, disabled, the master key as its group key) and no individual
+/// enrollments; each board's key is the one DPS derives from the group
+/// key, so the device registers through the group: disabled while the
+/// group is, assigned once the group is enabled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_enrollment_is_made_once_and_its_devices_register_through_it() {
+    use common::fake_dps::device_key_from_group;
+    use station::dps::{ConnectionString, DpsClient, HttpDps};
+    let fake = FakeDps::start().await;
+    let st = TestStation::start_with(
+        vec![line_of(2), line_of(2)],
+        300,
+        &(symkey_section(&fake).replace(
+            "attestation = \"symmetric_key\"\n",
+            "attestation = \"symmetric_key\"\nenrollment = \"group\"\niot_hubs = [\"hub-a.azure-devices.net\"]\nallocation_policy = \"static\"\n",
+        )),
+        |cfg| {
+            MasterKey::create(cfg.symmetric_key.as_ref().unwrap()).unwrap();
+        },
+    )
+    .await;
+    let boards = st.wait_finished(4, Duration::from_secs(60)).await;
+    assert!(
+        boards.iter().all(|b| b["status"] == "provisioned"),
+        "{boards:#?}"
+    );
+    wait_for(Duration::from_secs(20), || {
+        fake.with(|s| s.groups.len()) == 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let group = fake.with(|s| s.groups["line-test-line"].clone());
+    assert_eq!(group.writes, 1, "made once");
+    assert_eq!(group.body["provisioningStatus"], "disabled");
+    assert_eq!(
+        fake.with(|s| s.enrollments.len()),
+        0,
+        "no individual enrollments"
+    );
+    assert!(st.store().outbox_jobs(None, 100).unwrap().is_empty());
+    let cfg = station::config::Config::load(&st.dir.path().join("station.toml")).unwrap();
+    let master = MasterKey::open(cfg.symmetric_key.as_ref().unwrap(), false).unwrap();
+    let (primary, secondary) = master.group_keys().unwrap();
+    assert_eq!(
+        group.body["attestation"]["symmetricKey"]["primaryKey"],
+        *primary
+    );
+
+    // Each board holds the key DPS derives for it from the group key.
+    let sims: Vec<_> = st.sims.iter().flat_map(|s| s.boards()).collect();
+    let guid = boards[0]["guid"].as_str().unwrap().to_string();
+    let held = B64.encode(
+        sims.iter()
+            .find(|x| x.guid.as_str() == guid)
+            .and_then(|x| x.symmetric_key)
+            .unwrap(),
+    );
+    assert_eq!(held, device_key_from_group(&primary, &guid));
+    let (device, device_ca) = (fake.device_endpoint(), fake.device_server_ca());
+    let sas = Sas::default();
+    let register = || register_symmetric_key(device, &device_ca, ID_SCOPE, &guid, &held, &sas);
+    assert_eq!(register().await.unwrap()["status"], "disabled");
+
+    // Enabling the group (one switch for the whole line) lets it in.
+    let dps = HttpDps::new(
+        &fake.endpoint(),
+        ConnectionString::parse(&fake.connection_string()).unwrap(),
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    let mut read = dps
+        .get_enrollment_group("line-test-line")
+        .await
+        .unwrap()
+        .unwrap();
+    let etag = read["etag"].as_str().unwrap().to_string();
+    read["provisioningStatus"] = json!("enabled");
+    read["attestation"]["symmetricKey"] =
+        json!({"primaryKey": primary.as_str(), "secondaryKey": secondary.as_str()});
+    dps.put_enrollment_group("line-test-line", &read, Some(&etag))
+        .await
+        .unwrap();
+    let after = register().await.unwrap();
+    assert_eq!(after["status"], "assigned", "{after:#}");
+
+    // A device of the group has no enrollment of its own to activate.
+    let r = st
+        .client
+        .post(format!("{}/api/v1/devices/{guid}/activate", st.base))
+        .json(&json!({ "hub": HUB }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let said = r.text().await.unwrap();
+    assert!(said.contains("enrollment group"), "{said}");
 }

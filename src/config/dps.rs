@@ -26,6 +26,7 @@ pub(super) struct RawDps {
     enrollment: String,
     id_scope: Option<String>,
     global_endpoint: String,
+    enrollment_group_id: Option<String>,
 }
 
 impl Default for RawDps {
@@ -45,6 +46,7 @@ impl Default for RawDps {
             enrollment: "individual".into(),
             id_scope: None,
             global_endpoint: DEFAULT_GLOBAL_ENDPOINT.into(),
+            enrollment_group_id: None,
         }
     }
 }
@@ -75,6 +77,8 @@ pub struct DpsConfig {
     pub id_scope: Option<String>,
     /// The host a device registers with at first boot.
     pub global_endpoint: String,
+    /// `enrollment = "group"`: the group's id (`None`: made from the line).
+    pub enrollment_group_id: Option<String>,
 }
 
 /// How the station enrolls its devices in DPS (`[dps] enrollment`).
@@ -186,6 +190,23 @@ pub(super) fn dps_config(d: &RawDps, env: Option<String>) -> Result<DpsConfig, I
             ));
         }
     };
+    let enrollment_group_id = match &d.enrollment_group_id {
+        Some(_) if enrollment != Enrollment::Group => {
+            return Err((
+                "dps.enrollment_group_id",
+                "is for enrollment = \"group\"".into(),
+            ));
+        }
+        Some(id) if !is_registration_id(id) => {
+            return Err((
+                "dps.enrollment_group_id",
+                format!(
+                    "{id:?} is not an enrollment group id: 1 to 128 letters, digits and - . _ :, starting and ending with a letter or digit"
+                ),
+            ));
+        }
+        other => other.clone(),
+    };
     let desired_properties = match serde_json::to_value(&d.desired_properties) {
         Ok(serde_json::Value::Object(m)) => m,
         _ => return Err(("dps.desired_properties", "must be a table of values".into())),
@@ -205,7 +226,34 @@ pub(super) fn dps_config(d: &RawDps, env: Option<String>) -> Result<DpsConfig, I
         enrollment,
         id_scope,
         global_endpoint,
+        enrollment_group_id,
     })
+}
+
+/// DPS's rule for registration and enrollment group ids.
+pub fn is_registration_id(id: &str) -> bool {
+    let ok = |b: u8| b.is_ascii_alphanumeric();
+    (1..=128).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| ok(b) || matches!(b, b'-' | b'.' | b'_' | b':'))
+        && id.bytes().next().is_some_and(ok)
+        && id.bytes().last().is_some_and(ok)
+}
+
+/// The enrollment group id made from a line's name: lower case, each run
+/// of other characters a `-`.
+pub fn group_id_for_line(line: &str) -> String {
+    let mut id = String::from("line-");
+    for c in line.chars() {
+        if c.is_ascii_alphanumeric() {
+            id.push(c.to_ascii_lowercase());
+        } else if !id.ends_with('-') {
+            id.push('-');
+        }
+    }
+    let id = id.trim_end_matches('-');
+    id.chars().take(128).collect()
 }
 
 /// An ID scope as DPS shows it, like `0ne00A1B2C3`: letters and digits.

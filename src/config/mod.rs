@@ -30,7 +30,9 @@ mod symkey;
 mod view;
 
 pub use ca::{CaBackend, CaConfig, CaTpmConfig, DEFAULT_CA_TPM_HANDLE, Pkcs11Config};
-pub use dps::{DEFAULT_GLOBAL_ENDPOINT, DPS_ENV, DpsConfig, Enrollment};
+pub use dps::{
+    DEFAULT_GLOBAL_ENDPOINT, DPS_ENV, DpsConfig, Enrollment, group_id_for_line, is_registration_id,
+};
 pub use keygen::{Attestation, Keygen, TpmKeys};
 pub use label::{LabelConfig, PrinterBackend, PrinterConfig};
 pub use plant::{PLANT_ENV, PlantConfig, parse_url as parse_plant_url, shown as shown_plant_url};

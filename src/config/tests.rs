@@ -479,6 +479,16 @@ fn keygen_modes_and_tpm_keys() {
             "not \"individual\" or \"group\"",
         ),
         (
+            "enrollment_group_id = \"g1\"",
+            "dps.enrollment_group_id",
+            "is for enrollment = \"group\"",
+        ),
+        (
+            "attestation = \"symmetric_key\"\nenrollment = \"group\"\nenrollment_group_id = \"-bad id\"",
+            "dps.enrollment_group_id",
+            "not an enrollment group id",
+        ),
+        (
             "attestation = \"symmetric_key\"\ntpm_registration_id = \"dps\"",
             "dps.tpm_registration_id",
             "registration id is the GUID",
@@ -497,6 +507,12 @@ fn keygen_modes_and_tpm_keys() {
     );
     assert_eq!(c.dps.attestation, Attestation::SymmetricKey);
     assert_eq!(c.dps.enrollment, crate::config::Enrollment::Group);
+    assert_eq!(c.dps.enrollment_group_id, None);
+    assert_eq!(
+        crate::config::group_id_for_line("Line 3 / Hall B"),
+        "line-line-3-hall-b"
+    );
+    assert!(crate::config::is_registration_id("line-line-3-hall-b"));
     let tpm_slots = base().replace(
         S1,
         &format!("{S1}tcti = \"device:/dev/tpmrm0\"\n")

@@ -20,6 +20,37 @@ pub struct EnrollmentTemplate {
 }
 
 impl EnrollmentTemplate {
+    /// The line's enrollment group (`enrollment = "group"`): disabled,
+    /// symmetric keys put in when it is sent, tagged with the station and
+    /// line like each device's enrollment.
+    pub fn group_body(&self, id: &str, station: &str) -> Value {
+        let mut body = json!({
+            "enrollmentGroupId": id,
+            "provisioningStatus": "disabled",
+            "attestation": {
+                "type": "symmetricKey",
+                "symmetricKey": {
+                    "primaryKey": super::KEY_PLACEHOLDER,
+                    "secondaryKey": super::KEY_PLACEHOLDER,
+                }
+            },
+            "initialTwin": {
+                "tags": { "station": station, "line": self.line },
+                "properties": { "desired": self.desired_properties }
+            },
+            "capabilities": { "iotEdge": false }
+        });
+        if let Some(p) = &self.allocation_policy {
+            body["allocationPolicy"] = json!(p);
+        }
+        if !self.iot_hubs.is_empty() {
+            body["iotHubs"] = json!(self.iot_hubs);
+        }
+        body
+    }
+}
+
+impl EnrollmentTemplate {
     pub fn from_config(cfg: &Config) -> EnrollmentTemplate {
         EnrollmentTemplate {
             line: cfg.line.clone(),

@@ -15,6 +15,9 @@ pub trait DeviceKeys: Send + Sync {
     fn derive_secondary(&self, registration_id: &str) -> Result<Zeroizing<[u8; 32]>, String>;
     /// A non-secret name of the master key, recorded with each device.
     fn key_id(&self) -> String;
+    /// The keys of an enrollment group whose devices' keys these are
+    /// (base64): the master key itself, which only a key file can give.
+    fn group_keys(&self) -> Result<(Zeroizing<String>, Zeroizing<String>), String>;
 }
 
 /// What a queued symmetric-key enrollment carries instead of its keys,
@@ -64,5 +67,14 @@ impl DeviceKeys for FixedKeys {
     }
     fn key_id(&self) -> String {
         hex::encode(&hmac(&self.0, b"station master key id")[..8])
+    }
+    fn group_keys(&self) -> Result<(Zeroizing<String>, Zeroizing<String>), String> {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let second = hmac(&self.0, b"secondary master key");
+        Ok((
+            Zeroizing::new(b64.encode(self.0.as_slice())),
+            Zeroizing::new(b64.encode(second.as_slice())),
+        ))
     }
 }

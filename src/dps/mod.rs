@@ -19,7 +19,7 @@ pub use enrollment::{EnrollmentTemplate, tpm_registration_id};
 pub use keys::{DeviceKeys, FixedKeys, KEY_PLACEHOLDER, fill_keys};
 pub use sas::{ConnectionString, sas_token, url_encode};
 pub use uploader::pacer::{MODE_FALLBACK, MODE_LOCAL, MODE_SHARED};
-pub use uploader::{OutboxStatus, Pacer, SharedBudget, SharedStatus, Uploader};
+pub use uploader::{GroupEnrollment, OutboxStatus, Pacer, SharedBudget, SharedStatus, Uploader};
 
 /// The service API version used on every call.
 pub const API_VERSION: &str = "2021-10-01";

@@ -16,8 +16,10 @@ use super::{BULK_LIMIT, DpsClient, DpsError};
 use crate::store::{Job, Store, blocking, ts};
 
 mod actions;
+mod group;
 pub mod pacer;
 
+pub use group::GroupEnrollment;
 pub use pacer::{Pacer, SharedBudget};
 
 /// What the uploader is doing, for the API and metrics.
@@ -79,6 +81,8 @@ pub struct Uploader {
     /// Symmetric-key attestation: derives the keys put into each
     /// enrollment just before it is sent.
     pub device_keys: Option<Arc<dyn super::DeviceKeys>>,
+    /// `[dps] enrollment = "group"`: the line's group, made first.
+    pub group: Option<GroupEnrollment>,
 }
 
 /// What a failed call means for the work it carried.
@@ -105,7 +109,17 @@ impl Uploader {
         let pacer =
             Pacer::new(self.ops_per_minute, self.budget.clone()).reporting_to(self.status.clone());
         let mut failures: u32 = 0;
+        let mut group_ready = self.group.is_none();
         loop {
+            if !group_ready && let Some(group) = &self.group {
+                match self.ensure_group(&pacer, group).await {
+                    Next::Continue => group_ready = true,
+                    other => {
+                        failures = self.after(&pacer, other, failures).await;
+                        continue;
+                    }
+                }
+            }
             let store = self.store.clone();
             let jobs = match blocking(move || store.due_jobs(BULK_LIMIT as u32)).await {
                 Ok(j) => j,
@@ -134,21 +148,27 @@ impl Uploader {
             } else {
                 self.send(&pacer, &jobs).await
             };
-            match next {
-                Next::Continue => failures = 0,
-                Next::Wait(retry_after) => {
-                    failures = failures.saturating_add(1);
-                    let wait = retry_after.unwrap_or_else(|| backoff(failures, self.max_backoff));
-                    tracing::debug!(wait_ms = wait.as_millis() as u64, "DPS upload waits");
-                    pacer.hold(wait);
-                }
-                Next::Pause(reason) => {
-                    tracing::error!("DPS uploads stopped until a supervisor retries: {reason}");
-                    self.set(|s| s.paused = Some(reason));
-                    self.wait_for_retry().await;
-                    self.set(|s| s.paused = None);
-                    failures = 0;
-                }
+            failures = self.after(&pacer, next, failures).await;
+        }
+    }
+
+    /// Waits as a batch's outcome says; the failures in a row after it.
+    async fn after(&self, pacer: &Pacer, next: Next, failures: u32) -> u32 {
+        match next {
+            Next::Continue => 0,
+            Next::Wait(retry_after) => {
+                let failures = failures.saturating_add(1);
+                let wait = retry_after.unwrap_or_else(|| backoff(failures, self.max_backoff));
+                tracing::debug!(wait_ms = wait.as_millis() as u64, "DPS upload waits");
+                pacer.hold(wait);
+                failures
+            }
+            Next::Pause(reason) => {
+                tracing::error!("DPS uploads stopped until a supervisor retries: {reason}");
+                self.set(|s| s.paused = Some(reason));
+                self.wait_for_retry().await;
+                self.set(|s| s.paused = None);
+                0
             }
         }
     }

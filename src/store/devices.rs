@@ -84,6 +84,9 @@ pub enum Queued {
     /// A revoke of a symmetric-key device: it has no certificate to
     /// revoke.
     NoCertificate,
+    /// A device of the line's enrollment group (`enrollment = "group"`)
+    /// has no enrollment of its own to activate, disable or enable.
+    InGroup,
 }
 
 /// A label print job of a device.
@@ -186,8 +189,16 @@ impl Store {
                 [board],
                 |r| r.get(0),
             )?;
+            let own_enrollment: bool = tx.query_row(
+                "SELECT EXISTS (SELECT 1 FROM outbox WHERE guid = ?1)",
+                [guid.as_str()],
+                |r| r.get(0),
+            )?;
             let known = match action {
                 "retire" => board.is_some(),
+                _ if keyed && serial.is_none() && !own_enrollment && action != "revoke" => {
+                    return Ok(Queued::InGroup);
+                }
                 "revoke" if serial.is_none() && keyed => return Ok(Queued::NoCertificate),
                 _ => serial.is_some() || keyed,
             };

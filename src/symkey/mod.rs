@@ -287,4 +287,7 @@ impl crate::dps::DeviceKeys for MasterKey {
     fn key_id(&self) -> String {
         self.id().unwrap_or_else(|e| format!("(unknown: {e})"))
     }
+    fn group_keys(&self) -> Result<(Zeroizing<String>, Zeroizing<String>), String> {
+        MasterKey::group_keys(self).map_err(|e| e.to_string())
+    }
 }
