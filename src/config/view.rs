@@ -71,6 +71,7 @@ impl Config {
                     Enrollment::Individual => "individual",
                     Enrollment::Group => "group",
                 },
+                "enrollment_group_id": self.dps.enrollment_group_id,
                 "id_scope": self.dps.id_scope,
                 "global_endpoint": self.dps.global_endpoint,
             },
