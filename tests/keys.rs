@@ -11,37 +11,9 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use base64::Engine;
+use common::secrets::{files, holders};
 use common::*;
 use station::store::Store;
-
-/// Every way the key could be written down: raw, hex (either case),
-/// base64 (standard and URL-safe) and PKCS#8-free DER.
-fn spellings(key: &[u8; 32]) -> Vec<(String, Vec<u8>)> {
-    let std = base64::engine::general_purpose::STANDARD.encode(key);
-    let url = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key);
-    vec![
-        ("raw".into(), key.to_vec()),
-        ("hex".into(), hex::encode(key).into_bytes()),
-        ("HEX".into(), hex::encode_upper(key).into_bytes()),
-        (
-            "base64".into(),
-            std.trim_end_matches('=').as_bytes().to_vec(),
-        ),
-        ("base64url".into(), url.into_bytes()),
-    ]
-}
-
-fn files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            files(&p, out);
-        } else {
-            out.push(p);
-        }
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_station_made_key_reaches_the_board_and_nothing_else() {
@@ -110,39 +82,5 @@ async fn a_station_made_key_reaches_the_board_and_nothing_else() {
     );
     let found = holders(&all, &key);
     assert!(found.is_empty(), "the key is in: {found:?}");
-    // The test can find what it looks for: a folder with the key written
-    // in each spelling is found by the same search, in every spelling.
-    let probe = tempfile::tempdir().unwrap();
-    for (how, needle) in spellings(&key) {
-        let mut bytes = b"x".to_vec();
-        bytes.extend(&needle);
-        bytes.extend(b"y");
-        std::fs::write(probe.path().join(how), bytes).unwrap();
-    }
-    let mut probes = Vec::new();
-    files(probe.path(), &mut probes);
-    // Each file is found by its own spelling. (Two spellings can be the
-    // same text: base64 without '+' or '/' is also base64url, a quarter
-    // of random keys; so count the files found, not the matches.)
-    let found = holders(&probes, &key);
-    for (how, _) in spellings(&key) {
-        assert!(
-            found.iter().any(|(h, p)| *h == how && p.ends_with(&how)),
-            "{how} not found: {found:?}"
-        );
-    }
-}
-
-/// Which files hold the key, and in which spelling.
-fn holders(paths: &[std::path::PathBuf], key: &[u8; 32]) -> Vec<(String, std::path::PathBuf)> {
-    let mut found = Vec::new();
-    for path in paths {
-        let bytes = std::fs::read(path).unwrap();
-        for (how, needle) in spellings(key) {
-            if bytes.windows(needle.len()).any(|w| w == needle.as_slice()) {
-                found.push((how, path.clone()));
-            }
-        }
-    }
-    found
+    common::secrets::assert_search_finds_a_planted(&key);
 }

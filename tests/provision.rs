@@ -73,7 +73,7 @@ async fn eight_boards_at_once() {
             names,
             [
                 "hello", "identify", "review", "keygen", "issue", "store", "readback", "prove",
-                "finish"
+                "settings", "finish"
             ]
         );
         for s in steps {

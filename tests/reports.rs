@@ -626,7 +626,7 @@ fn the_command_line_reports_and_exports_ranges_and_shifts() {
     assert_eq!(lines[0]["station"], "st-1", "the station on the record");
     assert_eq!(lines[0]["lot"], LOT_A);
     assert_eq!(lines[0]["certificate_serial"], "5e00");
-    assert_eq!(lines[0]["steps"].as_array().unwrap().len(), 9);
+    assert_eq!(lines[0]["steps"].as_array().unwrap().len(), 10);
     assert_eq!(
         lines[1]["steps"].as_array().unwrap().last().unwrap()["outcome"],
         "failed"

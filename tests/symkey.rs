@@ -18,6 +18,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use common::device_client::{Sas, register_symmetric_key};
 use common::fake_dps::{FakeDps, ID_SCOPE, stored_keys};
+use common::secrets::{files, holders};
 use common::*;
 use serde_json::json;
 use station::sim::{LineCycle, SimOptions};
@@ -165,46 +166,6 @@ async fn fifty_boards_offline_then_each_enrolled_once_with_its_own_key() {
     );
 }
 
-/// Every way a key could be written down.
-fn spellings(key: &[u8; 32]) -> Vec<(String, Vec<u8>)> {
-    let std = B64.encode(key);
-    let url = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key);
-    vec![
-        ("raw".into(), key.to_vec()),
-        ("hex".into(), hex::encode(key).into_bytes()),
-        ("HEX".into(), hex::encode_upper(key).into_bytes()),
-        (
-            "base64".into(),
-            std.trim_end_matches('=').as_bytes().to_vec(),
-        ),
-        ("base64url".into(), url.into_bytes()),
-    ]
-}
-
-fn files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            files(&p, out);
-        } else {
-            out.push(p);
-        }
-    }
-}
-
-fn holders(paths: &[std::path::PathBuf], key: &[u8; 32]) -> Vec<(String, std::path::PathBuf)> {
-    let mut found = Vec::new();
-    for path in paths {
-        let bytes = std::fs::read(path).unwrap();
-        for (how, needle) in spellings(key) {
-            if bytes.windows(needle.len()).any(|w| w == needle.as_slice()) {
-                found.push((how, path.clone()));
-            }
-        }
-    }
-    found
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_device_key_is_stored_logged_or_written_to_a_file() {
     let fake = FakeDps::start().await;
@@ -261,23 +222,7 @@ async fn no_device_key_is_stored_logged_or_written_to_a_file() {
         let found = holders(&all, key);
         assert!(found.is_empty(), "a device key is in: {found:?}");
     }
-    // The search finds a key planted in each spelling.
-    let probe = tempfile::tempdir().unwrap();
-    for (how, needle) in spellings(&keys[0]) {
-        let mut bytes = b"x".to_vec();
-        bytes.extend(&needle);
-        bytes.extend(b"y");
-        std::fs::write(probe.path().join(how), bytes).unwrap();
-    }
-    let mut probes = Vec::new();
-    files(probe.path(), &mut probes);
-    let found = holders(&probes, &keys[0]);
-    for (how, _) in spellings(&keys[0]) {
-        assert!(
-            found.iter().any(|(h, p)| *h == how && p.ends_with(&how)),
-            "{how} not found: {found:?}"
-        );
-    }
+    common::secrets::assert_search_finds_a_planted(&keys[0]);
 }
 
 /// `[dps] enrollment = "group"`: one enrollment group for the line (made

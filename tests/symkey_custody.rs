@@ -19,7 +19,6 @@ mod common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -35,60 +34,13 @@ use hmac::Mac;
 use station::config::Config;
 use station::symkey::MasterKey;
 
-const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+use common::softhsm::MODULE;
 const TOKEN: &str = "station";
 const PIN: &str = "5678";
 const KEY_LABEL: &str = "device-master";
-/// Set in the child: the test body runs there.
-const CHILD: &str = "STATION_TEST_IN_SOFTHSM";
 
-/// Runs the test `name` again in a child of this test binary, with a
-/// fresh SoftHSM token; true if this process is that child.
 fn in_softhsm(name: &str) -> bool {
-    if std::env::var_os(CHILD).is_some() {
-        return true;
-    }
-    assert!(
-        Path::new(MODULE).exists(),
-        "SoftHSM is not installed ({MODULE}): apt-get install softhsm2 (scripts/test.sh does)"
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let tokens = dir.path().join("tokens");
-    std::fs::create_dir(&tokens).unwrap();
-    let conf = dir.path().join("softhsm2.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-            tokens.display()
-        ),
-    )
-    .unwrap();
-    let out = Command::new("softhsm2-util")
-        .args([
-            "--init-token",
-            "--free",
-            "--label",
-            TOKEN,
-            "--so-pin",
-            "1234",
-            "--pin",
-            PIN,
-        ])
-        .env("SOFTHSM2_CONF", &conf)
-        .output()
-        .expect("softhsm2-util is installed (apt-get install softhsm2)");
-    assert!(out.status.success(), "{}", text(&out));
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args([name, "--exact", "--nocapture", "--test-threads=1"])
-        .env("SOFTHSM2_CONF", &conf)
-        .env(CHILD, "1")
-        .output()
-        .unwrap();
-    let said = text(&out);
-    assert!(out.status.success(), "the test in SoftHSM failed:\n{said}");
-    assert!(said.contains("1 passed"), "the test did not run:\n{said}");
-    false
+    common::softhsm::in_softhsm(name, TOKEN, PIN)
 }
 
 fn write_config(dir: &Path, name: &str, section: &str) -> PathBuf {
@@ -433,5 +385,72 @@ fn the_master_key_file_is_encrypted_private_and_derives_as_dps_does() {
             reg.as_bytes(),
         ));
         assert_eq!(k2.to_base64().as_str(), dps2);
+    }
+}
+
+/// A running station whose master key is in the token: two boards get
+/// keys the token derived, their enrollments carry them, and a device
+/// registers with the key it holds. (The key itself never leaves the
+/// token: the test above.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_station_with_its_master_key_in_a_token_provisions_symmetric_key_devices() {
+    if !in_softhsm("a_station_with_its_master_key_in_a_token_provisions_symmetric_key_devices") {
+        return;
+    }
+    use common::device_client::{Sas, register_symmetric_key};
+    use common::fake_dps::{FakeDps, ID_SCOPE, stored_keys};
+    let fake = FakeDps::start().await;
+    let section = common::dps_section(&fake, 6000)
+        + &format!("attestation = \"symmetric_key\"\nid_scope = \"{ID_SCOPE}\"\n")
+        + &pkcs11_section(TOKEN, true);
+    let st = common::TestStation::start_with(
+        vec![common::quick_board(), common::quick_board()],
+        300,
+        &section,
+        |cfg| {
+            let sk = cfg.symmetric_key.as_ref().unwrap();
+            let pin = sk.pin_path().unwrap();
+            std::fs::write(&pin, PIN).unwrap();
+            std::fs::set_permissions(&pin, std::fs::Permissions::from_mode(0o600)).unwrap();
+            MasterKey::create(sk).unwrap();
+        },
+    )
+    .await;
+    let boards = st
+        .wait_finished(2, std::time::Duration::from_secs(60))
+        .await;
+    let cfg = Config::load(&st.dir.path().join("station.toml")).unwrap();
+    let master = MasterKey::open(cfg.symmetric_key.as_ref().unwrap(), false).unwrap();
+    for _ in 0..100 {
+        if fake.with(|s| s.enrollments.len()) == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    for b in &boards {
+        assert_eq!(b["status"], "provisioned", "{b:#}");
+        let guid = b["guid"].as_str().unwrap();
+        let derived = master.derive(guid).unwrap().to_base64();
+        let (primary, _) = fake.with(|s| stored_keys(s, guid)).expect("enrolled");
+        assert_eq!(primary, *derived, "the enrollment has the token's key");
+        let held = st
+            .sims
+            .iter()
+            .flat_map(|s| s.boards())
+            .find(|x| x.guid.as_str() == guid)
+            .and_then(|x| x.symmetric_key)
+            .unwrap();
+        assert_eq!(B64.encode(held), *derived, "the board holds it");
+        let said = register_symmetric_key(
+            fake.device_endpoint(),
+            &fake.device_server_ca(),
+            ID_SCOPE,
+            guid,
+            &derived,
+            &Sas::default(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(said["status"], "disabled", "{said:#}");
     }
 }

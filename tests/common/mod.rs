@@ -9,6 +9,8 @@ pub mod device_client;
 pub mod fake_dps;
 pub mod fake_zebra;
 pub mod root;
+pub mod secrets;
+pub mod softhsm;
 pub mod swtpm;
 
 use std::path::{Path, PathBuf};
