@@ -112,6 +112,12 @@ async fn fifty_boards_offline_then_each_enrolled_once_with_its_own_key() {
         assert_eq!(body["provisioningStatus"], "disabled");
         assert_eq!(body["attestation"]["type"], "symmetricKey");
         primaries.insert(primary);
+        let audit = st.store().audit_about(guid).unwrap();
+        assert!(
+            audit.iter().any(|a| a.action == "device_key_given"
+                && a.detail["master_key_id"] == master.id().unwrap()),
+            "the key given is audited, with its master key: {audit:#?}"
+        );
     }
     assert_eq!(primaries.len(), 50, "no two devices share a key");
     let outbox = st.store().outbox_jobs(None, 1000).unwrap();
@@ -322,4 +328,32 @@ async fn a_group_enrollment_is_made_once_and_its_devices_register_through_it() {
     assert_eq!(r.status(), 400);
     let said = r.text().await.unwrap();
     assert!(said.contains("enrollment group"), "{said}");
+}
+
+/// A board whose firmware does not announce `caps=symkey` is not sent a
+/// key: it fails with what to do, and no key is recorded for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_board_that_cannot_take_a_key_fails_before_any_key_is_made() {
+    let fake = FakeDps::start().await;
+    let st = TestStation::start_with(
+        vec![with_fault("old_firmware")],
+        300,
+        &symkey_section(&fake),
+        |cfg| {
+            MasterKey::create(cfg.symmetric_key.as_ref().unwrap()).unwrap();
+        },
+    )
+    .await;
+    let boards = st.wait_finished(1, Duration::from_secs(30)).await;
+    assert_eq!(boards[0]["status"], "failed", "{:#}", boards[0]);
+    assert_eq!(boards[0]["error_code"], "symkey_unsupported");
+    assert!(boards[0]["error"].as_str().unwrap().contains("caps=symkey"));
+    let requests = st.sims[0].seen.lock().unwrap().requests.clone();
+    assert!(!requests.iter().any(|r| r.1 == "KEYSET"), "{requests:?}");
+    let guid = boards[0]["guid"].as_str().unwrap();
+    let audit = st.store().audit_about(guid).unwrap();
+    assert!(
+        !audit.iter().any(|a| a.action == "device_key_given"),
+        "{audit:#?}"
+    );
 }

@@ -110,8 +110,8 @@ impl EnrollmentTemplate {
                 json!({
                     "type": "symmetricKey",
                     "symmetricKey": {
-                        "primaryKey": super::KEY_PLACEHOLDER,
-                        "secondaryKey": super::KEY_PLACEHOLDER,
+                        "primaryKey": super::keys::placeholder(f.master_key_id.as_deref()),
+                        "secondaryKey": super::keys::placeholder(f.master_key_id.as_deref()),
                     }
                 }),
             ),
@@ -195,6 +195,7 @@ mod tests {
                 .into(),
             provisioned_at: "2026-11-22T10:00:00.000Z".into(),
             tpm_ek: Some(b"\x00\x03abc".to_vec()),
+            master_key_id: None,
         };
         let b = t.body(&f);
         assert_eq!(b["registrationId"], f.guid);
@@ -247,6 +248,7 @@ mod tests {
             certificate_pem: String::new(),
             provisioned_at: "2026-11-22T10:00:00.000Z".into(),
             tpm_ek: Some(b"\x00\x03abc".to_vec()),
+            master_key_id: None,
         };
         let b = t.body(&f);
         assert_eq!(b["attestation"]["type"], "tpm");

@@ -397,11 +397,12 @@ impl Uploader {
                 Next::Continue
             }
             Some(Held::Newer) | Some(Held::Unknown) => {
-                self.park(
-                    &[job.id],
-                    "DPS holds another certificate or endorsement key for this device, newer than this job's or of unknown age: the job is outdated or the device was enrolled elsewhere; check the device's history before retrying",
-                )
-                .await;
+                let why = if body["attestation"]["type"] == "symmetricKey" {
+                    "DPS holds other symmetric keys for this device than the station derives for it: the device was enrolled elsewhere, or with another master key; check the device's history before retrying"
+                } else {
+                    "DPS holds another certificate or endorsement key for this device, newer than this job's or of unknown age: the job is outdated or the device was enrolled elsewhere; check the device's history before retrying"
+                };
+                self.park(&[job.id], why).await;
                 Next::Continue
             }
             None | Some(Held::Older) => {

@@ -199,9 +199,14 @@ impl Store {
                  ON CONFLICT (board_id) DO UPDATE SET master_key_id = excluded.master_key_id",
                 params![board.0, guid, key_id, ts(now)],
             )?;
-            // A supervisor's permission to provision the GUID again is
-            // used up by the key it allowed, as by a certificate.
-            tx.execute("DELETE FROM overrides WHERE guid = ?1", [guid])?;
+            super::audit::append(
+                &tx,
+                "station",
+                "device_key_given",
+                Some(guid),
+                &serde_json::json!({ "board_id": board.0, "master_key_id": key_id }),
+                now,
+            )?;
             tx.commit()
         })
     }

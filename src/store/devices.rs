@@ -205,13 +205,29 @@ impl Store {
             if !known {
                 return Ok(Queued::Unknown);
             }
+            // A device of the line's enrollment group has no enrollment of
+            // its own: its retirement is recorded and refused at the line,
+            // and nothing is asked of DPS (a DELETE there could remove the
+            // disabled individual enrollment that blocks it).
+            let in_group = action == "retire" && keyed && serial.is_none() && !own_enrollment;
+            let (state, note) = if in_group {
+                (
+                    "done",
+                    Some("a device of the line's enrollment group: nothing to delete in DPS; to stop it registering, give it a disabled individual enrollment in DPS or rotate the group key"),
+                )
+            } else {
+                ("pending", None)
+            };
             tx.execute(
-                "INSERT INTO device_actions (guid, action, params, reason, actor, state, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?6)",
-                params![guid.as_str(), action, params.to_string(), reason, actor, ts(now)],
+                "INSERT INTO device_actions (guid, action, params, reason, actor, state, last_error, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)",
+                params![guid.as_str(), action, params.to_string(), reason, actor, state, note, ts(now)],
             )?;
             let id = tx.last_insert_rowid();
             let mut detail = serde_json::json!({ "action_id": id, "reason": reason });
+            if in_group {
+                detail["dps"] = note.into();
+            }
             if action == "activate" {
                 detail["params"] = params.clone();
             }
@@ -502,12 +518,18 @@ fn revoke_issued(
     Ok(serials)
 }
 
+/// Records the enrollment as DPS last returned it, without any symmetric
+/// key it may carry: the station keeps no device key.
 fn upsert_dps(
     c: &rusqlite::Connection,
     guid: &str,
     enrollment: &serde_json::Value,
     now: OffsetDateTime,
 ) -> rusqlite::Result<usize> {
+    let mut enrollment = enrollment.clone();
+    if let Some(keys) = enrollment["attestation"]["symmetricKey"].as_object_mut() {
+        keys.clear();
+    }
     c.execute(
         "INSERT INTO device_dps (guid, provisioning_status, etag, enrollment, seen_at) VALUES (?1, ?2, ?3, ?4, ?5)
          ON CONFLICT (guid) DO UPDATE SET provisioning_status = excluded.provisioning_status, etag = excluded.etag,

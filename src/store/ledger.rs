@@ -40,6 +40,9 @@ pub struct EnrollmentFacts {
     pub provisioned_at: String,
     /// The TPM's endorsement key (TPM2B_PUBLIC), for TPM slots.
     pub tpm_ek: Option<Vec<u8>>,
+    /// A symmetric-key device: the id of the master key its key was
+    /// derived under.
+    pub master_key_id: Option<String>,
 }
 
 /// A ledger entry.
@@ -251,9 +254,19 @@ impl Store {
                 "UPDATE certificates SET state = 'installed' WHERE serial = ?1 AND board_id = ?2",
                 params![serial.map(|s| &s.0), board.0],
             )?;
+            if serial.is_none() {
+                // A symmetric-key device: a supervisor's permission to
+                // provision the GUID again is used up by the board it let
+                // through, as by a certificate.
+                tx.execute(
+                    "DELETE FROM overrides WHERE guid = (SELECT guid FROM boards WHERE id = ?1)",
+                    [board.0],
+                )?;
+            }
             if let Some(build) = enroll {
                 let facts = tx.query_row(
-                    "SELECT b.guid, b.hw_revision, b.fw_version, b.mac, b.station, b.slot, b.operator, c.pem, b.work_order, b.tpm_ek
+                    "SELECT b.guid, b.hw_revision, b.fw_version, b.mac, b.station, b.slot, b.operator, c.pem, b.work_order, b.tpm_ek,
+                        (SELECT k.master_key_id FROM device_keys k WHERE k.board_id = b.id)
                      FROM boards b LEFT JOIN certificates c ON c.board_id = b.id AND c.serial = ?2 WHERE b.id = ?1",
                     params![board.0, serial.map(|s| &s.0)],
                     |r| {
@@ -271,6 +284,7 @@ impl Store {
                             tpm_ek: r
                                 .get::<_, Option<String>>(9)?
                                 .and_then(|e| hex::decode(e).ok()),
+                            master_key_id: r.get(10)?,
                         })
                     },
                 )?;

@@ -284,8 +284,8 @@ impl crate::dps::DeviceKeys for MasterKey {
         let k = MasterKey::derive_secondary(self, registration_id).map_err(|e| e.to_string())?;
         Ok(Zeroizing::new(*k.as_bytes()))
     }
-    fn key_id(&self) -> String {
-        self.id().unwrap_or_else(|e| format!("(unknown: {e})"))
+    fn key_id(&self) -> Result<String, String> {
+        self.id().map_err(|e| e.to_string())
     }
     fn group_keys(&self) -> Result<(Zeroizing<String>, Zeroizing<String>), String> {
         MasterKey::group_keys(self).map_err(|e| e.to_string())

@@ -410,6 +410,12 @@ impl SlotDriver {
                     .await
                     .map_err(|e| store_failure(&e))?;
                 Ok(Output::Reviewed(match review {
+                    Review::Resume(_) if self.device_keys.is_some() => {
+                        return Err(Failure::new(
+                            "attestation_changed",
+                            "this board's interrupted attempt holds a certificate, but the station now gives symmetric keys ([dps] attestation = \"symmetric_key\"): a supervisor decides; take the board out and provision it again with an override (`station board override`)",
+                        ));
+                    }
                     Review::Resume(mut cert) => {
                         cert.chain.extend(self.ca.chain_der());
                         tracing::info!(serial = %cert.serial, "resuming with the certificate already in the ledger");

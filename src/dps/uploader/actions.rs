@@ -86,12 +86,13 @@ impl Uploader {
             };
             // A GET leaves out symmetric keys, and a PUT without them
             // would have DPS make new ones: the device's key would stop
-            // working. Write back the keys DPS holds.
+            // working. Write back the keys DPS holds, once they are found
+            // to be the ones the station gave the device.
             if body["attestation"]["type"] == "symmetricKey" {
-                pacer.slot().await;
-                match self.client.attestation_mechanism(&reg_id).await {
-                    Ok(held) => body["attestation"] = held,
-                    Err(e) => return self.action_failed(action, e).await,
+                match self.symmetric_keys_held(pacer, action, &reg_id).await {
+                    Ok(Some(held)) => body["attestation"] = held,
+                    Ok(None) => return Next::Continue,
+                    Err(next) => return next,
                 }
             }
             pacer.slot().await;
@@ -99,12 +100,8 @@ impl Uploader {
                 Ok(stored) => {
                     self.count("ok");
                     tracing::info!(guid = %action.guid, action = %action.action, "device action applied in DPS");
-                    let mut seen = if stored.is_object() { stored } else { body };
-                    // The station keeps no device key, not even as DPS
-                    // echoed it.
-                    if let Some(k) = seen["attestation"]["symmetricKey"].as_object_mut() {
-                        k.clear();
-                    }
+                    // The store keeps no device key DPS may echo here.
+                    let seen = if stored.is_object() { stored } else { body };
                     self.action_done(action, &seen).await;
                     return Next::Continue;
                 }
@@ -156,6 +153,13 @@ impl Uploader {
                 .await;
                 return Next::Continue;
             }
+            if current["attestation"]["type"] == "symmetricKey" {
+                match self.symmetric_keys_held(pacer, action, reg_id).await {
+                    Ok(Some(_)) => {}
+                    Ok(None) => return Next::Continue,
+                    Err(next) => return next,
+                }
+            }
             let Some(etag) = current["etag"].as_str().map(str::to_string) else {
                 self.park_action(action, "DPS returned the enrollment without an etag: the station deletes only with If-Match, so nothing was deleted").await;
                 return Next::Continue;
@@ -182,6 +186,47 @@ impl Uploader {
         )
         .await;
         Next::Continue
+    }
+
+    /// The attestation DPS holds for a symmetric-key enrollment (read with
+    /// `/attestationmechanism`, as a GET leaves the keys out), if its
+    /// primary key is the one the station derives for the device. Parks
+    /// the action (`Ok(None)`) when it is not, or when the station cannot
+    /// derive it: the enrollment was made elsewhere, or with another
+    /// master key, and is not the station's to change.
+    async fn symmetric_keys_held(
+        &self,
+        pacer: &Pacer,
+        action: &DeviceAction,
+        reg_id: &str,
+    ) -> Result<Option<Value>, Next> {
+        pacer.slot().await;
+        let held = match self.client.attestation_mechanism(reg_id).await {
+            Ok(held) => held,
+            Err(e) => return Err(self.action_failed(action, e).await),
+        };
+        self.count("ok");
+        let ours = self
+            .device_keys
+            .as_ref()
+            .ok_or_else(|| {
+                "the station has no master key ([symmetric_key]) to check the device's keys"
+                    .to_string()
+            })
+            .and_then(|k| k.derive(reg_id))
+            .map(|k| {
+                use base64::Engine;
+                zeroize::Zeroizing::new(
+                    base64::engine::general_purpose::STANDARD.encode(k.as_slice()),
+                )
+            });
+        let reason = match (&ours, held["symmetricKey"]["primaryKey"].as_str()) {
+            (Ok(ours), Some(theirs)) if ours.as_str() == theirs => return Ok(Some(held)),
+            (Err(e), _) => format!("{e}: nothing was changed"),
+            _ => "DPS holds other symmetric keys for this device than the station gave it (made elsewhere, or with another master key): nothing was changed; check the device's history".to_string(),
+        };
+        self.park_action(action, &reason).await;
+        Ok(None)
     }
 
     async fn action_gone(&self, action: &DeviceAction) {

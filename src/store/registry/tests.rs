@@ -368,3 +368,88 @@ fn migration_13_keeps_device_actions_and_their_plant_triggers() {
         "the action is still checked"
     );
 }
+
+/// A symmetric-key device: its key record makes it a device for the
+/// actions without a certificate, a revoke is refused (nothing to revoke),
+/// a device of a group (no enrollment of its own) is refused the actions
+/// that need one, and no key DPS echoes is kept.
+#[test]
+fn a_symmetric_key_device_is_acted_on_without_a_certificate_and_keeps_no_key() {
+    let (_d, s) = store();
+    let g: Guid = G3.parse().unwrap();
+    let b = s
+        .open_board_by("st", SlotId(1), &Stamp::default(), now())
+        .unwrap();
+    let b = s.record_identity(b, &ident(G3), now()).unwrap();
+    s.record_device_key(b, G3, "00aa", now()).unwrap();
+    s.complete(b, None, now(), None, false).unwrap();
+    let q = |action: &str| {
+        s.queue_device_action(
+            &g,
+            action,
+            &serde_json::json!({}),
+            Some("why"),
+            "sam",
+            now(),
+        )
+        .unwrap()
+    };
+    // No enrollment of its own: a device of the line's group.
+    assert_eq!(q("disable"), Queued::InGroup);
+    assert_eq!(q("revoke"), Queued::NoCertificate);
+    // Its retirement asks nothing of DPS (a DELETE there could remove the
+    // disabled enrollment that blocks it), and the line refuses it.
+    let g_other: Guid = "0a1b2c3d-0000-4000-8000-000000000004".parse().unwrap();
+    let b0 = s
+        .open_board_by("st", SlotId(3), &Stamp::default(), now())
+        .unwrap();
+    let b0 = s
+        .record_identity(b0, &ident("0a1b2c3d-0000-4000-8000-000000000004"), now())
+        .unwrap();
+    s.record_device_key(b0, g_other.as_str(), "00aa", now())
+        .unwrap();
+    s.complete(b0, None, now(), None, false).unwrap();
+    let Queued::Queued(_) = s
+        .queue_device_action(
+            &g_other,
+            "retire",
+            &serde_json::json!({}),
+            Some("scrapped"),
+            "sam",
+            now(),
+        )
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert!(
+        s.due_device_action().unwrap().is_none(),
+        "nothing for the uploader"
+    );
+    let b9 = s
+        .open_board_by("st", SlotId(4), &Stamp::default(), now())
+        .unwrap();
+    assert!(matches!(
+        s.review(b9, &g_other, now()).unwrap(),
+        Review::Retired { .. }
+    ));
+    // With its own enrollment job, the actions are taken.
+    let b2 = s
+        .open_board_by("st", SlotId(2), &Stamp::default(), now())
+        .unwrap();
+    let b2 = s.record_identity(b2, &ident(G3), now()).unwrap();
+    s.record_device_key(b2, G3, "00aa", now()).unwrap();
+    let body = |_: &crate::store::EnrollmentFacts| "{}".to_string();
+    s.complete(b2, None, now(), Some(&body), false).unwrap();
+    let Queued::Queued(id) = q("disable") else {
+        panic!()
+    };
+    let echoed = serde_json::json!({
+        "provisioningStatus": "disabled",
+        "attestation": {"type": "symmetricKey", "symmetricKey": {"primaryKey": "c2VjcmV0", "secondaryKey": "c2VjcmV0Mg=="}}
+    });
+    s.device_action_done(id, G3, &echoed, now()).unwrap();
+    let kept = s.device_record(&g).unwrap().dps.unwrap().enrollment;
+    assert!(!kept.to_string().contains("c2VjcmV0"), "{kept}");
+    assert_eq!(kept["attestation"]["type"], "symmetricKey");
+}

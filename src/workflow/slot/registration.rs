@@ -13,7 +13,7 @@ use crate::core::settings::ProvisioningSettings;
 use crate::core::{Failure, Output};
 use crate::dps::DeviceKeys;
 use crate::jig::JigLink;
-use crate::jig::protocol::{self, CAP_SETTINGS, NONCE_LEN, Request, SecretKey};
+use crate::jig::protocol::{self, CAP_SETTINGS, CAP_SYMKEY, NONCE_LEN, Request, SecretKey};
 use crate::store::{BoardId, blocking};
 use crate::tpm::NvArea;
 
@@ -60,7 +60,13 @@ impl SlotDriver {
             .guid
             .clone()
             .ok_or_else(|| Failure::internal("a key without an identity"))?;
-        let key_id = keys.key_id();
+        if !visit.caps.iter().any(|c| c == CAP_SYMKEY) {
+            return Err(Failure::new(
+                "symkey_unsupported",
+                "the board did not announce caps=symkey in its HELLO answer: its firmware cannot take a symmetric key (KEYSET); update the board firmware, or set the board aside",
+            ));
+        }
+        let key_id = keys.key_id().map_err(|e| master_key_failure(&e))?;
         let store = self.store.clone();
         let now = time::OffsetDateTime::now_utc();
         let (g, k) = (guid.clone(), key_id.clone());
@@ -131,7 +137,27 @@ impl SlotDriver {
         let read = if let super::KeySource::Tpm(opener) = &self.keys {
             let tpm = self.tpm(opener, visit).await?;
             let data = settings.to_nv();
-            super::keys::with_tpm(&tpm, move |t| t.write_nv(NvArea::Settings, &data)).await?;
+            let d = data.clone();
+            let written =
+                super::keys::with_tpm(&tpm, move |t| t.write_nv(NvArea::Settings, &d)).await;
+            if let Err(f) = written {
+                // Settings this station wrote for this device before (an
+                // override, a corrected ID scope) are replaced; anything
+                // else at the index is left alone.
+                let held = super::keys::with_tpm(&tpm, |t| t.read_nv(NvArea::Settings)).await;
+                let ours = held
+                    .ok()
+                    .and_then(|h| ProvisioningSettings::from_nv(&h).ok())
+                    .is_some_and(|h| h.registration_id == settings.registration_id);
+                if f.code != "tpm_nv_defined" || !ours {
+                    return Err(f);
+                }
+                super::keys::with_tpm(&tpm, move |t| {
+                    t.clear_nv(NvArea::Settings)?;
+                    t.write_nv(NvArea::Settings, &data)
+                })
+                .await?;
+            }
             let held = super::keys::with_tpm(&tpm, |t| t.read_nv(NvArea::Settings)).await?;
             ProvisioningSettings::from_nv(&held).map_err(|e| {
                 Failure::new(
@@ -226,14 +252,18 @@ impl SlotDriver {
 }
 
 fn derive(keys: &Arc<dyn DeviceKeys>, registration_id: &str) -> Result<SecretKey, Failure> {
-    keys.derive(registration_id).map(SecretKey).map_err(|e| {
-        Failure::new(
-            "master_key_failed",
-            format!(
-                "the device key cannot be derived: {e}: check the master key with `station check`"
-            ),
-        )
-    })
+    keys.derive(registration_id)
+        .map(SecretKey)
+        .map_err(|e| master_key_failure(&e))
+}
+
+fn master_key_failure(e: &str) -> Failure {
+    Failure::new(
+        "master_key_failed",
+        format!(
+            "the device key cannot be derived: {e}: check the master key with `station symkey show`"
+        ),
+    )
 }
 
 fn show(s: &ProvisioningSettings) -> String {

@@ -357,3 +357,48 @@ async fn a_retry_uses_again_the_tpm_key_left_by_its_failed_attempt_and_no_other(
     assert!(board.error.unwrap().contains("tpm2_evictcontrol"));
     assert!(d.store.certificates(&guid).unwrap().is_empty());
 }
+
+/// A TPM slot's settings NV index: settings the station wrote for this
+/// device before (here with another ID scope) are replaced; anything else
+/// there is left alone and the board fails with the fix named.
+#[tokio::test]
+async fn a_tpm_slots_settings_replace_its_own_earlier_ones_and_nothing_else() {
+    use crate::core::settings::ProvisioningSettings;
+    use crate::tpm::{BoardTpm, NvArea};
+    let reg = super::Registration {
+        endpoint: "global.azure-devices-provisioning.net".into(),
+        id_scope: "0ne00NEW001".into(),
+    };
+    let earlier = ProvisioningSettings {
+        endpoint: reg.endpoint.clone(),
+        id_scope: "0ne00OLD001".into(),
+        registration_id: GUID.into(),
+        attestation: "tpm".into(),
+    };
+    for (held, provisioned) in [
+        (earlier.to_nv(), true),
+        (b"somebody else's data".to_vec(), false),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let tpm = Arc::new(crate::tpm::SoftTpm::default());
+        tpm.write_nv(NvArea::Settings, &held).unwrap();
+        let mut d = tpm_driver(dir.path(), tpm.clone());
+        d.registration = Some(reg.clone());
+        let mut link = tpm_script(answer("FINISH", ok(&[])));
+        d.drive(&mut link, &mut tokio::sync::mpsc::channel(1).1)
+            .await;
+        let guid: crate::ids::Guid = GUID.parse().unwrap();
+        let board = d.store.board(&guid).unwrap().unwrap();
+        let now_held = tpm.read_nv(NvArea::Settings).unwrap();
+        if provisioned {
+            assert_eq!(board.status, "provisioned", "{board:?}");
+            let kept = ProvisioningSettings::from_nv(&now_held).unwrap();
+            assert_eq!(kept.id_scope, "0ne00NEW001");
+            assert_eq!(board.settings, Some(kept));
+        } else {
+            assert_eq!(board.status, "failed", "{board:?}");
+            assert_eq!(board.error_code.as_deref(), Some("tpm_nv_defined"));
+            assert_eq!(now_held, held, "left alone");
+        }
+    }
+}
