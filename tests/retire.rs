@@ -472,3 +472,79 @@ async fn the_line_refuses_a_retired_guid() {
     );
     assert_eq!(st.ledger(g.as_str()).len(), 1, "no new certificate");
 }
+
+/// Twenty retirements asked for while DPS is away; the station is killed
+/// with SIGKILL (no clean-up of any kind) while it carries them out once
+/// DPS is back; after a restart every device's enrollment has been
+/// deleted exactly once, each with `If-Match`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retirements_through_an_outage_and_a_sigkill_delete_each_enrollment_once() {
+    let mut fake = FakeDps::start().await;
+    let section = format!(
+        "\n[dps]\nendpoint = \"{}\"\nops_per_minute = 600\nrequest_timeout_ms = 1000\nmax_backoff_ms = 500\n",
+        fake.endpoint()
+    );
+    let (dir, cfg) = prepare_with(&[], 300, &section);
+    let guids = seed_provisioned(&cfg, 20, |_, _| ());
+    let store = station::store::Store::open(&cfg.database_path()).unwrap();
+    for g in &guids {
+        let req = station::lifecycle::Request {
+            action: "retire".into(),
+            reason: Some("scrapped".into()),
+            confirmed: true,
+            ..Default::default()
+        };
+        station::lifecycle::request(
+            &store,
+            &[],
+            &g.parse().unwrap(),
+            &req,
+            "sue",
+            Role::Supervisor,
+            time::OffsetDateTime::now_utc(),
+        )
+        .unwrap();
+    }
+    fake.stop();
+    let config = dir.path().join("station.toml");
+    let connection = fake.connection_string();
+    let run = |log: &str| {
+        Child(
+            Command::new(station_bin())
+                .args(["serve", "--config"])
+                .arg(&config)
+                .env("STATION_DPS_CONNECTION_STRING", &connection)
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(dir.path().join(log)).unwrap())
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let mut first = run("run1.log");
+    // DPS is away for a while, then back.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    fake.restart().await;
+    let deleted = || fake.with(|s| s.deletes.len());
+    wait_for(Duration::from_secs(60), || deleted() >= 3).await;
+    first.0.kill().unwrap();
+    first.0.wait().unwrap();
+    let at_kill = deleted();
+    assert!(
+        at_kill < 20,
+        "killed mid-way, not after ({at_kill} deleted)"
+    );
+
+    let _second = run("run2.log");
+    wait_for(Duration::from_secs(60), || {
+        guids
+            .iter()
+            .all(|g| store.device_actions(g).unwrap()[0].state == "done")
+    })
+    .await;
+    for g in &guids {
+        let deletes = fake.with(|s| s.deletes_of(g));
+        assert_eq!(deletes.len(), 1, "{g}: {deletes:?}");
+        assert_eq!(deletes[0].status, 204);
+        assert!(deletes[0].if_match.is_some());
+    }
+}
