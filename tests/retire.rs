@@ -1,8 +1,9 @@
 //! Retiring a device, against the strict fake DPS: recorded, every
 //! certificate on the CRL and audited at once; then exactly one `DELETE`
 //! of its enrollment with `If-Match` on the etag read, across a DPS outage,
-//! a concurrent change (412, read again) and a crash of the station
-//! between the `DELETE` and recording it. Afterwards the device is refused
+//! a concurrent change (412, read again), a crash of the station
+//! between the `DELETE` and recording it, and a SIGKILL mid-way through
+//! twenty retirements after an outage. Afterwards the device is refused
 //! every action, and the line refuses its GUID with `device_retired`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
