@@ -337,6 +337,7 @@ pub async fn start(cfg: &Config, demo_ca: bool) -> anyhow::Result<App> {
         ca: ca.clone(),
         activation_hubs: Arc::new(cfg.dps.activation_hubs.clone()),
         plant: plant.clone(),
+        https: false,
     };
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await

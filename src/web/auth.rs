@@ -23,6 +23,51 @@ pub const SESSION_COOKIE: &str = "station_session";
 /// The double-submit cookie of the sign-in form.
 pub const LOGIN_CSRF_COOKIE: &str = "station_login_csrf";
 
+/// A `Set-Cookie` value for a station cookie: always `HttpOnly`, with
+/// `Secure` when the station serves HTTPS (`AppState::https`). `max_age`
+/// `Some(0)` deletes the cookie. Every cookie the station sets goes
+/// through here, so none is ever sent in clear by a browser that was
+/// given it over TLS.
+pub fn set_cookie(
+    state: &AppState,
+    name: &str,
+    value: &str,
+    path: &str,
+    same_site: SameSite,
+    max_age: Option<u32>,
+) -> Option<axum::http::HeaderValue> {
+    let mut v = format!(
+        "{name}={value}; Path={path}; HttpOnly; SameSite={}",
+        same_site.as_str()
+    );
+    if state.https {
+        v.push_str("; Secure");
+    }
+    if let Some(age) = max_age {
+        v.push_str(&format!("; Max-Age={age}"));
+    }
+    axum::http::HeaderValue::from_str(&v).ok()
+}
+
+/// A cookie's `SameSite` attribute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SameSite {
+    /// Sent only with requests the station's own pages make.
+    Strict,
+    /// Also sent on a top-level navigation from another site (the
+    /// sign-in provider's redirect back).
+    Lax,
+}
+
+impl SameSite {
+    fn as_str(self) -> &'static str {
+        match self {
+            SameSite::Strict => "Strict",
+            SameSite::Lax => "Lax",
+        }
+    }
+}
+
 /// An authenticated caller.
 #[derive(Debug, Clone)]
 pub struct Caller {

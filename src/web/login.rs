@@ -3,13 +3,13 @@
 use std::net::SocketAddr;
 
 use askama::Template;
+use axum::Form;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::{Form, http::HeaderValue};
 use serde::Deserialize;
 
-use super::auth::{Caller, LOGIN_CSRF_COOKIE, SESSION_COOKIE, cookie, same};
+use super::auth::{Caller, LOGIN_CSRF_COOKIE, SESSION_COOKIE, SameSite, cookie, same, set_cookie};
 use super::{ApiError, AppState, query};
 
 #[derive(Template)]
@@ -33,9 +33,14 @@ fn page(s: &AppState, status: StatusCode, error: Option<String>) -> Response {
     match body {
         Ok(html) => {
             let mut r = (status, axum::response::Html(html)).into_response();
-            if let Ok(v) = HeaderValue::from_str(&format!(
-                "{LOGIN_CSRF_COOKIE}={csrf}; Path=/login; HttpOnly; SameSite=Strict"
-            )) {
+            if let Some(v) = set_cookie(
+                s,
+                LOGIN_CSRF_COOKIE,
+                &csrf,
+                "/login",
+                SameSite::Strict,
+                None,
+            ) {
                 r.headers_mut().append(header::SET_COOKIE, v);
             }
             r
@@ -127,9 +132,9 @@ pub async fn submit(
             match query(&s.store, move |st| st.open_session(&user, now)).await {
                 Ok((value, _)) => {
                     let mut r = Redirect::to("/").into_response();
-                    if let Ok(v) = HeaderValue::from_str(&format!(
-                        "{SESSION_COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict"
-                    )) {
+                    if let Some(v) =
+                        set_cookie(&s, SESSION_COOKIE, &value, "/", SameSite::Strict, None)
+                    {
                         r.headers_mut().append(header::SET_COOKIE, v);
                     }
                     r
@@ -184,10 +189,9 @@ pub async fn logout(
         }
     }
     let mut r = Redirect::to("/login").into_response();
-    r.headers_mut().append(
-        header::SET_COOKIE,
-        HeaderValue::from_static("station_session=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
-    );
+    if let Some(v) = set_cookie(&s, SESSION_COOKIE, "", "/", SameSite::Strict, Some(0)) {
+        r.headers_mut().append(header::SET_COOKIE, v);
+    }
     Ok(r)
 }
 

@@ -57,6 +57,9 @@ pub struct AppState {
     /// The plant tier, with `[plant]`: the forwarder's status and a pool
     /// for look-ups across stations.
     pub plant: Option<crate::plant::PlantHandle>,
+    /// The station serves HTTPS (`[ui] tls_cert_file`): cookies are
+    /// `Secure` and responses carry HSTS.
+    pub https: bool,
 }
 
 /// What the web layer needs for labels.
