@@ -386,7 +386,8 @@ async fn report(pg: &pg::Pg, boards: u64, days: u64) {
             units,
             &steps,
         );
-        let html = station::report::render::html(&r).unwrap();
+        let html =
+            station::report::render::html(&r, station::report::render::Styles::Embedded).unwrap();
         assert!(html.len() > 1000);
         best = best.min(t.elapsed().as_secs_f64());
     }

@@ -160,7 +160,7 @@ fn main() {
     for _ in 0..runs {
         let t = Instant::now();
         let r = store.report("st-1", q.clone(), "now".into()).unwrap();
-        let html = render::html(&r).unwrap();
+        let html = render::html(&r, render::Styles::Embedded).unwrap();
         best = best.min(t.elapsed().as_secs_f64());
         size = html.len();
         day = r.attempted;

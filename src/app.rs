@@ -39,6 +39,8 @@ pub struct App {
     pub plant: Option<crate::plant::PlantHandle>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
+    /// The web UI and API are served over HTTPS.
+    pub https: bool,
 }
 
 fn random_id() -> u16 {
@@ -313,6 +315,10 @@ pub async fn start(cfg: &Config, demo_ca: bool) -> anyhow::Result<App> {
         slot_commands.insert(sc.id.0, tx);
         tasks.push(tokio::spawn(driver.run(opener, rx)));
     }
+    let tls = match &cfg.ui_tls {
+        Some(files) => Some(ui_tls(files)?),
+        None => None,
+    };
     let state = AppState {
         store: store.clone(),
         slots: slots.clone(),
@@ -337,8 +343,16 @@ pub async fn start(cfg: &Config, demo_ca: bool) -> anyhow::Result<App> {
         ca: ca.clone(),
         activation_hubs: Arc::new(cfg.dps.activation_hubs.clone()),
         plant: plant.clone(),
-        https: false,
+        https: tls.is_some(),
+        plain_http_exposed: tls.is_none() && !cfg.listen.ip().is_loopback(),
+        csp: crate::web::headers::policy(&[]).into(),
     };
+    if state.plain_http_exposed {
+        tracing::warn!(
+            listen = %cfg.listen,
+            "the web UI and API are served in plain HTTP beyond this machine: badge PINs, passwords, session cookies and API tokens cross the network in clear; set [ui] tls_cert_file and tls_key_file (`station tls request` makes the key and a request for the plant's CA)"
+        );
+    }
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .with_context(|| {
@@ -349,7 +363,18 @@ pub async fn start(cfg: &Config, demo_ca: bool) -> anyhow::Result<App> {
         })?;
     let addr = listener.local_addr()?;
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let server = match tls {
+        Some(tls) => {
+            let listener = listener.into_std()?;
+            let config = axum_server::tls_rustls::RustlsConfig::from_config(tls);
+            tokio::spawn(async move {
+                axum_server::from_tcp_rustls(listener, config)?
+                    .serve(app)
+                    .await
+            })
+        }
+        None => tokio::spawn(async move { axum::serve(listener, app).await }),
+    };
     tracing::info!(%addr, station = %cfg.station_id, slots = cfg.slots.len(), "station running");
     Ok(App {
         addr,
@@ -363,6 +388,7 @@ pub async fn start(cfg: &Config, demo_ca: bool) -> anyhow::Result<App> {
         plant,
         tasks,
         server,
+        https: cfg.ui_tls.is_some(),
     })
 }
 
@@ -381,6 +407,28 @@ impl App {
         }
         self.server.abort();
     }
+}
+
+/// The web UI's HTTPS configuration. A pair that does not fit stops the
+/// start; a certificate out of its dates is served with an error in the
+/// log (browsers refuse it, but the line runs on).
+fn ui_tls(files: &crate::config::TlsFiles) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    use crate::web::tls;
+    let (key, summary) = tls::load_pair(files).context("the web UI's HTTPS ([ui])")?;
+    let now = time::OffsetDateTime::now_utc();
+    if let Err(e) = tls::check_validity(files, &summary, now) {
+        tracing::error!("{e}");
+    }
+    for w in summary.warnings(now) {
+        tracing::warn!("{w}");
+    }
+    tracing::info!(
+        certificate = %files.cert_file.display(),
+        names = %summary.names.join(", "),
+        not_after = %summary.not_after.date(),
+        "serving HTTPS"
+    );
+    tls::server_config(key).context("the web UI's HTTPS ([ui])")
 }
 
 /// The master key of symmetric-key devices, with `[dps] attestation =

@@ -4,8 +4,8 @@
 //! `ca` (`ca init/show`), `check` (`check` and the jig pre-flight),
 //! `people` (`user`, `token`), `records` (`board`, `outbox`, `audit`),
 //! `simulate`, `report_cmd` (`report`, `export`), `plant` (`plant
-//! migrate/report/export/conflicts/verify`), and `symkey` (`symkey
-//! init/show`).
+//! migrate/report/export/conflicts/verify`), `symkey` (`symkey
+//! init/show`) and `tls` (`tls request`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -23,6 +23,7 @@ mod records;
 pub mod report_cmd;
 mod simulate;
 mod symkey;
+mod tls;
 
 pub use ca::{ca_crl, ca_init, ca_install, ca_request, ca_show};
 pub use check::check;
@@ -32,6 +33,7 @@ pub use plant::{plant_conflicts, plant_export_units, plant_migrate, plant_report
 pub use records::{audit_export, audit_verify, board_override, outbox_list, outbox_retry};
 pub use simulate::simulate;
 pub use symkey::{symkey_init, symkey_show};
+pub use tls::tls_request;
 
 /// What `station export` exports.
 #[derive(Subcommand)]
@@ -123,6 +125,12 @@ pub enum Command {
     Ca {
         #[command(subcommand)]
         command: CaCommand,
+    },
+    /// The web UI's HTTPS certificate (`[ui] tls_cert_file`,
+    /// `tls_key_file`).
+    Tls {
+        #[command(subcommand)]
+        command: TlsCommand,
     },
     /// The master key for symmetric-key devices (`[symmetric_key]`).
     Symkey {
@@ -395,6 +403,27 @@ pub enum CaCommand {
         /// The file to write (DER; `openssl crl -inform DER` reads it).
         #[arg(long)]
         out: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum TlsCommand {
+    /// Make the web UI's P-256 key in `[ui] tls_key_file` (mode 0600; an
+    /// existing key is used, never replaced) and a CSR for the plant's CA
+    /// naming the hosts people type to reach the station. Install the
+    /// signed chain as `[ui] tls_cert_file`.
+    Request {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// A DNS name of the station (repeat for more).
+        #[arg(long = "dns", value_name = "NAME")]
+        dns: Vec<String>,
+        /// An IP address of the station (repeat for more).
+        #[arg(long = "ip", value_name = "ADDRESS")]
+        ips: Vec<std::net::IpAddr>,
+        /// Write the CSR (PEM) here instead of to standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
 }
 

@@ -4,7 +4,7 @@
 use clap::Parser;
 use station::cli::{
     AuditCommand, BoardCommand, CaCommand, Cli, Command, OutboxCommand, PlantCommand,
-    PlantExportCommand, SymkeyCommand,
+    PlantExportCommand, SymkeyCommand, TlsCommand,
 };
 
 #[tokio::main]
@@ -39,6 +39,15 @@ async fn main() -> std::process::ExitCode {
         Command::Ca {
             command: CaCommand::Crl { config, out },
         } => station::cli::ca_crl(&config, &out),
+        Command::Tls {
+            command:
+                TlsCommand::Request {
+                    config,
+                    dns,
+                    ips,
+                    out,
+                },
+        } => station::cli::tls_request(&config, &dns, &ips, out.as_deref()),
         Command::Symkey {
             command: SymkeyCommand::Init { config },
         } => station::cli::symkey_init(&config),
@@ -173,8 +182,10 @@ async fn serve(
     }
     let mut app = station::app::start(&cfg, demo.is_some()).await?;
     println!(
-        "station {} listening on http://{}",
-        cfg.station_id, app.addr
+        "station {} listening on {}://{}",
+        cfg.station_id,
+        if app.https { "https" } else { "http" },
+        app.addr
     );
     if let Some((user, password, token)) = &app.demo_access {
         println!("demo sign-in: user name {user}, password {password}");

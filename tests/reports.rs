@@ -456,7 +456,7 @@ fn lots_and_slots_narrow_the_report() {
     assert!(r.pareto.is_empty() && r.cycle.is_none());
     // The HTML of an empty report still renders.
     assert!(
-        station::report::render::html(&r)
+        station::report::render::html(&r, station::report::render::Styles::Embedded)
             .unwrap()
             .contains("</html>")
     );

@@ -46,6 +46,7 @@ pub async fn check(args: &ConfigArgs) -> bool {
         }
         Err(e) => report(false, format!("factory CA: {e:#}")),
     }
+    ui_check(&cfg, &mut report);
     // A warning: boards are provisioned, but learn no registration scope.
     match &cfg.dps.id_scope {
         Some(scope) => report(
@@ -160,6 +161,60 @@ pub async fn check(args: &ConfigArgs) -> bool {
         }
     }
     good
+}
+
+/// The web UI's HTTPS: the pair fits and is in its dates (a warning 30
+/// days before the end); or, without it, a warning when the station
+/// listens beyond loopback.
+fn ui_check(cfg: &crate::config::Config, report: &mut impl FnMut(bool, String)) {
+    use crate::web::tls;
+    let Some(files) = &cfg.ui_tls else {
+        if !cfg.listen.ip().is_loopback() {
+            println!(
+                "WARNING  the web UI listens on {} in plain HTTP: badge PINs, passwords, session cookies and API tokens cross the network in clear; set [ui] tls_cert_file and tls_key_file (`station tls request`)",
+                cfg.listen
+            );
+        }
+        return;
+    };
+    let now = time::OffsetDateTime::now_utc();
+    match tls::load(files, now) {
+        Ok((_, summary)) => {
+            report(
+                true,
+                format!(
+                    "web UI HTTPS certificate {} for {}, valid until {}",
+                    files.cert_file.display(),
+                    if summary.names.is_empty() {
+                        summary.subject.clone()
+                    } else {
+                        summary.names.join(", ")
+                    },
+                    summary.not_after.date()
+                ),
+            );
+            for w in summary.warnings(now) {
+                println!("WARNING  {w}");
+            }
+        }
+        Err(e) => report(false, format!("web UI HTTPS: {e}")),
+    }
+    key_file_mode(&files.key_file);
+}
+
+/// A warning when the UI's key can be read by others than its owner.
+fn key_file_mode(path: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(m) = std::fs::metadata(path)
+        && m.permissions().mode() & 0o077 != 0
+    {
+        println!(
+            "WARNING  {} can be read by others than its owner (mode {:o}): `chmod 600 {}`",
+            path.display(),
+            m.permissions().mode() & 0o777,
+            path.display()
+        );
+    }
 }
 
 /// The plant database: reached, with this station's schema; how far

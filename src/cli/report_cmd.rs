@@ -88,7 +88,7 @@ pub(crate) fn check_format(format: &str, choices: &[&str]) -> anyhow::Result<()>
 pub(crate) fn render_report(report: &Report, format: &str) -> anyhow::Result<String> {
     check_format(format, REPORT_FORMATS)?;
     Ok(match format {
-        "html" => render::html(report).map_err(anyhow::Error::msg)?,
+        "html" => render::html(report, render::Styles::Embedded).map_err(anyhow::Error::msg)?,
         "csv" => render::csv(&report.units),
         _ => render::json(report),
     })

@@ -81,12 +81,16 @@ struct RawConfig {
 #[serde(deny_unknown_fields, default)]
 struct RawUi {
     session_idle_minutes: u32,
+    tls_cert_file: Option<String>,
+    tls_key_file: Option<String>,
 }
 
 impl Default for RawUi {
     fn default() -> Self {
         RawUi {
             session_idle_minutes: 30,
+            tls_cert_file: None,
+            tls_key_file: None,
         }
     }
 }
@@ -103,6 +107,13 @@ struct RawStation {
 }
 
 // ---- validated form ----
+
+/// The web UI's certificate chain and private key (PEM files).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -123,6 +134,9 @@ pub struct Config {
     pub dps: DpsConfig,
     /// A web session idle this long ends.
     pub session_idle: Duration,
+    /// `[ui] tls_cert_file` and `tls_key_file`: the web UI and API are
+    /// served over HTTPS; `None`: plain HTTP.
+    pub ui_tls: Option<TlsFiles>,
     pub label: LabelConfig,
     pub printer: PrinterConfig,
     /// How `--demo N`'s simulated boards get their keys (`[demo] keygen`).
@@ -243,6 +257,32 @@ impl Config {
             ));
         }
 
+        let ui_tls = match (&raw.ui.tls_cert_file, &raw.ui.tls_key_file) {
+            (None, None) => None,
+            (Some(c), Some(k)) if !c.trim().is_empty() && !k.trim().is_empty() => Some(TlsFiles {
+                cert_file: base.join(c),
+                key_file: base.join(k),
+            }),
+            (Some(_), None) => {
+                return Err(err(
+                    "ui.tls_key_file",
+                    "HTTPS needs both files: tls_cert_file is set, so set tls_key_file to the certificate's private key (PEM)".into(),
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(err(
+                    "ui.tls_cert_file",
+                    "HTTPS needs both files: tls_key_file is set, so set tls_cert_file to the station's certificate chain (PEM)".into(),
+                ));
+            }
+            _ => {
+                return Err(err(
+                    "ui.tls_cert_file",
+                    "tls_cert_file and tls_key_file must name files; remove both to serve plain HTTP".into(),
+                ));
+            }
+        };
+
         let label = label::label_config(&raw.label, base).map_err(|(k, r)| err(&k, r))?;
         let printer =
             label::printer_config(&raw.printer, base, &data_dir).map_err(|(k, r)| err(&k, r))?;
@@ -264,6 +304,7 @@ impl Config {
             work_order,
             dps,
             session_idle: Duration::from_secs(u64::from(raw.ui.session_idle_minutes) * 60),
+            ui_tls,
             file: path.to_path_buf(),
             station_id: s.id.clone(),
             line: s.line.clone(),

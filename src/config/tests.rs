@@ -819,3 +819,50 @@ fn the_plant_ca_file_means_tls_only() {
     assert_eq!(e.key, "plant.database_url");
     assert!(e.reason.contains("sslmode=disable"), "{e}");
 }
+
+#[test]
+fn the_ui_is_served_over_https_only_with_both_files() {
+    let ui = |extra: &str| {
+        reference().replace(
+            "session_idle_minutes = 30\n",
+            &format!("session_idle_minutes = 30\n{extra}"),
+        )
+    };
+    let c = parse(&ui(
+        "tls_cert_file = \"tls/ui.crt\"\ntls_key_file = \"/secure/ui.key\"\n",
+    ))
+    .unwrap();
+    assert_eq!(
+        c.ui_tls,
+        Some(TlsFiles {
+            cert_file: "/etc/station/tls/ui.crt".into(),
+            key_file: "/secure/ui.key".into(),
+        }),
+        "relative to the configuration file's folder"
+    );
+    let view = c.public_view();
+    assert_eq!(view["ui"]["https"], true);
+    assert!(parse(&reference()).unwrap().ui_tls.is_none());
+
+    for (extra, key, words) in [
+        (
+            "tls_cert_file = \"ui.crt\"\n",
+            "ui.tls_key_file",
+            "set tls_key_file",
+        ),
+        (
+            "tls_key_file = \"ui.key\"\n",
+            "ui.tls_cert_file",
+            "set tls_cert_file",
+        ),
+        (
+            "tls_cert_file = \"\"\ntls_key_file = \"ui.key\"\n",
+            "ui.tls_cert_file",
+            "must name files",
+        ),
+    ] {
+        let e = parse(&ui(extra)).unwrap_err();
+        assert_eq!(e.key, key, "{e}");
+        assert!(e.to_string().contains(words), "{e}");
+    }
+}

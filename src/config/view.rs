@@ -75,7 +75,11 @@ impl Config {
                 "id_scope": self.dps.id_scope,
                 "global_endpoint": self.dps.global_endpoint,
             },
-            "ui": { "session_idle_minutes": self.session_idle.as_secs() / 60 },
+            "ui": {
+                "session_idle_minutes": self.session_idle.as_secs() / 60,
+                "https": self.ui_tls.is_some(),
+                "tls_cert_file": self.ui_tls.as_ref().map(|t| t.cert_file.display().to_string()),
+            },
             "label": self.label.public_view(),
             "printer": self.printer.public_view(),
             "plant": self.plant.as_ref().map(|p| serde_json::json!({

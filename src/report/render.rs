@@ -39,6 +39,8 @@ pub const CSV_COLUMNS: [&str; 19] = [
 #[template(path = "report.html")]
 struct Page<'a> {
     r: &'a Report,
+    /// The stylesheet, in a report saved as a file.
+    embedded_css: Option<&'static str>,
     yield_text: String,
     pareto_svg: String,
     /// Reasons in the table but not drawn.
@@ -90,8 +92,22 @@ struct UnitLine<'a> {
     outcome: String,
 }
 
-/// The report as a standalone HTML page (no outside resources).
-pub fn html(report: &Report) -> Result<String, String> {
+/// The report's stylesheet.
+pub const REPORT_CSS: &str = include_str!("../../static/report.css");
+
+/// Where the report page's styles come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Styles {
+    /// In the page: a file that stands alone (`station report`).
+    Embedded,
+    /// `/static/report.css`: a page the station serves, under a
+    /// Content-Security-Policy that allows no inline style.
+    Linked,
+}
+
+/// The report as an HTML page: with [`Styles::Embedded`], standalone (no
+/// outside resources).
+pub fn html(report: &Report, styles: Styles) -> Result<String, String> {
     let r = report;
     let total: u64 = r.pareto.iter().map(|p| p.count).sum();
     let pareto = r
@@ -109,6 +125,7 @@ pub fn html(report: &Report) -> Result<String, String> {
     let sum_labels = r.labels.printed + r.labels.pending + r.labels.cancelled;
     let page = Page {
         r,
+        embedded_css: (styles == Styles::Embedded).then_some(REPORT_CSS),
         yield_text: r
             .first_pass_yield
             .map_or_else(|| "–".to_string(), |y| percent(100.0 * y)),

@@ -18,6 +18,8 @@ struct LoginPage {
     station: String,
     csrf: String,
     error: Option<String>,
+    /// Plain HTTP beyond loopback: say that secrets cross in clear.
+    plain_http: bool,
 }
 
 fn page(s: &AppState, status: StatusCode, error: Option<String>) -> Response {
@@ -28,6 +30,7 @@ fn page(s: &AppState, status: StatusCode, error: Option<String>) -> Response {
         station: s.station_id.to_string(),
         csrf: csrf.clone(),
         error,
+        plain_http: s.plain_http_exposed,
     }
     .render();
     match body {
@@ -207,9 +210,26 @@ mod tests {
             error: Some(
                 "That badge and PIN were not recognised. Try again, or ask a supervisor.".into(),
             ),
+            plain_http: false,
         }
         .render()
         .unwrap();
         insta::assert_snapshot!("sign_in", html);
+    }
+
+    #[test]
+    fn plain_http_beyond_loopback_is_said_on_the_page() {
+        let page = |plain_http| {
+            LoginPage {
+                station: "station-01".into(),
+                csrf: "CSRF".into(),
+                error: None,
+                plain_http,
+            }
+            .render()
+            .unwrap()
+        };
+        assert!(page(true).contains("without HTTPS"));
+        assert!(!page(false).contains("without HTTPS"));
     }
 }

@@ -6,6 +6,7 @@ mod admin;
 mod api;
 pub mod auth;
 mod devices;
+pub mod headers;
 mod labels;
 mod login;
 mod outbox;
@@ -14,6 +15,7 @@ mod plant;
 mod registry;
 mod reports;
 mod supervisor;
+pub mod tls;
 
 use std::sync::Arc;
 
@@ -60,6 +62,10 @@ pub struct AppState {
     /// The station serves HTTPS (`[ui] tls_cert_file`): cookies are
     /// `Secure` and responses carry HSTS.
     pub https: bool,
+    /// Plain HTTP on an address beyond loopback: the sign-in page warns.
+    pub plain_http_exposed: bool,
+    /// The Content-Security-Policy of every response ([`headers::policy`]).
+    pub csp: Arc<str>,
 }
 
 /// What the web layer needs for labels.
@@ -158,7 +164,13 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/devices/{guid}/{action}",
             axum::routing::post(devices::act),
         )
+        .route("/static/device.js", get(page::device_script))
+        .route("/static/report.css", get(page::report_stylesheet))
         .fallback(api::not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            headers::protect,
+        ))
         .with_state(state)
 }
 

@@ -228,6 +228,25 @@ pub async fn script() -> impl IntoResponse {
     )
 }
 
+/// The device page's script: asks before a revoke or retirement.
+pub async fn device_script() -> impl IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/javascript; charset=utf-8",
+        )],
+        include_str!("../../static/device.js"),
+    )
+}
+
+/// The QA report page's stylesheet.
+pub async fn report_stylesheet() -> impl IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, "text/css; charset=utf-8")],
+        crate::report::render::REPORT_CSS,
+    )
+}
+
 /// The line view for people signed in; others are sent to sign in.
 pub async fn index(
     State(s): State<AppState>,

@@ -73,7 +73,8 @@ async fn answer(
     let station = s.station_id.to_string();
     let report = query(&s.store, move |st| st.report(&station, q, ts(now))).await?;
     Ok(match format.as_str() {
-        "html" => Html(render::html(&report).map_err(ApiError::Internal)?).into_response(),
+        "html" => Html(render::html(&report, render::Styles::Linked).map_err(ApiError::Internal)?)
+            .into_response(),
         "csv" => (
             [
                 (header::CONTENT_TYPE, "text/csv; charset=utf-8"),

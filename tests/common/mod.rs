@@ -12,6 +12,7 @@ pub mod root;
 pub mod secrets;
 pub mod softhsm;
 pub mod swtpm;
+pub mod tls;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -229,7 +230,8 @@ impl TestStation {
             )
             .unwrap();
         let app = station::app::start(&cfg, false).await.unwrap();
-        let base = format!("http://{}", app.addr);
+        let scheme = if app.https { "https" } else { "http" };
+        let base = format!("{scheme}://{}", app.addr);
         TestStation {
             dir,
             app,

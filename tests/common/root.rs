@@ -110,6 +110,45 @@ impl Root {
         out
     }
 
+    /// Signs a TLS server request as a plant's CA does: the names it asks
+    /// for (copied from the request), serverAuth, `days` long. Returns the
+    /// certificate's path.
+    pub fn sign_server(&self, csr: &Path, days: u32, name: &str) -> PathBuf {
+        let ext = self.dir.join(format!("{name}.ext"));
+        std::fs::write(
+            &ext,
+            "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\nauthorityKeyIdentifier=keyid:always\n",
+        )
+        .unwrap();
+        let out = self.dir.join(format!("{name}.pem"));
+        let serial = format!("0x{}", hex::encode(station::random::bytes::<16>()));
+        ok(
+            openssl(&[
+                "x509",
+                "-req",
+                "-in",
+                csr.to_str().unwrap(),
+                "-CA",
+                self.cert.to_str().unwrap(),
+                "-CAkey",
+                self.key.to_str().unwrap(),
+                "-set_serial",
+                &serial,
+                "-days",
+                &days.to_string(),
+                "-sha256",
+                "-copy_extensions",
+                "copy",
+                "-extfile",
+                ext.to_str().unwrap(),
+                "-out",
+                out.to_str().unwrap(),
+            ]),
+            "signing the server certificate",
+        );
+        out
+    }
+
     /// Signs a request with rcgen and the root key, letting `edit` change
     /// the certificate's parameters first.
     pub fn sign_with(

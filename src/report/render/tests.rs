@@ -176,7 +176,7 @@ fn svgs(page: &str) -> Vec<&str> {
 
 #[test]
 fn html_snapshot() {
-    insta::assert_snapshot!("report_html", html(&report()).unwrap());
+    insta::assert_snapshot!("report_html", html(&report(), Styles::Embedded).unwrap());
 }
 
 #[test]
@@ -304,7 +304,7 @@ fn json_is_the_whole_report() {
 
 #[test]
 fn charts_are_well_formed_svg() {
-    let page = html(&report()).unwrap();
+    let page = html(&report(), Styles::Embedded).unwrap();
     let charts = svgs(&page);
     assert_eq!(charts.len(), 3);
     assert_eq!(page.matches("<svg").count(), page.matches("</svg>").count());
@@ -316,7 +316,7 @@ fn charts_are_well_formed_svg() {
 
 #[test]
 fn empty_range_says_so_instead_of_drawing() {
-    let page = html(&report_of(Vec::new(), None)).unwrap();
+    let page = html(&report_of(Vec::new(), None), Styles::Embedded).unwrap();
     assert!(!page.contains("<svg"));
     for message in [
         "No failures in this range.",
@@ -337,7 +337,7 @@ fn data_is_escaped_in_page_and_charts() {
     let mut units = units();
     units[1].lot = Some(evil.into());
     units[1].error_code = Some("<b>&'".into());
-    let page = html(&report_of(units, Some(evil))).unwrap();
+    let page = html(&report_of(units, Some(evil)), Styles::Linked).unwrap();
     assert!(!page.contains("<script"));
     assert!(!page.contains("<b>"));
     assert!(page.contains("&#60;script&#62;alert(&#34;x&#34;)&#60;/script&#62;"));
@@ -381,4 +381,14 @@ fn numbers_read_the_same_everywhere() {
     assert_eq!(nice_axis(7), (2, 8));
     assert_eq!(nice_axis(230), (50, 250));
     assert_eq!(clip("abcdef", 4), "abc…");
+}
+
+#[test]
+fn a_served_report_links_its_styles_and_a_saved_one_embeds_them() {
+    let served = html(&report(), Styles::Linked).unwrap();
+    assert!(!served.contains("<style"), "no inline style under the CSP");
+    assert!(served.contains(r#"<link rel="stylesheet" href="/static/report.css">"#));
+    let saved = html(&report(), Styles::Embedded).unwrap();
+    assert!(saved.contains("<style>") && saved.contains("@page { size: A4"));
+    assert!(!saved.contains("<link rel=\"stylesheet\""));
 }
