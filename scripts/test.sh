@@ -13,6 +13,9 @@ command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 # The browser test drives Debian's Chromium over WebDriver.
 [ -x /usr/bin/chromium ] || need+=(chromium)
 [ -x /usr/bin/chromedriver ] || need+=(chromium-driver)
+# It runs over HTTPS: the browser trusts the test's plant CA through its
+# NSS database, made with certutil.
+command -v certutil >/dev/null 2>&1 || need+=(libnss3-tools)
 # The TPM tests run one swtpm per simulated board, through libtss2.
 command -v swtpm >/dev/null 2>&1 || need+=(swtpm swtpm-tools)
 command -v tpm2_createek >/dev/null 2>&1 || need+=(tpm2-tools)

@@ -1,9 +1,15 @@
 //! The operator UI in a real browser: headless Chromium driven over
 //! WebDriver (Debian's chromium and chromium-driver; `scripts/test.sh`
-//! installs them). Signs in keyboard-only with a badge and PIN, watches a
-//! simulated board pass without reloading, sees a forced failure and its
-//! message, checks a phone-sized screen, and that an operator is refused
-//! the supervisor page. Screenshots go to target/tmp/screenshots/.
+//! installs them), over HTTPS: the station's certificate is issued by a
+//! test plant CA that the browser trusts through its NSS database
+//! (certutil, from libnss3-tools), as a plant's managed browsers would.
+//! Signs in keyboard-only with a badge and PIN, watches a simulated board
+//! pass without reloading, sees a forced failure and its message, checks a
+//! phone-sized screen, and that an operator is refused the supervisor
+//! page; shows that the Content-Security-Policy refuses inline script and
+//! style on a station page (and that the same script runs on a page
+//! without it); a supervisor's retirement asks for confirmation first.
+//! Screenshots go to target/tmp/screenshots/.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -20,6 +26,36 @@ use station::store::{NewUser, Role};
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 
+/// A home folder whose NSS database trusts `ca` (PEM) for TLS servers:
+/// Chromium on Linux reads `$HOME/.pki/nssdb`.
+fn home_trusting(home: &std::path::Path, ca: &std::path::Path) {
+    let db = home.join(".pki/nssdb");
+    std::fs::create_dir_all(&db).unwrap();
+    let db = format!("sql:{}", db.display());
+    let run = |args: &[&str]| {
+        let out = Command::new("certutil").args(args).output().expect(
+            "this test needs certutil: `apt-get install libnss3-tools` (scripts/test.sh does it)",
+        );
+        assert!(
+            out.status.success(),
+            "certutil {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&["-N", "-d", &db, "--empty-password"]);
+    run(&[
+        "-A",
+        "-d",
+        &db,
+        "-t",
+        "C,,",
+        "-n",
+        "test plant CA",
+        "-i",
+        ca.to_str().unwrap(),
+    ]);
+}
+
 async fn browser(profile: &std::path::Path) -> (Child, Client) {
     assert!(
         std::path::Path::new(CHROMIUM).exists() && std::path::Path::new(CHROMEDRIVER).exists(),
@@ -30,8 +66,11 @@ async fn browser(profile: &std::path::Path) -> (Child, Client) {
         .local_addr()
         .unwrap()
         .port();
+    // Chromium inherits chromedriver's HOME: the profile's, whose NSS
+    // database the test filled.
     let driver = Child(
         Command::new(CHROMEDRIVER)
+            .env("HOME", profile)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -47,7 +86,7 @@ async fn browser(profile: &std::path::Path) -> (Child, Client) {
                 "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
                 "--no-first-run", "--window-size=1280,800",
-                format!("--user-data-dir={}", profile.display()),
+                format!("--user-data-dir={}", profile.join("chromium").display()),
             ]
         }),
     );
@@ -105,13 +144,24 @@ async fn an_operator_watches_the_line_in_a_browser() {
         fault: fault.map(|f| f.parse().unwrap()),
         ..quick_board()
     };
-    let st = TestStation::start_with(
+    let ca_dir = tempfile::tempdir().unwrap();
+    let mut plant_ca = None;
+    let mut st = TestStation::start_with(
         vec![later(None), later(Some("wrong_guid"))],
         2000,
-        "\n[label]\nscan_back = true\n",
-        |_| (),
+        &format!("\n[label]\nscan_back = true\n{}", common::tls::UI_TLS),
+        |cfg| {
+            plant_ca = Some(common::tls::install_ui_certificate(
+                cfg.ui_tls.as_ref().unwrap(),
+                ca_dir.path(),
+                90,
+            ));
+        },
     )
     .await;
+    assert!(st.base.starts_with("https://"), "{}", st.base);
+    let plant_ca = plant_ca.unwrap();
+    st.client = common::tls::client_trusting(&plant_ca.cert, Some(&st.token));
     let now = time::OffsetDateTime::now_utc();
     let ana = NewUser {
         name: "ana",
@@ -121,8 +171,17 @@ async fn an_operator_watches_the_line_in_a_browser() {
         password: None,
     };
     st.store().add_user(&ana, "test", now).unwrap();
+    let sam = NewUser {
+        name: "sam",
+        role: Role::Supervisor,
+        badge: Some("0077"),
+        pin: Some("2468"),
+        password: None,
+    };
+    st.store().add_user(&sam, "test", now).unwrap();
 
     let profile = tempfile::tempdir().unwrap();
+    home_trusting(profile.path(), &plant_ca.cert);
     let (_driver, c) = browser(profile.path()).await;
 
     // Keyboard only: the badge field has focus; the scanner types the
@@ -224,5 +283,110 @@ async fn an_operator_watches_the_line_in_a_browser() {
         "{body}"
     );
     shot(&c, "supervisor-refused").await;
+
+    csp_bites(&c, &st.base).await;
+
+    // A supervisor's retirement asks first (static/device.js, not an
+    // inline handler); dismissed, nothing is retired.
+    let guid = st.boards().await[0]["guid"].as_str().unwrap().to_string();
+    c.delete_all_cookies().await.unwrap();
+    c.goto(&format!("{}/login", st.base)).await.unwrap();
+    c.active_element()
+        .await
+        .unwrap()
+        .send_keys("0077\u{E004}2468\u{E007}")
+        .await
+        .unwrap();
+    c.wait().for_element(Locator::Id("slots")).await.unwrap();
+    c.goto(&format!("{}/devices/{guid}", st.base))
+        .await
+        .unwrap();
+    let form = c
+        .find(Locator::Css(&format!(
+            "form[action='/devices/{guid}/retire']"
+        )))
+        .await
+        .unwrap();
+    form.find(Locator::Css("input[name=reason]"))
+        .await
+        .unwrap()
+        .send_keys("browser test")
+        .await
+        .unwrap();
+    form.find(Locator::Css("input[name=confirm]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    form.find(Locator::Css("button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let question = c.get_alert_text().await.unwrap();
+    assert!(
+        question.starts_with(&format!("Retire {guid}?")),
+        "{question}"
+    );
+    c.dismiss_alert().await.unwrap();
+    let (_, record) = st.get(&format!("/api/v1/devices/{guid}")).await;
+    assert!(
+        record["retirement"].is_null(),
+        "dismissed, nothing was retired: {record}"
+    );
     c.close().await.unwrap();
+}
+
+/// Runs, from WebDriver (which the page's CSP does not bind), a script
+/// that adds an inline script and an inline style to the page, and
+/// returns whether each took effect and which directives the browser
+/// reported violated.
+const INJECT: &str = r#"
+    window.cspViolations = [];
+    document.addEventListener('securitypolicyviolation',
+        (e) => window.cspViolations.push(e.effectiveDirective));
+    window.inlineRan = false;
+    const s = document.createElement('script');
+    s.textContent = 'window.inlineRan = true;';
+    document.body.appendChild(s);
+    const d = document.createElement('div');
+    d.setAttribute('style', 'width: 123px; display: block');
+    document.body.appendChild(d);
+    return [window.inlineRan, Math.round(d.getBoundingClientRect().width) === 123];
+"#;
+
+/// The CSP bites: on a station page an injected inline script does not
+/// run and an inline style does not apply, and the browser reports both;
+/// the same injection on a page without the policy does both, so the
+/// check can fail.
+async fn csp_bites(c: &Client, base: &str) {
+    c.goto(&format!("{base}/")).await.unwrap();
+    let took = c.execute(INJECT, vec![]).await.unwrap();
+    assert_eq!(
+        took,
+        serde_json::json!([false, false]),
+        "inline script and style are refused on a station page"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let violated = c
+        .execute("return window.cspViolations;", vec![])
+        .await
+        .unwrap();
+    let violated = violated.to_string();
+    assert!(
+        violated.contains("script-src") && violated.contains("style-src"),
+        "the browser reports what it refused: {violated}"
+    );
+
+    c.goto("data:text/html,<!doctype html><title>no policy</title><body></body>")
+        .await
+        .unwrap();
+    let took = c.execute(INJECT, vec![]).await.unwrap();
+    assert_eq!(
+        took,
+        serde_json::json!([true, true]),
+        "without the policy the same injection takes effect"
+    );
 }
