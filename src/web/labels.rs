@@ -31,13 +31,9 @@ pub async fn preview(
         )));
     };
     let svg = s.labels.labeler.svg(&facts_of(&record));
+    // Not cached: it shows a device (the security headers say no-store).
     Ok((
-        [
-            (header::CONTENT_TYPE, "image/svg+xml; charset=utf-8"),
-            // A provisioned board's label seldom changes (a re-provisioning
-            // after an override): the line view's redraws reuse it.
-            (header::CACHE_CONTROL, "private, max-age=60"),
-        ],
+        [(header::CONTENT_TYPE, "image/svg+xml; charset=utf-8")],
         svg,
     )
         .into_response())
