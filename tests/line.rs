@@ -125,8 +125,10 @@ async fn retry_provisions_a_failed_board_and_abort_stops_one() {
         fault_times: Some(1),
         ..quick_board()
     };
+    // Slow enough that slot 2 is still making its key when slot 1's
+    // failure has been seen and retried, even on a loaded machine.
     let slow = SimOptions {
-        keygen_time: Duration::from_millis(1500),
+        keygen_time: Duration::from_millis(5000),
         ..quick_board()
     };
     let st = TestStation::start_with(vec![flaky, slow], 3000, "", |_| ()).await;
