@@ -1,7 +1,7 @@
 use super::*;
 use crate::core::{Failure, IssuedCert, Review, Step};
-use crate::ids::{Guid, Serial, SlotId};
 use crate::ids::BoardIdentity;
+use crate::ids::{Guid, Serial, SlotId};
 use crate::store::{AuditCheck, GENESIS, NewUser};
 
 pub(crate) fn store() -> (tempfile::TempDir, Store) {
