@@ -4,11 +4,26 @@
 //!
 //! Points: `after_ledger_commit` (a certificate is in the ledger, no byte of
 //! it has gone to the board); `after_retire_delete` (DPS deleted a retired
-//! device's enrollment, the station has not recorded the retire as done).
+//! device's enrollment, the station has not recorded the retire as done);
+//! `before_finish` (a board is recorded as provisioned with its jobs, the
+//! jig not yet told).
+//!
+//! `STATION_FAILPOINT=fail:name` makes the point `name` fail instead, as
+//! a full disk would, where the code asks [`fails`]: `fail:complete`
+//! (recording a board as provisioned).
 
 use std::sync::OnceLock;
 
 static ARMED: OnceLock<Option<String>> = OnceLock::new();
+
+/// Whether the point `name` is armed to fail (`STATION_FAILPOINT=fail:name`).
+pub fn fails(name: &str) -> bool {
+    let armed = ARMED.get_or_init(|| std::env::var("STATION_FAILPOINT").ok());
+    armed
+        .as_deref()
+        .and_then(|a| a.strip_prefix("fail:"))
+        .is_some_and(|n| n == name)
+}
 
 pub fn hit(name: &str) {
     let armed = ARMED.get_or_init(|| std::env::var("STATION_FAILPOINT").ok());

@@ -103,6 +103,27 @@ impl Failure {
         )
     }
 
+    /// The station stopped with a board in the jig, and another board was
+    /// there when it came back.
+    pub fn swapped() -> Failure {
+        Failure::new(
+            "interrupted",
+            "the station stopped while this board was in the jig, and another board was there when it came back: put this board back to provision it",
+        )
+    }
+
+    /// The board passed every check, but recording it as provisioned
+    /// failed: the jig is told FAIL, and the attempt stays open with its
+    /// certificate.
+    pub fn not_recorded(reason: &str) -> Failure {
+        Failure::new(
+            "not_recorded",
+            format!(
+                "the board passed every check, but the station could not record it as provisioned ({reason}); nothing was lost: fix the station's disk or database (see the station log), then press Retry with the board in the jig to finish it with the same certificate"
+            ),
+        )
+    }
+
     pub fn readback_mismatch() -> Failure {
         Failure::new(
             "readback_mismatch",

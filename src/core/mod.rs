@@ -8,11 +8,13 @@
 //! made here, so a refused CSR can never reach the signer.
 
 mod failure;
+mod review;
 pub mod settings;
 #[cfg(test)]
 mod tests;
 
 pub use failure::Failure;
+pub use review::{RecordFacts, ReviewFacts, Visitor, review, visitor};
 
 use crate::ca::{CheckedCsr, check_csr, verify_key_proof};
 use crate::ids::Serial;
@@ -77,6 +79,10 @@ pub enum Review {
     Revoked { revoked_at: String },
     /// The device was retired, and no admin allowed it a new certificate.
     Retired { retired_at: String },
+    /// This record is provisioned already (enrollment and label queued),
+    /// but the jig never acknowledged FINISH: tell it, nothing more.
+    /// `serial` is the installed certificate (`None`: a symmetric key).
+    Untold { serial: Option<Serial> },
 }
 
 /// Everything the core remembers about the board being provisioned.
@@ -92,6 +98,29 @@ pub struct BoardCtx {
     /// The board got a symmetric key (no certificate): set when the key
     /// is written, checked when it is proven and at the end.
     pub symmetric_key: bool,
+    /// The board is recorded as provisioned (enrollment and label queued):
+    /// only FINISH is left, and nothing may undo the record.
+    pub completed: bool,
+}
+
+impl BoardCtx {
+    /// The installed certificate's serial (`None`: a symmetric key).
+    fn serial(&self) -> Option<Serial> {
+        self.cert.as_ref().map(|c| c.serial.clone())
+    }
+
+    /// A completed board whose jig is still to be told.
+    fn completed(serial: Option<Serial>) -> BoardCtx {
+        BoardCtx {
+            symmetric_key: serial.is_none(),
+            cert: serial.map(|serial| IssuedCert {
+                serial,
+                chain: Vec::new(),
+            }),
+            completed: true,
+            ..BoardCtx::default()
+        }
+    }
 }
 
 /// How a board's visit to the jig ended.
@@ -103,6 +132,13 @@ pub enum Outcome {
         serial: Option<Serial>,
     },
     Failed(Failure),
+    /// Provisioned and recorded (enrollment and label queued), but the jig
+    /// was not told: FINISH failed, or was stopped. Retry sends FINISH
+    /// alone; no second certificate.
+    Untold {
+        serial: Option<Serial>,
+        why: Failure,
+    },
     /// Found finished when the station started; nothing to do until removal.
     Unknown,
 }
@@ -171,6 +207,9 @@ pub enum Output {
     /// The settings step is over: written and read back, or skipped with
     /// the reason recorded on the board.
     SettingsDone,
+    /// The board is recorded as provisioned, its enrollment and label
+    /// queued, in one transaction ([`Command::Complete`]).
+    Completed,
     Finished,
 }
 
@@ -186,7 +225,9 @@ pub enum Command {
     /// Record the end of the running step.
     EndStep { step: Step, error: Option<Failure> },
     /// Record the board as provisioned (ledger entry installed; `None`: a
-    /// symmetric-key device, with no certificate).
+    /// symmetric-key device, with no certificate), its enrollment and label
+    /// queued, in one transaction; then report [`Output::Completed`]. Comes
+    /// before FINISH pass: the jig is told only what is recorded.
     Complete { serial: Option<Serial> },
     /// Record the board as failed; abandon an issued but unproven
     /// certificate.
@@ -231,15 +272,43 @@ impl Action {
     }
 }
 
-fn finished(step: Step, serial: Option<Serial>) -> (SlotState, Vec<Command>) {
+/// The last check passed: record the board as provisioned before the
+/// jig hears a word of it.
+fn complete(from: Step, board: BoardCtx) -> (SlotState, Vec<Command>) {
+    let serial = board.serial();
     (
-        SlotState::Done(Outcome::Provisioned {
-            serial: serial.clone(),
-        }),
+        SlotState::Busy {
+            step: Step::Finish,
+            board,
+        },
         vec![
-            Command::EndStep { step, error: None },
+            Command::EndStep {
+                step: from,
+                error: None,
+            },
             Command::Complete { serial },
         ],
+    )
+}
+
+/// Recorded as provisioned; FINISH did not get through (or was stopped).
+/// The record stands: nothing is failed or abandoned, and the jig is not
+/// told FAIL.
+fn untold(board: &BoardCtx, why: Failure, end_step: bool) -> (SlotState, Vec<Command>) {
+    let cmds = if end_step {
+        vec![Command::EndStep {
+            step: Step::Finish,
+            error: Some(why.clone()),
+        }]
+    } else {
+        vec![]
+    };
+    (
+        SlotState::Done(Outcome::Untold {
+            serial: board.serial(),
+            why,
+        }),
+        cmds,
     )
 }
 
@@ -262,6 +331,8 @@ pub fn step(state: SlotState, event: Event) -> (SlotState, Vec<Command>) {
                 interrupted,
             },
         ) => synced(present, test, done, interrupted),
+        // Recorded as provisioned: a pulled board keeps its record.
+        (Busy { board, .. }, Event::Removed) if board.completed => (Empty, vec![]),
         (Busy { step, .. }, Event::Removed) => {
             let f = Failure::removed(step);
             (
@@ -280,8 +351,36 @@ pub fn step(state: SlotState, event: Event) -> (SlotState, Vec<Command>) {
         (Empty | Testing, Event::TestPassed) => begin(BoardCtx::default()),
         (Empty | Testing, Event::TestFailed { code, message }) => begin_test_failed(code, message),
         (Done(Outcome::Failed(_) | Outcome::Unknown), Event::Retry) => begin(BoardCtx::default()),
+        // Only FINISH was missing: send it again, nothing else.
+        (Done(Outcome::Untold { serial, .. }), Event::Retry) => (
+            Busy {
+                step: Step::Finish,
+                board: BoardCtx::completed(serial),
+            },
+            vec![Command::Run(Action::Finish)],
+        ),
+        (Busy { step, board }, Event::Abort) if board.completed => {
+            untold(&board, Failure::aborted(step), false)
+        }
         (Busy { step, .. }, Event::Abort) => fail(step, Failure::aborted(step)),
         (Busy { step, board }, Event::Done(out)) => advance(step, board, out),
+        // FINISH failed after the record: provisioned, the jig not told.
+        (Busy { board, .. }, Event::Failed(f)) if board.completed => untold(&board, f, true),
+        // The record itself failed (Complete): the jig is told FAIL, and the
+        // attempt stays open with its certificate, so that a Retry or a
+        // restart finishes it with the same one.
+        (
+            Busy {
+                step: Step::Finish, ..
+            },
+            Event::Failed(f),
+        ) => {
+            let code = f.code.clone();
+            (
+                Done(Outcome::Failed(f)),
+                vec![Command::NotifyFailed { code }],
+            )
+        }
         (Busy { step, .. }, Event::Failed(f)) => fail(step, f),
         // Anything else is stale (an answer after removal, a repeated event).
         (s, _) => (s, vec![]),
@@ -411,6 +510,9 @@ fn advance(step: Step, mut board: BoardCtx, out: Output) -> (SlotState, Vec<Comm
                 Review::Retired { retired_at } => {
                     fail(step, Failure::device_retired(&id.guid, &retired_at))
                 }
+                Review::Untold { serial } => {
+                    next(step, BoardCtx::completed(serial), vec![], Action::Finish)
+                }
             }
         }
         (Step::KeyGen, Output::Csr(der)) => {
@@ -454,18 +556,36 @@ fn advance(step: Step, mut board: BoardCtx, out: Output) -> (SlotState, Vec<Comm
                 _ => fail(step, Failure::key_proof()),
             }
         }
-        (Step::Settings, Output::SettingsDone) => next(step, board, vec![], Action::Finish),
-        (Step::Finish, Output::Finished) => match board.cert {
-            Some(cert) => finished(step, Some(cert.serial)),
-            None if board.symmetric_key => finished(step, None),
-            None => fail(step, Failure::internal("finished without a certificate")),
-        },
-        (step, out) => fail(
-            step,
-            Failure::internal(&format!(
+        (Step::Settings, Output::SettingsDone) => {
+            if board.cert.is_some() || board.symmetric_key {
+                complete(step, board)
+            } else {
+                fail(step, Failure::internal("finished without a certificate"))
+            }
+        }
+        (Step::Finish, Output::Completed) if !board.completed => {
+            board.completed = true;
+            (
+                SlotState::Busy { step, board },
+                vec![Command::Run(Action::Finish)],
+            )
+        }
+        (Step::Finish, Output::Finished) if board.completed => (
+            SlotState::Done(Outcome::Provisioned {
+                serial: board.serial(),
+            }),
+            vec![Command::EndStep { step, error: None }],
+        ),
+        (step, out) => {
+            let f = Failure::internal(&format!(
                 "unexpected result {out:?} at step {}",
                 step.as_str()
-            )),
-        ),
+            ));
+            if board.completed {
+                untold(&board, f, true)
+            } else {
+                fail(step, f)
+            }
+        }
     }
 }

@@ -103,20 +103,30 @@ fn a_good_board_goes_all_the_way() {
     let signature = b.key.sign(&key_proof_message(&nonce)).unwrap();
     let (s, c) = step(s, Event::Done(Output::Signed { nonce, signature }));
     assert_eq!(run_action(&c), Some(&Action::Settings));
+    // Recorded before the jig hears a word: Complete, then FINISH.
     let (s, c) = step(s, Event::Done(Output::SettingsDone));
-    assert_eq!(run_action(&c), Some(&Action::Finish));
-    let (s, c) = step(s, Event::Done(Output::Finished));
     assert_eq!(
         c,
         vec![
             Command::EndStep {
-                step: Step::Finish,
+                step: Step::Settings,
                 error: None
             },
             Command::Complete {
                 serial: Some(cert.serial.clone())
             }
         ]
+    );
+    assert_eq!(run_action(&c), None, "no FINISH before the record");
+    let (s, c) = step(s, Event::Done(Output::Completed));
+    assert_eq!(c, vec![Command::Run(Action::Finish)]);
+    let (s, c) = step(s, Event::Done(Output::Finished));
+    assert_eq!(
+        c,
+        vec![Command::EndStep {
+            step: Step::Finish,
+            error: None
+        }]
     );
     assert_eq!(
         s,
@@ -140,9 +150,10 @@ fn a_symmetric_key_device_completes_without_a_certificate() {
     let (s, c) = step(s, Event::Done(Output::KeyProven));
     assert_eq!(run_action(&c), Some(&Action::Settings));
     let (s, c) = step(s, Event::Done(Output::SettingsDone));
-    assert_eq!(run_action(&c), Some(&Action::Finish));
-    let (s, c) = step(s, Event::Done(Output::Finished));
     assert_eq!(c.last(), Some(&Command::Complete { serial: None }));
+    let (s, c) = step(s, Event::Done(Output::Completed));
+    assert_eq!(run_action(&c), Some(&Action::Finish));
+    let (s, _) = step(s, Event::Done(Output::Finished));
     assert_eq!(s, SlotState::Done(Outcome::Provisioned { serial: None }));
 
     // A proof of a key that was never written fails the board.
@@ -484,4 +495,135 @@ fn core_does_no_io() {
         checked += 1;
     }
     assert!(checked >= 2);
+}
+
+/// A board through its checks, up to the record (Complete sent).
+fn to_complete(b: &Bench) -> (SlotState, IssuedCert) {
+    let s = to_keygen(b);
+    let (s, c) = step(s, Event::Done(Output::Csr(b.csr(b.id.guid.as_str()))));
+    let Some(Action::Issue { csr, .. }) = run_action(&c) else {
+        panic!("{c:?}")
+    };
+    let cert = b.issued(csr);
+    let (s, _) = step(s, Event::Done(Output::Issued(cert.clone())));
+    let (s, _) = step(s, Event::Done(Output::Stored));
+    let (s, _) = step(s, Event::Done(Output::ReadBack(cert.chain.clone())));
+    let nonce = [9u8; 32];
+    let signature = b.key.sign(&key_proof_message(&nonce)).unwrap();
+    let (s, _) = step(s, Event::Done(Output::Signed { nonce, signature }));
+    let (s, c) = step(s, Event::Done(Output::SettingsDone));
+    assert_eq!(
+        c.last(),
+        Some(&Command::Complete {
+            serial: Some(cert.serial.clone())
+        })
+    );
+    (s, cert)
+}
+
+/// The first crash window: before Complete is recorded. The record does
+/// not exist, so nothing may be undone and the jig is told FAIL: the
+/// attempt stays open with its certificate (no Fail, which would abandon
+/// it), and a Retry resumes it.
+#[test]
+fn a_failed_complete_is_a_failure_the_jig_hears_and_a_retry_resumes() {
+    let b = bench();
+    let (s, cert) = to_complete(&b);
+    let f = Failure::not_recorded("disk full");
+    let (s, c) = step(s, Event::Failed(f.clone()));
+    assert_eq!(
+        c,
+        vec![Command::NotifyFailed {
+            code: "not_recorded".into()
+        }],
+        "no FINISH pass, no Fail that would abandon the certificate"
+    );
+    assert_eq!(s, SlotState::Done(Outcome::Failed(f)));
+    // Retry: a new visit that the store's review sends to resume with the
+    // same certificate.
+    let (s, c) = step(s, Event::Retry);
+    assert_eq!(c, vec![Command::OpenBoard, Command::Run(Action::Hello)]);
+    let (s, _) = step(s, Event::Done(Output::Hello { version: 1 }));
+    let (s, _) = step(s, Event::Done(Output::Identified(b.id.clone())));
+    let (_, c) = step(
+        s,
+        Event::Done(Output::Reviewed(Review::Resume(cert.clone()))),
+    );
+    assert_eq!(run_action(&c), Some(&Action::Store(cert.chain)));
+}
+
+/// The second window: recorded, FINISH not acknowledged. Nothing is
+/// failed or abandoned, the jig is not told FAIL; the slot says so, and a
+/// Retry sends FINISH alone. A pulled board keeps its record; Abort
+/// before FINISH leaves it provisioned.
+#[test]
+fn between_complete_and_finish_the_record_stands_and_retry_sends_only_finish() {
+    let b = bench();
+    let (s, cert) = to_complete(&b);
+    let serial = Some(cert.serial.clone());
+    let (s, c) = step(s, Event::Done(Output::Completed));
+    assert_eq!(c, vec![Command::Run(Action::Finish)]);
+    let why = Failure::new("no_answer", "the jig did not answer FINISH");
+    let (s, c) = step(s.clone(), Event::Failed(why.clone()));
+    assert_eq!(
+        c,
+        vec![Command::EndStep {
+            step: Step::Finish,
+            error: Some(why.clone())
+        }],
+        "no Fail, no FINISH fail"
+    );
+    assert_eq!(
+        s,
+        SlotState::Done(Outcome::Untold {
+            serial: serial.clone(),
+            why
+        })
+    );
+    let (s, c) = step(s, Event::Retry);
+    assert_eq!(c, vec![Command::Run(Action::Finish)], "FINISH alone");
+    let (done, c) = step(s.clone(), Event::Done(Output::Finished));
+    assert_eq!(
+        c,
+        vec![Command::EndStep {
+            step: Step::Finish,
+            error: None
+        }]
+    );
+    assert_eq!(
+        done,
+        SlotState::Done(Outcome::Provisioned {
+            serial: serial.clone()
+        })
+    );
+    // Pulled before FINISH: the record stands, nothing is failed.
+    let (gone, c) = step(s.clone(), Event::Removed);
+    assert_eq!((gone, c), (SlotState::Empty, vec![]));
+    // Stopped before FINISH: provisioned, the jig not told.
+    let (stopped, c) = step(s, Event::Abort);
+    assert!(c.is_empty(), "{c:?}");
+    assert!(matches!(stopped, SlotState::Done(Outcome::Untold { .. })));
+}
+
+/// After a restart in that window: the store reviews the record as untold,
+/// and the visit goes straight to FINISH; no key, no certificate, no
+/// second Complete.
+#[test]
+fn an_untold_record_found_at_review_goes_straight_to_finish() {
+    let b = bench();
+    let (s, _) = step(SlotState::Empty, Event::TestPassed);
+    let (s, _) = step(s, Event::Done(Output::Hello { version: 1 }));
+    let (s, _) = step(s, Event::Done(Output::Identified(b.id.clone())));
+    let serial = Some(Serial("aa".into()));
+    let (s, c) = step(
+        s,
+        Event::Done(Output::Reviewed(Review::Untold {
+            serial: serial.clone(),
+        })),
+    );
+    assert_eq!(run_action(&c), Some(&Action::Finish));
+    assert!(!c.iter().any(|c| matches!(c, Command::Complete { .. })));
+    let (s, c) = step(s, Event::Done(Output::Finished));
+    assert!(!c.iter().any(|c| matches!(c, Command::Complete { .. })));
+    assert_eq!(s, SlotState::Done(Outcome::Provisioned { serial }));
 }

@@ -10,7 +10,7 @@ use time::format_description::well_known::Rfc3339;
 
 use super::{Store, StoreError, ts};
 use crate::core::settings::ProvisioningSettings;
-use crate::core::{Failure, Step};
+use crate::core::{Failure, RecordFacts, Step};
 use crate::ids::BoardIdentity;
 use crate::ids::{Guid, SlotId};
 
@@ -117,6 +117,11 @@ impl Store {
 
     /// As [`Store::open_board`], stamping who provisions the board and for
     /// which work order (a new record only: an adopted one keeps its own).
+    ///
+    /// Adopted, in this order: the slot's unfinished record; else the
+    /// slot's newest record if it is provisioned but its jig never
+    /// acknowledged FINISH (the board may still be in the jig, waiting to
+    /// be told).
     pub fn open_board_by(
         &self,
         station: &str,
@@ -126,13 +131,24 @@ impl Store {
     ) -> Result<BoardId, StoreError> {
         self.with(|c| {
             let tx = c.transaction()?;
-            let existing: Option<i64> = tx
+            let mut existing: Option<i64> = tx
                 .query_row(
                     "SELECT id FROM boards WHERE slot = ?1 AND status = 'in_progress'",
                     [slot.0],
                     |r| r.get(0),
                 )
                 .optional()?;
+            if existing.is_none() {
+                existing = tx
+                    .query_row(
+                        &format!(
+                            "SELECT b.id FROM boards b WHERE b.id = (SELECT max(id) FROM boards WHERE slot = ?1 AND station = ?2) AND {UNTOLD}"
+                        ),
+                        params![slot.0, station],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+            }
             let id = match existing {
                 Some(id) => {
                     tx.execute(
@@ -262,43 +278,72 @@ impl Store {
         })
     }
 
-    /// Records what the board said about itself. If the record belonged to
-    /// another board (the board was swapped while the station was down), that
-    /// record is closed as failed and a new one is opened; the id to use from
-    /// now on is returned.
-    pub fn record_identity(
+    /// What the core needs to tell whether the board in the jig is the
+    /// record's own ([`crate::core::visitor`]).
+    pub fn record_facts(&self, board: BoardId) -> Result<RecordFacts, StoreError> {
+        self.with(|c| {
+            let (guid, status): (Option<String>, String) = c.query_row(
+                "SELECT guid, status FROM boards WHERE id = ?1",
+                [board.0],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            Ok(RecordFacts {
+                guid: guid.and_then(|g| g.parse().ok()),
+                provisioned: status == "provisioned",
+            })
+        })
+    }
+
+    /// Another board than the record's is in the jig: a new record for it,
+    /// in one transaction. With `fail_old`, the old (unfinished) record is
+    /// closed as failed, its open steps as interrupted; else it stands as
+    /// it is (provisioned), and the new record takes over the steps still
+    /// open.
+    pub fn replace_record(
         &self,
         board: BoardId,
-        id: &BoardIdentity,
+        fail_old: Option<&Failure>,
         now: OffsetDateTime,
     ) -> Result<BoardId, StoreError> {
         self.with(|c| {
             let tx = c.transaction()?;
-            let (guid, station, slot): (Option<String>, String, u16) = tx.query_row(
-                "SELECT guid, station, slot FROM boards WHERE id = ?1",
+            let (station, slot): (String, u16) = tx.query_row(
+                "SELECT station, slot FROM boards WHERE id = ?1",
                 [board.0],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                |r| Ok((r.get(0)?, r.get(1)?)),
             )?;
-            let mut target = board.0;
-            if guid.as_deref().is_some_and(|g| g != id.guid.as_str()) {
-                let f = Failure::new(
-                    "interrupted",
-                    "the station stopped while this board was in the jig, and another board was there when it came back: put this board back to provision it",
-                );
-                fail_in(&tx, board.0, &f, now)?;
-                tx.execute(
-                    "INSERT INTO boards (station, slot, status, step, started_at) VALUES (?1, ?2, 'in_progress', 'identify', ?3)",
-                    params![station, slot, ts(now)],
-                )?;
-                target = tx.last_insert_rowid();
-                tx.execute("UPDATE steps SET board_id = ?2 WHERE board_id = ?1 AND ended_at IS NULL", params![board.0, target])?;
+            // Closed first: a slot has one unfinished record at most. Its
+            // open steps end with it, as interrupted.
+            if let Some(f) = fail_old {
+                fail_in(&tx, board.0, f, now)?;
             }
             tx.execute(
-                "UPDATE boards SET guid = ?2, hw_revision = ?3, fw_version = ?4, mac = ?5 WHERE id = ?1",
-                params![target, id.guid.as_str(), id.hw_revision, id.fw_version, id.mac.to_string()],
+                "INSERT INTO boards (station, slot, status, step, started_at) VALUES (?1, ?2, 'in_progress', 'identify', ?3)",
+                params![station, slot, ts(now)],
+            )?;
+            let target = tx.last_insert_rowid();
+            tx.execute(
+                "UPDATE steps SET board_id = ?2 WHERE board_id = ?1 AND ended_at IS NULL",
+                params![board.0, target],
             )?;
             tx.commit()?;
             Ok(BoardId(target))
+        })
+    }
+
+    /// Records what the board said about itself.
+    pub fn record_identity(
+        &self,
+        board: BoardId,
+        id: &BoardIdentity,
+        _now: OffsetDateTime,
+    ) -> Result<BoardId, StoreError> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE boards SET guid = ?2, hw_revision = ?3, fw_version = ?4, mac = ?5 WHERE id = ?1",
+                params![board.0, id.guid.as_str(), id.hw_revision, id.fw_version, id.mac.to_string()],
+            )?;
+            Ok(board)
         })
     }
 
@@ -316,8 +361,9 @@ impl Store {
                 params![board.0, step.as_str(), ts(now)],
             )?;
             let id = tx.last_insert_rowid();
+            // A provisioned record (FINISH told again) keeps its last step.
             tx.execute(
-                "UPDATE boards SET step = ?2 WHERE id = ?1",
+                "UPDATE boards SET step = ?2 WHERE id = ?1 AND status = 'in_progress'",
                 params![board.0, step.as_str()],
             )?;
             tx.commit()?;
@@ -404,6 +450,13 @@ impl Store {
         })
     }
 }
+
+/// A provisioned record whose jig never acknowledged FINISH: it has
+/// steps (a station provisioned it), none of them a FINISH that ended well.
+/// (`b` is the board.)
+pub(super) const UNTOLD: &str = "b.status = 'provisioned'
+    AND EXISTS (SELECT 1 FROM steps s WHERE s.board_id = b.id)
+    AND NOT EXISTS (SELECT 1 FROM steps s WHERE s.board_id = b.id AND s.step = 'finish' AND s.outcome = 'ok')";
 
 fn fail_in(
     tx: &rusqlite::Transaction<'_>,

@@ -301,8 +301,13 @@ mod tests {
         let b = s.open_board("st", SlotId(2), now()).unwrap();
         let b = s.record_identity(b, &ident(guid), now()).unwrap();
         commit(s, b, guid, serial, false);
-        s.complete(b, Some(&Serial(serial.into())), now(), None, true)
-            .unwrap();
+        s.complete(
+            b,
+            Some(&Serial(serial.into())),
+            now(),
+            crate::store::Enroll::Group,
+        )
+        .unwrap();
     }
 
     #[test]

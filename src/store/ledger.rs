@@ -10,7 +10,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use super::{BoardId, Store, StoreError, audit, labels, outbox, ts};
-use crate::core::Review;
+use crate::core::ReviewFacts;
 use crate::ids::{Guid, Serial};
 
 /// A certificate about to enter the ledger.
@@ -81,62 +81,60 @@ fn cert_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CertificateRow> {
     })
 }
 
+/// The DPS enrollment a completed board gets.
+#[derive(Clone, Copy)]
+pub enum Enroll<'a> {
+    /// Its own: the body built from the board's recorded facts.
+    Individual(&'a dyn Fn(&EnrollmentFacts) -> String),
+    /// Its line's enrollment group covers it: no job of its own.
+    Group,
+}
+
 impl Store {
-    /// What stands between this GUID and a new certificate. The chain in a
-    /// resume holds the leaf only; the caller appends the CA.
-    pub fn review(
+    /// What the store knows about this GUID and this record, for the
+    /// core's verdict ([`crate::core::review`]). An interrupted attempt's
+    /// chain holds the leaf only; the caller appends the CA.
+    pub fn review_facts(
         &self,
         board: BoardId,
         guid: &Guid,
         now: OffsetDateTime,
-    ) -> Result<Review, StoreError> {
+    ) -> Result<ReviewFacts, StoreError> {
         self.with(|c| {
-            let resume: Option<(String, String)> = c
+            let untold: bool = c.query_row(
+                &format!(
+                    "SELECT EXISTS (SELECT 1 FROM boards b WHERE b.id = ?1 AND b.guid = ?2 AND {})",
+                    super::boards::UNTOLD
+                ),
+                params![board.0, guid.as_str()],
+                |r| r.get(0),
+            )?;
+            let untold = if untold {
+                let serial: Option<String> = c
+                    .query_row(
+                        "SELECT serial FROM certificates WHERE board_id = ?1 AND state = 'installed' ORDER BY issued_at DESC LIMIT 1",
+                        [board.0],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                Some(serial.map(Serial))
+            } else {
+                None
+            };
+            let interrupted = c
                 .query_row(
                     "SELECT serial, pem FROM certificates WHERE board_id = ?1 AND guid = ?2 AND state = 'issued' ORDER BY issued_at DESC LIMIT 1",
                     params![board.0, guid.as_str()],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
+                    |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
                 )
-                .optional()?;
-            if let Some((serial, pem)) = resume {
-                let der = crate::ca::pem_to_der(&pem).unwrap_or_default();
-                return Ok(Review::Resume(crate::core::IssuedCert {
+                .optional()?
+                .map(|(serial, pem)| crate::core::IssuedCert {
                     serial: Serial(serial),
-                    chain: vec![der],
-                }));
-            }
-            // A revoked device gets a certificate again only if an admin
-            // allowed it.
-            let revoked = super::devices::revocation(c, guid.as_str())?;
-            if let Some(revoked_at) = revoked.map(|r| r.revoked_at) {
-                let by_admin: bool = c.query_row(
-                    "SELECT EXISTS (SELECT 1 FROM overrides WHERE guid = ?1 AND by_admin = 1)",
-                    [guid.as_str()],
-                    |r| r.get(0),
-                )?;
-                return Ok(if by_admin {
-                    Review::Fresh {
-                        override_granted: true,
-                    }
-                } else {
-                    Review::Revoked { revoked_at }
+                    chain: vec![crate::ca::pem_to_der(&pem).unwrap_or_default()],
                 });
-            }
-            // So does a retired one.
-            if let Some(retired_at) = super::registry::retirement(c, guid.as_str())?.map(|r| r.retired_at) {
-                let by_admin: bool = c.query_row(
-                    "SELECT EXISTS (SELECT 1 FROM overrides WHERE guid = ?1 AND by_admin = 1)",
-                    [guid.as_str()],
-                    |r| r.get(0),
-                )?;
-                return Ok(if by_admin {
-                    Review::Fresh {
-                        override_granted: true,
-                    }
-                } else {
-                    Review::Retired { retired_at }
-                });
-            }
+            let revoked_at = super::devices::revocation(c, guid.as_str())?.map(|r| r.revoked_at);
+            let retired_at =
+                super::registry::retirement(c, guid.as_str())?.map(|r| r.retired_at);
             let held: Option<(String, String)> = c
                 .query_row(
                     "SELECT serial, issued_at FROM certificates WHERE guid = ?1 AND state = 'installed' AND not_after > ?2 ORDER BY issued_at DESC LIMIT 1",
@@ -144,14 +142,15 @@ impl Store {
                     |r| Ok((r.get(0)?, r.get(1)?)),
                 )
                 .optional()?;
-            let granted: bool = c.query_row(
-                "SELECT EXISTS (SELECT 1 FROM overrides WHERE guid = ?1)",
-                [guid.as_str()],
-                |r| r.get(0),
-            )?;
-            // A symmetric-key device has no certificate: its key record on
-            // a provisioned board says the same.
-            let keyed: Option<String> = c
+            let (override_granted, override_by_admin): (bool, bool) = c
+                .query_row(
+                    "SELECT 1, by_admin FROM overrides WHERE guid = ?1",
+                    [guid.as_str()],
+                    |r| Ok((true, r.get(1)?)),
+                )
+                .optional()?
+                .unwrap_or((false, false));
+            let keyed_at: Option<String> = c
                 .query_row(
                     "SELECT b.finished_at FROM device_keys k JOIN boards b ON b.id = k.board_id
                      WHERE k.guid = ?1 AND b.status = 'provisioned' ORDER BY b.id DESC LIMIT 1",
@@ -159,22 +158,15 @@ impl Store {
                     |r| r.get(0),
                 )
                 .optional()?;
-            if let Some(keyed_at) = keyed.filter(|_| held.is_none()) {
-                return Ok(if granted {
-                    Review::Fresh {
-                        override_granted: true,
-                    }
-                } else {
-                    Review::AlreadyKeyed { keyed_at }
-                });
-            }
-            Ok(match held {
-                Some((serial, issued_at)) if !granted => Review::AlreadyProvisioned {
-                    serial: Serial(serial),
-                    issued_at,
-                },
-                Some(_) => Review::Fresh { override_granted: true },
-                None => Review::Fresh { override_granted: false },
+            Ok(ReviewFacts {
+                untold,
+                interrupted,
+                revoked_at,
+                retired_at,
+                held: held.map(|(s, at)| (Serial(s), at)),
+                keyed_at,
+                override_granted,
+                override_by_admin,
             })
         })
     }
@@ -229,14 +221,51 @@ impl Store {
         })
     }
 
-    /// The board is provisioned: its certificate is installed.
-    ///
-    /// With `enroll`, the DPS enrollment job is queued in the same
-    /// transaction: a provisioned board always has its job, and a job
-    /// always belongs to a provisioned board. `enroll` turns the board's
-    /// recorded facts into the enrollment body. With `label`, the board's
-    /// label job is queued in the same transaction too.
+    /// The board is provisioned: its certificate is installed, and its DPS
+    /// enrollment job (for an individual enrollment: [`Enroll`]) and its
+    /// label job are queued, all in one transaction: a provisioned board
+    /// always has its jobs, and a job always belongs to a provisioned
+    /// board. Comes before the jig is told the board passed.
     pub fn complete(
+        &self,
+        board: BoardId,
+        serial: Option<&Serial>,
+        now: OffsetDateTime,
+        enroll: Enroll<'_>,
+    ) -> Result<(), StoreError> {
+        let build = match enroll {
+            Enroll::Individual(b) => Some(b),
+            Enroll::Group => None,
+        };
+        self.complete_with(board, serial, now, build, true)
+    }
+
+    /// The core's verdict on [`Store::review_facts`], for the store's own
+    /// tests.
+    #[cfg(test)]
+    pub fn review(
+        &self,
+        board: BoardId,
+        guid: &Guid,
+        now: OffsetDateTime,
+    ) -> Result<crate::core::Review, StoreError> {
+        self.review_facts(board, guid, now)
+            .map(|f| crate::core::review(&f))
+    }
+
+    /// As [`Store::complete`], but queuing neither job: for unit tests of
+    /// other parts of the store, never for a board on the line.
+    #[cfg(test)]
+    pub fn complete_without_jobs(
+        &self,
+        board: BoardId,
+        serial: Option<&Serial>,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        self.complete_with(board, serial, now, None, false)
+    }
+
+    fn complete_with(
         &self,
         board: BoardId,
         serial: Option<&Serial>,
@@ -245,6 +274,13 @@ impl Store {
         label: bool,
     ) -> Result<(), StoreError> {
         self.with(|c| {
+            if label && crate::failpoint::fails("complete") {
+                // As a full disk answers the transaction.
+                return Err(rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+                    Some("database or disk is full (failpoint fail:complete)".into()),
+                ));
+            }
             let tx = c.transaction()?;
             tx.execute(
                 "UPDATE boards SET status = 'provisioned', step = 'finish', error_code = NULL, error = NULL, finished_at = ?2 WHERE id = ?1",

@@ -39,7 +39,7 @@ pub use audit::{AuditCheck, AuditRow, GENESIS, row_hash};
 pub use boards::{BoardId, BoardRow, Stamp, StepRow};
 pub use devices::{DeviceAction, DeviceRecord, DeviceRevocation, DpsSeen, LabelPrint, Queued};
 pub use labels::{LabelCounts, LabelJob, LabelRecord, LabelState, TEST_LABEL_GUID};
-pub use ledger::{CertificateRow, EnrollmentFacts, NewCertificate};
+pub use ledger::{CertificateRow, Enroll, EnrollmentFacts, NewCertificate};
 pub use outbox::{Job, JobRow, OutboxCounts};
 pub use people::{NewUser, PeopleError, Role, Session, TokenRow, User, check_password, check_pin};
 pub use plant::{

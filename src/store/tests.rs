@@ -111,7 +111,7 @@ fn review_resume_already_and_override() {
         }
         other => panic!("{other:?}"),
     }
-    s.complete(b, Some(&Serial("aa".into())), now(), None, false)
+    s.complete_without_jobs(b, Some(&Serial("aa".into())), now())
         .unwrap();
 
     // A later visit of the same GUID: already provisioned.
@@ -139,7 +139,7 @@ fn review_resume_already_and_override() {
         }
     );
     commit(&s, b2, G1, "bb", true);
-    s.complete(b2, Some(&Serial("bb".into())), now(), None, false)
+    s.complete_without_jobs(b2, Some(&Serial("bb".into())), now())
         .unwrap();
     let b3 = s.open_board("st", SlotId(2), now()).unwrap();
     assert!(matches!(
@@ -172,7 +172,13 @@ fn a_swapped_board_gets_its_own_record() {
     // Station restarts; another board is in the jig.
     let adopted = s.open_board("st", SlotId(1), now()).unwrap();
     assert_eq!(adopted, b);
-    let b2 = s.record_identity(adopted, &ident(G2), now()).unwrap();
+    let facts = s.record_facts(adopted).unwrap();
+    assert_eq!(facts.guid, Some(G1.parse().unwrap()));
+    assert!(!facts.provisioned);
+    let b2 = s
+        .replace_record(adopted, Some(&Failure::swapped()), now())
+        .unwrap();
+    let b2 = s.record_identity(b2, &ident(G2), now()).unwrap();
     assert_ne!(b2, b);
     assert_eq!(
         s.board(&G1.parse().unwrap())
@@ -186,6 +192,60 @@ fn a_swapped_board_gets_its_own_record() {
         s.board(&G2.parse().unwrap()).unwrap().unwrap().status,
         "in_progress"
     );
+}
+
+/// A provisioned record whose jig never acknowledged FINISH is the slot's
+/// to adopt, and says so to the review; once FINISH ends well, or another
+/// record follows it, it is not.
+#[test]
+fn a_record_whose_jig_was_not_told_is_adopted_and_reviewed_as_untold() {
+    let (_d, s) = store();
+    let g1: Guid = G1.parse().unwrap();
+    let b = s.open_board("st", SlotId(1), now()).unwrap();
+    let b = s.record_identity(b, &ident(G1), now()).unwrap();
+    let settings = s.begin_step(b, Step::Settings, now()).unwrap();
+    s.end_step(settings, now(), None).unwrap();
+    commit(&s, b, G1, "aa", false);
+    s.complete(b, Some(&Serial("aa".into())), now(), Enroll::Group)
+        .unwrap();
+    assert_eq!(
+        s.review(b, &g1, now()).unwrap(),
+        Review::Untold {
+            serial: Some(Serial("aa".into()))
+        }
+    );
+    let adopted = s.open_board("st", SlotId(1), now()).unwrap();
+    assert_eq!(adopted, b, "the untold record is adopted");
+    assert!(s.record_facts(adopted).unwrap().provisioned);
+    // FINISH fails: still untold. It ends well: told.
+    let finish = s.begin_step(b, Step::Finish, now()).unwrap();
+    s.end_step(finish, now(), Some(&Failure::new("no_answer", "x")))
+        .unwrap();
+    assert!(matches!(
+        s.review(b, &g1, now()).unwrap(),
+        Review::Untold { .. }
+    ));
+    let row = s.board(&g1).unwrap().unwrap();
+    assert_eq!(
+        (row.status.as_str(), row.step.as_str()),
+        ("provisioned", "finish")
+    );
+    let finish = s.begin_step(b, Step::Finish, now()).unwrap();
+    s.end_step(finish, now(), None).unwrap();
+    assert!(matches!(
+        s.review(b, &g1, now()).unwrap(),
+        Review::AlreadyProvisioned { .. }
+    ));
+    let fresh = s.open_board("st", SlotId(1), now()).unwrap();
+    assert_ne!(fresh, b, "a told record is not adopted");
+    // A record made without steps (seeded, imported) is not untold.
+    let (_d2, s2) = store();
+    let b = s2.open_board("st", SlotId(1), now()).unwrap();
+    let b = s2.record_identity(b, &ident(G1), now()).unwrap();
+    commit(&s2, b, G1, "aa", false);
+    s2.complete_without_jobs(b, Some(&Serial("aa".into())), now())
+        .unwrap();
+    assert_ne!(s2.open_board("st", SlotId(1), now()).unwrap(), b);
 }
 
 #[test]
@@ -603,7 +663,7 @@ fn a_revoked_device_is_refused_unless_an_admin_overrides() {
     let b = s.open_board("st", SlotId(1), now()).unwrap();
     let b = s.record_identity(b, &ident(G1), now()).unwrap();
     commit(&s, b, G1, "aa", false);
-    s.complete(b, Some(&Serial("aa".into())), now(), None, false)
+    s.complete_without_jobs(b, Some(&Serial("aa".into())), now())
         .unwrap();
 
     // An action for a device the station never made is refused.
@@ -683,7 +743,7 @@ fn a_revoked_device_is_refused_unless_an_admin_overrides() {
     // With the admin's override the device gets a new certificate, which is
     // not revoked: the device can be managed again, and revoked again.
     commit(&s, b2, G1, "bb", true);
-    s.complete(b2, Some(&Serial("bb".into())), now(), None, false)
+    s.complete_without_jobs(b2, Some(&Serial("bb".into())), now())
         .unwrap();
     assert_eq!(s.device_revocation(G1).unwrap(), None);
     assert!(matches!(

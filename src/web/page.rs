@@ -59,6 +59,11 @@ impl Tile {
                 "PASS: provisioned, remove the board".to_string(),
             ),
             "failed" => ("fail", "✖", "FAIL: set the board aside".to_string()),
+            "provisioned_untold" => (
+                "fail",
+                "!",
+                "PROVISIONED, but the jig was not told: press Retry".to_string(),
+            ),
             _ => (
                 "idle",
                 "■",
@@ -86,11 +91,10 @@ impl Tile {
             error: v.error.as_deref().map(sentence),
             link_error: v.link_error.clone(),
             operator: v.operator.clone(),
-            can_retry: matches!(v.state, "failed" | "done"),
-            retry_label: if v.state == "failed" {
-                "Retry"
-            } else {
-                "Start"
+            can_retry: matches!(v.state, "failed" | "done" | "provisioned_untold"),
+            retry_label: match v.state {
+                "failed" | "provisioned_untold" => "Retry",
+                _ => "Start",
             },
             can_abort: v.state == "provisioning",
             has_label: v.state == "provisioned" && v.guid.is_some(),

@@ -228,9 +228,13 @@ impl SlotDriver {
                 self.view
                     .update(slot, |v| show_state(v, &state, guid.as_deref()));
             }
+            // A command that reports an event ends the batch: the core
+            // decides on it before anything further is done (a Complete
+            // that failed must not be followed by FINISH).
             for cmd in commands {
                 if let Some(e) = self.execute(link, orders, cmd, visit).await {
                     pending.push_back(e);
+                    break;
                 }
             }
         }
@@ -267,7 +271,19 @@ impl SlotDriver {
             Command::RecordIdentity(id) => {
                 visit.guid = Some(id.guid.to_string());
                 let board = visit.board?;
-                match blocking(move || store.record_identity(board, &id, now)).await {
+                let recorded = blocking(move || {
+                    let facts = store.record_facts(board)?;
+                    let board = match core::visitor(&facts, &id.guid) {
+                        core::Visitor::Same => board,
+                        core::Visitor::Swapped { fail_old } => {
+                            let why = fail_old.then(Failure::swapped);
+                            store.replace_record(board, why.as_ref(), now)?
+                        }
+                    };
+                    store.record_identity(board, &id, now)
+                })
+                .await;
+                match recorded {
                     Ok(b) => visit.board = Some(b),
                     Err(e) => return Some(Event::Failed(store_failure(&e))),
                 }
@@ -322,23 +338,34 @@ impl SlotDriver {
                 // A group enrollment covers every device: none of its own.
                 let individual = self.enrollment.individual;
                 let result = blocking(move || {
-                    let build: Option<&dyn Fn(&crate::store::EnrollmentFacts) -> String> =
-                        if individual { Some(&build) } else { None };
-                    store.complete(board, sn.as_ref(), now, build, true)
+                    let enroll = if individual {
+                        crate::store::Enroll::Individual(&build)
+                    } else {
+                        crate::store::Enroll::Group
+                    };
+                    store.complete(board, sn.as_ref(), now, enroll)
                 })
                 .await;
-                self.uploads.notify_one();
-                self.labels.notify_one();
-                match result {
+                return Some(match result {
                     Ok(()) => {
+                        self.uploads.notify_one();
+                        self.labels.notify_one();
                         tracing::info!(
                             board.guid = visit.guid.as_deref().unwrap_or(""),
                             serial = serial.as_ref().map_or("none", |s| s.0.as_str()),
-                            "board provisioned"
-                        )
+                            "board provisioned and recorded; telling the jig"
+                        );
+                        crate::failpoint::hit("before_finish");
+                        Event::Done(Output::Completed)
                     }
-                    Err(e) => tracing::error!("board provisioned but not recorded as such: {e}"),
-                }
+                    Err(e) => {
+                        tracing::error!(
+                            board.guid = visit.guid.as_deref().unwrap_or(""),
+                            "the board passed every check but could not be recorded as provisioned: {e}"
+                        );
+                        Event::Failed(Failure::not_recorded(&e.to_string()))
+                    }
+                });
             }
             Command::Fail(f) => {
                 visit.tpm = None;
@@ -406,10 +433,10 @@ impl SlotDriver {
             Action::Review(id) => {
                 let store = self.store.clone();
                 let now = OffsetDateTime::now_utc();
-                let review = blocking(move || store.review(board, &id.guid, now))
+                let facts = blocking(move || store.review_facts(board, &id.guid, now))
                     .await
                     .map_err(|e| store_failure(&e))?;
-                Ok(Output::Reviewed(match review {
+                Ok(Output::Reviewed(match core::review(&facts) {
                     Review::Resume(_) if self.device_keys.is_some() => {
                         return Err(Failure::new(
                             "attestation_changed",

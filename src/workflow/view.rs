@@ -161,6 +161,15 @@ pub fn show_state(v: &mut SlotView, s: &SlotState, guid: Option<&str>) {
             v.state = "provisioned";
             v.certificate_serial = serial.as_ref().map(|s| s.0.clone());
         }
+        SlotState::Done(Outcome::Untold { serial, why }) => {
+            v.state = "provisioned_untold";
+            v.certificate_serial = serial.as_ref().map(|s| s.0.clone());
+            v.error = Some(format!(
+                "provisioned and recorded, but the jig was not told: {}; press Retry to tell it (no second certificate is made)",
+                why.message
+            ));
+            v.error_code = Some(why.code.clone());
+        }
         SlotState::Done(Outcome::Failed(f)) => {
             v.state = "failed";
             v.error = Some(f.message.clone());

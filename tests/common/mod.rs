@@ -491,8 +491,7 @@ pub fn seed_guids(
                 b,
                 Some(&Serial(leaf.serial.0.clone())),
                 now,
-                Some(&build),
-                true,
+                station::store::Enroll::Individual(&build),
             )
             .unwrap();
         guids.push(guid.to_string());

@@ -21,7 +21,7 @@ fn provision(s: &Store, slot: u16, guid: &str, serial: &str, work_order: Option<
     let b = s.open_board_by("st", SlotId(slot), &stamp, now()).unwrap();
     let b = s.record_identity(b, &ident(guid), now()).unwrap();
     commit(s, b, guid, serial, false);
-    s.complete(b, Some(&Serial(serial.into())), now(), None, false)
+    s.complete_without_jobs(b, Some(&Serial(serial.into())), now())
         .unwrap();
     b.0
 }
@@ -255,7 +255,7 @@ fn a_retired_device_is_on_the_crl_refused_everything_and_refused_at_review_unles
     // Provisioned again under the admin's override, the device is not
     // retired: it can be managed, and retired again.
     commit(&s, b2, G1, "bb", true);
-    s.complete(b2, Some(&Serial("bb".into())), now(), None, false)
+    s.complete_without_jobs(b2, Some(&Serial("bb".into())), now())
         .unwrap();
     assert_eq!(s.device_retirement(G1).unwrap(), None);
     assert!(matches!(
@@ -382,7 +382,7 @@ fn a_symmetric_key_device_is_acted_on_without_a_certificate_and_keeps_no_key() {
         .unwrap();
     let b = s.record_identity(b, &ident(G3), now()).unwrap();
     s.record_device_key(b, G3, "00aa", now()).unwrap();
-    s.complete(b, None, now(), None, false).unwrap();
+    s.complete_without_jobs(b, None, now()).unwrap();
     let q = |action: &str| {
         s.queue_device_action(
             &g,
@@ -408,7 +408,7 @@ fn a_symmetric_key_device_is_acted_on_without_a_certificate_and_keeps_no_key() {
         .unwrap();
     s.record_device_key(b0, g_other.as_str(), "00aa", now())
         .unwrap();
-    s.complete(b0, None, now(), None, false).unwrap();
+    s.complete_without_jobs(b0, None, now()).unwrap();
     let Queued::Queued(_) = s
         .queue_device_action(
             &g_other,
@@ -440,7 +440,8 @@ fn a_symmetric_key_device_is_acted_on_without_a_certificate_and_keeps_no_key() {
     let b2 = s.record_identity(b2, &ident(G3), now()).unwrap();
     s.record_device_key(b2, G3, "00aa", now()).unwrap();
     let body = |_: &crate::store::EnrollmentFacts| "{}".to_string();
-    s.complete(b2, None, now(), Some(&body), false).unwrap();
+    s.complete(b2, None, now(), crate::store::Enroll::Individual(&body))
+        .unwrap();
     let Queued::Queued(id) = q("disable") else {
         panic!()
     };
