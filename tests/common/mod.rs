@@ -12,6 +12,7 @@ pub mod root;
 pub mod secrets;
 pub mod softhsm;
 pub mod swtpm;
+pub mod tinyproxy;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -413,12 +414,14 @@ pub fn pem_der(pem: &str) -> Vec<u8> {
     station::ca::pem_to_der(pem).unwrap()
 }
 
-/// A `[dps]` section for a station talking to `fake`.
+/// A `[dps]` section for a station talking to `fake` over HTTPS, trusting
+/// the fake's CA through `ca_file`.
 pub fn dps_section(fake: &fake_dps::FakeDps, ops_per_minute: u32) -> String {
     format!(
-        "\n[dps]\nconnection_string = \"{}\"\nendpoint = \"{}\"\nops_per_minute = {ops_per_minute}\nrequest_timeout_ms = 1000\nmax_backoff_ms = 1000\n",
+        "\n[dps]\nconnection_string = \"{}\"\nendpoint = \"{}\"\nca_file = \"{}\"\nops_per_minute = {ops_per_minute}\nrequest_timeout_ms = 1000\nmax_backoff_ms = 1000\n",
         fake.connection_string(),
-        fake.endpoint()
+        fake.https_endpoint(),
+        fake.ca_file().display()
     )
 }
 
