@@ -300,3 +300,120 @@ async fn a_tls_failure_is_the_outbox_state_tls_error_until_a_call_succeeds() {
     assert!(v["last_error"].is_null(), "{v:#}");
     assert!(fake.with(|s| s.enrollments.contains_key(&guid)));
 }
+
+/// `station check`'s output for a configuration whose `[dps]` section is
+/// `dps` (no proxy variables from this process's environment).
+async fn check_with(dps: String) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("station.toml");
+    std::fs::write(&cfg, config_text(&[], 300) + &dps).unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(station_bin())
+            .args(["check", "--config"])
+            .arg(&cfg)
+            .env_remove("HTTPS_PROXY")
+            .env_remove("https_proxy")
+            .env_remove("NO_PROXY")
+            .env_remove("no_proxy")
+            .env_remove("STATION_DPS_CONNECTION_STRING")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn station_check_reaches_dps_and_says_which_step_failed() {
+    let fake = FakeDps::start().await;
+    let section = |conn: &str, lines: &str| {
+        format!("\n[dps]\nconnection_string = \"{conn}\"\nrequest_timeout_ms = 3000\n{lines}\n")
+    };
+    let good = fake.connection_string();
+
+    let text = check_with(section(&good, &trusting(&fake))).await;
+    assert!(
+        text.contains(&format!(
+            "ok       DPS {}: TLS connection, certificate trusted",
+            fake.https_endpoint()
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains("ok       DPS key: policy provisioningserviceowner accepted"),
+        "{text}"
+    );
+    let gets = fake.with(|s| {
+        s.log
+            .iter()
+            .filter(|l| l.method == "GET" && l.path.contains("station-check-"))
+            .count()
+    });
+    assert_eq!(gets, 1, "one read of an enrollment that cannot exist");
+
+    // Through a proxy, said so.
+    let proxy = Tinyproxy::start("");
+    let lines = format!("{}\nproxy = \"{}\"", trusting(&fake), proxy.url());
+    let text = check_with(section(&good, &lines)).await;
+    assert!(
+        text.contains(&format!(
+            "TLS connection through the proxy at {}",
+            proxy.url()
+        )),
+        "{text}"
+    );
+    assert_eq!(proxy.connects_to(fake.https_port()), 1);
+
+    // A wrong key: the connection works, the key step fails.
+    let wrong = good.replace(
+        good.rsplit("SharedAccessKey=").next().unwrap(),
+        "d3Jvbmcga2V5IGZvciB0aGlzIERQUw==",
+    );
+    let text = check_with(section(&wrong, &trusting(&fake))).await;
+    assert!(text.contains("ok       DPS https://"), "{text}");
+    assert!(
+        text.contains(
+            "PROBLEM  DPS key: the key step failed: DPS refused the station's credentials"
+        ),
+        "{text}"
+    );
+
+    // Without ca_file: the TLS step fails, with the words.
+    let plain = format!("endpoint = \"{}\"", fake.https_endpoint());
+    let text = check_with(section(&good, &plain)).await;
+    assert!(
+        text.contains(&format!(
+            "PROBLEM  DPS {}: the TLS connection step failed: {UNKNOWN_CA}",
+            fake.https_endpoint()
+        )),
+        "{text}"
+    );
+    assert!(text.contains("skipped  DPS key: not tried"), "{text}");
+
+    // Nothing listening: unreachable, a warning.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let lines = format!(
+        "endpoint = \"https://127.0.0.1:{port}\"\nca_file = \"{}\"",
+        fake.ca_file().display()
+    );
+    let text = check_with(section(&good, &lines)).await;
+    assert!(
+        text.contains(&format!(
+            "WARNING  DPS https://127.0.0.1:{port} is unreachable, the connection step failed: cannot reach DPS"
+        )),
+        "{text}"
+    );
+    assert!(!text.contains("PROBLEM  DPS"), "{text}");
+
+    // No DPS: said, and skipped.
+    let text = check_with(String::new()).await;
+    assert!(
+        text.contains("skipped  DPS: no connection string"),
+        "{text}"
+    );
+}
