@@ -226,27 +226,6 @@ async fn a_proxy_that_refuses_says_so() {
     assert_eq!(fake.with(|s| s.ok_requests()), 1);
 }
 
-async fn outbox(st: &TestStation) -> Value {
-    let (s, v) = st.get("/api/v1/outbox").await;
-    assert_eq!(s, 200);
-    v
-}
-
-async fn wait_outbox(st: &TestStation, cond: impl Fn(&Value) -> bool) -> Value {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let v = outbox(st).await;
-        if cond(&v) {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "outbox never got there: {v:#}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tls_failure_is_the_outbox_state_tls_error_until_a_call_succeeds() {
     let fake = FakeDps::start().await;
@@ -257,34 +236,22 @@ async fn a_tls_failure_is_the_outbox_state_tls_error_until_a_call_succeeds() {
         TestStation::start_with(vec![quick_board()], 2000, &dps_section(&fake, 6000), |_| ()).await;
     let boards = st.wait_finished(1, Duration::from_secs(30)).await;
     let guid = boards[0]["guid"].as_str().unwrap().to_string();
-    let v = wait_outbox(&st, |v| v["connectivity"] == "tls_error").await;
+    let v = st
+        .wait_outbox(Duration::from_secs(30), |v| {
+            v["connectivity"] == "tls_error"
+        })
+        .await;
     let error = v["last_error"].as_str().unwrap();
     assert!(error.starts_with(UNKNOWN_CA), "{v:#}");
     assert!(!error.contains("factory network"), "{v:#}");
-    let metrics = st
-        .client
-        .get(format!("{}/metrics", st.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = st.text("/metrics").await;
     assert!(
         metrics.contains("station_dps_connectivity{state=\"tls_error\"} 1"),
         "{metrics}"
     );
     assert!(fake.with(|s| s.enrollments.is_empty()));
     let sup = session_of(&st, "sue", station::store::Role::Supervisor, "B-1").await;
-    let page = bare_client()
-        .get(format!("{}/supervisor", st.base))
-        .header("cookie", format!("station_session={sup}"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = st.page_as(&sup, "/supervisor").await;
     assert!(
         page.contains("<strong>tls_error</strong>")
             && page.contains("issued by an unknown CA: set `[dps] ca_file`"),
@@ -293,10 +260,11 @@ async fn a_tls_failure_is_the_outbox_state_tls_error_until_a_call_succeeds() {
 
     // The interception stops: the next call succeeds, the state is online.
     fake.present_foreign_certificate(false);
-    let v = wait_outbox(&st, |v| {
-        v["connectivity"] == "online" && v["queue_depth"] == 0
-    })
-    .await;
+    let v = st
+        .wait_outbox(Duration::from_secs(30), |v| {
+            v["connectivity"] == "online" && v["queue_depth"] == 0
+        })
+        .await;
     assert!(v["last_error"].is_null(), "{v:#}");
     assert!(fake.with(|s| s.enrollments.contains_key(&guid)));
 }

@@ -261,6 +261,44 @@ impl TestStation {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
+    /// A page or text (such as `/metrics`) as the harness's admin.
+    pub async fn text(&self, path: &str) -> String {
+        let r = self.client.get(format!("{}{path}", self.base)).send();
+        r.await.unwrap().text().await.unwrap()
+    }
+
+    /// A page as the user signed in with this session cookie.
+    pub async fn page_as(&self, session: &str, path: &str) -> String {
+        let r = bare_client()
+            .get(format!("{}{path}", self.base))
+            .header("cookie", format!("station_session={session}"))
+            .send();
+        r.await.unwrap().text().await.unwrap()
+    }
+
+    /// `GET /api/v1/outbox`.
+    pub async fn outbox(&self) -> Value {
+        let (s, v) = self.get("/api/v1/outbox").await;
+        assert_eq!(s, 200);
+        v
+    }
+
+    /// Waits until `cond` holds on the outbox view.
+    pub async fn wait_outbox(&self, within: Duration, cond: impl Fn(&Value) -> bool) -> Value {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let v = self.outbox().await;
+            if cond(&v) {
+                return v;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "outbox never got there: {v:#}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     pub async fn boards(&self) -> Vec<Value> {
         let (s, v) = self.get("/api/v1/boards?limit=1000").await;
         assert_eq!(s, 200);
