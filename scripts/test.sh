@@ -3,7 +3,8 @@
 # Debian machine (as root): a C compiler for the bundled SQLite and ring,
 # Chromium with its WebDriver for the browser test, and the TPM 2.0
 # simulator (swtpm), tpm2-tools and libtss2 for the TPM tests, SoftHSM
-# for the CA key in a PKCS#11 token, and PostgreSQL for the plant tier.
+# for the CA key in a PKCS#11 token, PostgreSQL for the plant tier, and
+# tinyproxy, a real HTTP CONNECT proxy for DPS through a corporate network.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,6 +31,9 @@ command -v openssl >/dev/null 2>&1 || need+=(openssl)
 # cluster on port 5432, which the tests do not use.
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
 [ -x /usr/bin/psql ] || need+=(postgresql-client)
+# DPS through a corporate network: tests/dps_net.rs runs its own
+# tinyproxy on a loopback port.
+command -v tinyproxy >/dev/null 2>&1 || need+=(tinyproxy)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing ${need[*]}"
   apt-get update -qq

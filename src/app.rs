@@ -145,11 +145,19 @@ pub async fn start(cfg: &Config, demo_ca: bool) -> anyhow::Result<App> {
     };
     match (&cfg.dps.connection, &cfg.dps.endpoint) {
         (Some(conn), Some(endpoint)) => {
-            let client = HttpDps::new(endpoint, conn.clone(), cfg.dps.request_timeout)
-                .map_err(anyhow::Error::msg)?;
+            let client = HttpDps::with_network(
+                endpoint,
+                conn.clone(),
+                cfg.dps.request_timeout,
+                &cfg.dps.net,
+            )
+            .map_err(anyhow::Error::msg)?;
             tracing::info!(
                 endpoint,
                 policy = %conn.key_name,
+                proxy = cfg.dps.net.proxy.as_ref().map(|p| p.shown()),
+                proxy_from = cfg.dps.net.proxy_from,
+                ca_file = cfg.dps.net.ca_file.as_ref().map(|f| f.display().to_string()),
                 from_env = cfg.dps.connection_from_env,
                 ops_per_minute = cfg.dps.ops_per_minute,
                 "DPS uploads enabled"

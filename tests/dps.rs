@@ -12,28 +12,6 @@ use common::*;
 use serde_json::Value;
 use station::sim::{LineCycle, SimOptions};
 
-async fn outbox(st: &TestStation) -> Value {
-    let (s, v) = st.get("/api/v1/outbox").await;
-    assert_eq!(s, 200);
-    v
-}
-
-/// Waits until `cond` holds on the outbox view.
-async fn wait_outbox(st: &TestStation, within: Duration, cond: impl Fn(&Value) -> bool) -> Value {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        let v = outbox(st).await;
-        if cond(&v) {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "outbox never got there: {v:#}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 fn assert_enrolled_as_sent(fake: &FakeDps, st: &TestStation, guid: &str) {
     fake.with(|s| {
         let e = s
@@ -76,7 +54,9 @@ async fn two_hundred_boards_offline_then_all_enrolled_once() {
         boards.iter().all(|b| b["status"] == "provisioned"),
         "the line runs while DPS is away"
     );
-    let v = wait_outbox(&st, Duration::from_secs(10), |v| v["queue_depth"] == 200).await;
+    let v = st
+        .wait_outbox(Duration::from_secs(10), |v| v["queue_depth"] == 200)
+        .await;
     assert_eq!(v["connectivity"], "offline", "{v:#}");
     assert!(v["oldest_pending_age_s"].is_i64());
     let guid = boards[0]["guid"].as_str().unwrap();
@@ -86,7 +66,9 @@ async fn two_hundred_boards_offline_then_all_enrolled_once() {
     );
 
     fake.restart().await;
-    let v = wait_outbox(&st, Duration::from_secs(60), |v| v["enrolled"] == 200).await;
+    let v = st
+        .wait_outbox(Duration::from_secs(60), |v| v["enrolled"] == 200)
+        .await;
     assert_eq!(
         (v["queue_depth"].as_i64(), v["connectivity"].as_str()),
         (Some(0), Some("online"))
@@ -138,10 +120,11 @@ async fn refused_credentials_park_jobs_and_stop_sending() {
         seed_provisioned(cfg, 3, |_, _| ());
     })
     .await;
-    let v = wait_outbox(&st, Duration::from_secs(10), |v| {
-        v["parked"].as_array().is_some_and(|p| p.len() == 3)
-    })
-    .await;
+    let v = st
+        .wait_outbox(Duration::from_secs(10), |v| {
+            v["parked"].as_array().is_some_and(|p| p.len() == 3)
+        })
+        .await;
     let reason = v["paused"].as_str().unwrap();
     assert!(
         reason.contains("401") && reason.contains("check the connection string"),
@@ -172,7 +155,9 @@ async fn refused_credentials_park_jobs_and_stop_sending() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let v = wait_outbox(&st, Duration::from_secs(15), |v| v["enrolled"] == 3).await;
+    let v = st
+        .wait_outbox(Duration::from_secs(15), |v| v["enrolled"] == 3)
+        .await;
     assert!(v["paused"].is_null());
     assert_eq!(fake.with(|s| s.enrollments.len()), 3);
 }
@@ -190,7 +175,8 @@ async fn retry_after_is_honoured() {
         seed_provisioned(cfg, 1, |_, _| ());
     })
     .await;
-    wait_outbox(&st, Duration::from_secs(15), |v| v["enrolled"] == 1).await;
+    st.wait_outbox(Duration::from_secs(15), |v| v["enrolled"] == 1)
+        .await;
     let log = fake.with(|s| s.log.clone());
     // PUT answered 429; then, after the wait, the job (tried once already)
     // is read back before it is written: GET 404, PUT 200.
@@ -219,7 +205,9 @@ async fn failures_timeouts_and_slowness_are_retried_until_enrolled() {
         seed_provisioned(cfg, 1, |_, _| ());
     })
     .await;
-    let v = wait_outbox(&st, Duration::from_secs(20), |v| v["enrolled"] == 1).await;
+    let v = st
+        .wait_outbox(Duration::from_secs(20), |v| v["enrolled"] == 1)
+        .await;
     assert_eq!(v["connectivity"], "online");
     assert_eq!(v["calls"]["server"], 2, "{v:#}");
     assert_eq!(
@@ -241,7 +229,9 @@ async fn a_refused_enrollment_is_parked_alone() {
         });
     })
     .await;
-    let v = wait_outbox(&st, Duration::from_secs(15), |v| v["enrolled"] == 2).await;
+    let v = st
+        .wait_outbox(Duration::from_secs(15), |v| v["enrolled"] == 2)
+        .await;
     let parked = v["parked"].as_array().unwrap();
     assert_eq!(parked.len(), 1, "{v:#}");
     assert!(
@@ -278,10 +268,11 @@ async fn existing_enrollments_are_reconciled_not_doubled() {
         });
     })
     .await;
-    let v = wait_outbox(&st, Duration::from_secs(15), |v| {
-        v["enrolled"] == 3 && v["parked_count"] == 1
-    })
-    .await;
+    let v = st
+        .wait_outbox(Duration::from_secs(15), |v| {
+            v["enrolled"] == 3 && v["parked_count"] == 1
+        })
+        .await;
     assert_eq!(v["parked"][0]["guid"], guids[3].as_str());
     assert!(
         v["parked"][0]["last_error"]
@@ -316,7 +307,8 @@ async fn a_bulk_item_refused_for_now_is_retried_and_the_rest_recorded() {
         seed_provisioned(cfg, 3, |_, _| ());
     })
     .await;
-    wait_outbox(&st, Duration::from_secs(15), |v| v["enrolled"] == 3).await;
+    st.wait_outbox(Duration::from_secs(15), |v| v["enrolled"] == 3)
+        .await;
     let calls: Vec<(String, usize)> =
         fake.with(|s| s.log.iter().map(|l| (l.method.clone(), l.items)).collect());
     // One bulk call took two; the third, tried once, is read back and written.
@@ -346,7 +338,9 @@ async fn without_a_connection_string_the_station_queues_and_says_so() {
     let st = TestStation::start(vec![quick_board()]).await;
     let boards = st.wait_finished(1, Duration::from_secs(20)).await;
     assert_eq!(boards[0]["status"], "provisioned");
-    let v = wait_outbox(&st, Duration::from_secs(5), |v| v["queue_depth"] == 1).await;
+    let v = st
+        .wait_outbox(Duration::from_secs(5), |v| v["queue_depth"] == 1)
+        .await;
     assert_eq!(v["connectivity"], "not_configured");
     assert_eq!(v["configured"], false);
 }

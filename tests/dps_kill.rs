@@ -32,8 +32,9 @@ async fn sigkill_while_draining_loses_and_doubles_nothing() {
     // Slow answers, so that the kill lands in the middle of the drain.
     fake.with(|s| s.always = Some(Misbehave::Slow(Duration::from_millis(400))));
     let section = format!(
-        "\n[dps]\nendpoint = \"{}\"\nops_per_minute = 6000\nrequest_timeout_ms = 5000\nmax_backoff_ms = 1000\n",
-        fake.endpoint()
+        "\n[dps]\nendpoint = \"{}\"\nca_file = \"{}\"\nops_per_minute = 6000\nrequest_timeout_ms = 5000\nmax_backoff_ms = 1000\n",
+        fake.https_endpoint(),
+        fake.ca_file().display()
     );
     let (dir, cfg) = prepare_with(&[], 300, &section);
     let guids = seed_provisioned(&cfg, 60, |_, _| ());

@@ -324,8 +324,9 @@ async fn an_enrollment_changed_before_the_delete_is_read_again() {
 async fn a_station_that_dies_between_the_delete_and_recording_it_does_not_delete_again() {
     let fake = FakeDps::start().await;
     let section = format!(
-        "\n[dps]\nendpoint = \"{}\"\nops_per_minute = 6000\nrequest_timeout_ms = 2000\nmax_backoff_ms = 500\n",
-        fake.endpoint()
+        "\n[dps]\nendpoint = \"{}\"\nca_file = \"{}\"\nops_per_minute = 6000\nrequest_timeout_ms = 2000\nmax_backoff_ms = 500\n",
+        fake.https_endpoint(),
+        fake.ca_file().display()
     );
     let (dir, cfg) = prepare_with(&[], 300, &section);
     let guid = seed_provisioned(&cfg, 1, |_, _| ()).remove(0);
@@ -482,8 +483,9 @@ async fn the_line_refuses_a_retired_guid() {
 async fn retirements_through_an_outage_and_a_sigkill_delete_each_enrollment_once() {
     let mut fake = FakeDps::start().await;
     let section = format!(
-        "\n[dps]\nendpoint = \"{}\"\nops_per_minute = 600\nrequest_timeout_ms = 1000\nmax_backoff_ms = 500\n",
-        fake.endpoint()
+        "\n[dps]\nendpoint = \"{}\"\nca_file = \"{}\"\nops_per_minute = 600\nrequest_timeout_ms = 1000\nmax_backoff_ms = 500\n",
+        fake.https_endpoint(),
+        fake.ca_file().display()
     );
     let (dir, cfg) = prepare_with(&[], 300, &section);
     let guids = seed_provisioned(&cfg, 20, |_, _| ());

@@ -1,6 +1,7 @@
 //! `station check`: the configuration, the CA, the store, the label
-//! template, the printer, and a pre-flight of every jig slot and its TPM.
-//! Reports each as a line; changes nothing.
+//! template, the printer, DPS (the TLS connection, then the key), and a
+//! pre-flight of every jig slot and its TPM. Reports each as a line;
+//! changes nothing.
 
 use super::ConfigArgs;
 use super::ca::ca_summary;
@@ -59,6 +60,14 @@ pub async fn check(args: &ConfigArgs) -> bool {
         None => println!(
             "WARNING  [dps] id_scope is not set: boards get no provisioning settings (where to register at first boot); copy the ID scope from the DPS instance's overview into station.toml"
         ),
+    }
+    for (level, line) in dps_check(&cfg.dps).await {
+        match level {
+            Level::Ok => report(true, line),
+            Level::Problem => report(false, line),
+            Level::Warning => println!("WARNING  {line}"),
+            Level::Skipped => println!("skipped  {line}"),
+        }
     }
     if cfg.data_dir.exists() {
         match Store::open(&cfg.database_path()) {
@@ -214,6 +223,106 @@ fn key_file_mode(path: &std::path::Path) {
             m.permissions().mode() & 0o777,
             path.display()
         );
+    }
+}
+
+/// How a line of `station check` counts.
+#[derive(Debug, PartialEq, Eq)]
+enum Level {
+    Ok,
+    /// Will not fix itself: the check fails.
+    Problem,
+    /// The line runs on (the outbox waits), but someone should look.
+    Warning,
+    Skipped,
+}
+
+/// Most `station check` waits for DPS.
+const DPS_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// DPS in two steps, from one call: the connection (TLS, through the
+/// proxy if any) to the service endpoint, then the key: a GET of an
+/// enrollment that cannot exist, answered 404, proves the connection
+/// string's policy is accepted. An unreachable DPS is a warning (the
+/// outbox keeps the line running); a TLS failure, a refusing proxy and
+/// refused credentials are problems, which do not go away by waiting.
+async fn dps_check(dps: &crate::config::DpsConfig) -> Vec<(Level, String)> {
+    use crate::dps::{DpsClient, DpsError, HttpDps};
+    let (Some(conn), Some(endpoint)) = (&dps.connection, &dps.endpoint) else {
+        return vec![(
+            Level::Skipped,
+            "DPS: no connection string ([dps] connection_string or STATION_DPS_CONNECTION_STRING): enrollments are queued, not sent".into(),
+        )];
+    };
+    let via = match &dps.net.proxy {
+        Some(p) => format!(" through the proxy at {}", p.shown()),
+        None => String::new(),
+    };
+    let timeout = dps.request_timeout.min(DPS_CHECK_TIMEOUT);
+    let client = match HttpDps::with_network(endpoint, conn.clone(), timeout, &dps.net) {
+        Ok(c) => c,
+        Err(e) => return vec![(Level::Problem, format!("DPS {endpoint}: {e}"))],
+    };
+    let id = format!("station-check-{}", hex::encode(crate::random::bytes::<8>()));
+    let connected = (
+        Level::Ok,
+        if endpoint.starts_with("https://") {
+            format!("DPS {endpoint}: TLS connection{via}, certificate trusted")
+        } else {
+            format!("DPS {endpoint}: connected{via} (plain http, loopback only)")
+        },
+    );
+    let key_not_tried = (
+        Level::Skipped,
+        "DPS key: not tried before the connection works".to_string(),
+    );
+    match client.get(&id).await {
+        Ok(_) => vec![
+            connected,
+            (
+                Level::Ok,
+                format!(
+                    "DPS key: policy {} accepted (a read of an enrollment that cannot exist was answered)",
+                    conn.key_name
+                ),
+            ),
+        ],
+        Err(e @ (DpsError::Tls(_) | DpsError::Proxy(_))) => vec![
+            (
+                Level::Problem,
+                format!("DPS {endpoint}: the TLS connection step failed: {e}"),
+            ),
+            key_not_tried,
+        ],
+        Err(e @ DpsError::Network(_)) => vec![
+            (
+                Level::Warning,
+                format!(
+                    "DPS {endpoint} is unreachable, the connection step failed: {e} (the line runs on; enrollments wait in the outbox)"
+                ),
+            ),
+            key_not_tried,
+        ],
+        Err(e @ DpsError::Unauthorized { .. }) => {
+            vec![
+                connected,
+                (Level::Problem, format!("DPS key: the key step failed: {e}")),
+            ]
+        }
+        Err(e @ (DpsError::Throttled { .. } | DpsError::Server { .. })) => vec![
+            connected,
+            (
+                Level::Warning,
+                format!("DPS key: not proven, DPS is busy: {e}"),
+            ),
+        ],
+        Err(e @ DpsError::Rejected { .. }) => vec![
+            connected,
+            (
+                Level::Problem,
+                format!("DPS key: the key step got an unexpected answer: {e}"),
+            ),
+        ],
     }
 }
 

@@ -1,13 +1,15 @@
 //! `[dps]`: where and how enrollments are uploaded, with the connection
-//! string (from the file or STATION_DPS_CONNECTION_STRING) and the endpoint.
-//! It checks the settings; it does not talk to DPS.
+//! string (from the file or STATION_DPS_CONNECTION_STRING), the endpoint,
+//! and how DPS is reached (`ca_file`, `proxy` or HTTPS_PROXY, NO_PROXY).
+//! It checks the settings and reads `ca_file`; it does not talk to DPS.
 
+use std::path::Path;
 use std::time::Duration;
 
 use serde::Deserialize;
 
 use super::keygen::{self, Attestation};
-use crate::dps::ConnectionString;
+use crate::dps::{ConnectionString, DpsNet, ProxyUrl, read_ca_file};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -27,6 +29,8 @@ pub(super) struct RawDps {
     id_scope: Option<String>,
     global_endpoint: String,
     enrollment_group_id: Option<String>,
+    ca_file: Option<String>,
+    proxy: Option<String>,
 }
 
 impl Default for RawDps {
@@ -47,6 +51,8 @@ impl Default for RawDps {
             id_scope: None,
             global_endpoint: DEFAULT_GLOBAL_ENDPOINT.into(),
             enrollment_group_id: None,
+            ca_file: None,
+            proxy: None,
         }
     }
 }
@@ -79,6 +85,40 @@ pub struct DpsConfig {
     pub global_endpoint: String,
     /// `enrollment = "group"`: the group's id (`None`: made from the line).
     pub enrollment_group_id: Option<String>,
+    /// How DPS is reached: `ca_file`, `proxy` (or HTTPS_PROXY), NO_PROXY.
+    pub net: DpsNet,
+}
+
+/// The environment variables the configuration reads; passed in, so that
+/// tests do not depend on the process's environment.
+#[derive(Debug, Clone, Default)]
+pub struct Environment {
+    /// STATION_DPS_CONNECTION_STRING.
+    pub dps_connection_string: Option<String>,
+    /// STATION_PLANT_DATABASE_URL.
+    pub plant_database_url: Option<String>,
+    /// HTTPS_PROXY, or https_proxy: (name, value).
+    pub https_proxy: Option<(&'static str, String)>,
+    /// NO_PROXY, or no_proxy.
+    pub no_proxy: Option<String>,
+}
+
+impl Environment {
+    /// The process's environment.
+    pub fn read() -> Environment {
+        let var = |name: &'static str| {
+            std::env::var(name)
+                .ok()
+                .filter(|v| !v.trim().is_empty())
+                .map(|v| (name, v))
+        };
+        Environment {
+            dps_connection_string: std::env::var(DPS_ENV).ok(),
+            plant_database_url: std::env::var(super::PLANT_ENV).ok(),
+            https_proxy: var("HTTPS_PROXY").or_else(|| var("https_proxy")),
+            no_proxy: var("NO_PROXY").or_else(|| var("no_proxy")).map(|v| v.1),
+        }
+    }
 }
 
 /// How the station enrolls its devices in DPS (`[dps] enrollment`).
@@ -100,10 +140,13 @@ pub const DPS_ENV: &str = "STATION_DPS_CONNECTION_STRING";
 
 type Invalid = (&'static str, String);
 
-pub(super) fn dps_config(d: &RawDps, env: Option<String>) -> Result<DpsConfig, Invalid> {
-    let from_env = env.as_deref().is_some_and(|e| !e.trim().is_empty());
+pub(super) fn dps_config(d: &RawDps, env: &Environment, base: &Path) -> Result<DpsConfig, Invalid> {
+    let from_env = env
+        .dps_connection_string
+        .as_deref()
+        .is_some_and(|e| !e.trim().is_empty());
     let text = if from_env {
-        env
+        env.dps_connection_string.clone()
     } else {
         d.connection_string.clone()
     };
@@ -211,7 +254,9 @@ pub(super) fn dps_config(d: &RawDps, env: Option<String>) -> Result<DpsConfig, I
         Ok(serde_json::Value::Object(m)) => m,
         _ => return Err(("dps.desired_properties", "must be a table of values".into())),
     };
+    let net = dps_net(d, env, base)?;
     Ok(DpsConfig {
+        net,
         connection,
         connection_from_env: from_env,
         endpoint,
@@ -227,6 +272,39 @@ pub(super) fn dps_config(d: &RawDps, env: Option<String>) -> Result<DpsConfig, I
         id_scope,
         global_endpoint,
         enrollment_group_id,
+    })
+}
+
+/// `ca_file` (relative to the configuration's folder), `proxy` (which
+/// wins over HTTPS_PROXY) and NO_PROXY.
+fn dps_net(d: &RawDps, env: &Environment, base: &Path) -> Result<DpsNet, Invalid> {
+    let ca_file = d
+        .ca_file
+        .as_deref()
+        .filter(|f| !f.trim().is_empty())
+        .map(|f| base.join(f));
+    let ca_certificates = match &ca_file {
+        Some(f) => read_ca_file(f).map_err(|r| ("dps.ca_file", r))?,
+        None => Vec::new(),
+    };
+    let configured = d.proxy.as_deref().filter(|p| !p.trim().is_empty());
+    let (proxy, proxy_from) = match (configured, &env.https_proxy) {
+        (Some(p), _) => (
+            Some(ProxyUrl::parse(p, false).map_err(|r| ("dps.proxy", r))?),
+            Some("dps.proxy"),
+        ),
+        (None, Some((name, p))) => (
+            Some(ProxyUrl::parse(p, true).map_err(|r| (*name, r))?),
+            Some(*name),
+        ),
+        (None, None) => (None, None),
+    };
+    Ok(DpsNet {
+        ca_file,
+        ca_certificates,
+        proxy,
+        proxy_from,
+        no_proxy: env.no_proxy.clone(),
     })
 }
 

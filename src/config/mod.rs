@@ -31,7 +31,8 @@ mod view;
 
 pub use ca::{CaBackend, CaConfig, CaTpmConfig, DEFAULT_CA_TPM_HANDLE, Pkcs11Config};
 pub use dps::{
-    DEFAULT_GLOBAL_ENDPOINT, DPS_ENV, DpsConfig, Enrollment, group_id_for_line, is_registration_id,
+    DEFAULT_GLOBAL_ENDPOINT, DPS_ENV, DpsConfig, Enrollment, Environment, group_id_for_line,
+    is_registration_id,
 };
 pub use keygen::{Attestation, Keygen, TpmKeys};
 pub use label::{LabelConfig, PrinterBackend, PrinterConfig};
@@ -158,12 +159,7 @@ impl Config {
             key: "(file)".into(),
             reason: format!("cannot read it: {e}"),
         })?;
-        Config::parse_with_envs(
-            &text,
-            path,
-            std::env::var(DPS_ENV).ok(),
-            std::env::var(PLANT_ENV).ok(),
-        )
+        Config::parse_in(&text, path, &Environment::read())
     }
 
     /// Parses configuration text; relative `data_dir` is taken from the
@@ -189,6 +185,16 @@ impl Config {
         dps_env: Option<String>,
         plant_env: Option<String>,
     ) -> Result<Config, ConfigError> {
+        let env = Environment {
+            dps_connection_string: dps_env,
+            plant_database_url: plant_env,
+            ..Environment::default()
+        };
+        Config::parse_in(text, path, &env)
+    }
+
+    /// As [`Config::parse`], with these environment variables.
+    pub fn parse_in(text: &str, path: &Path, env: &Environment) -> Result<Config, ConfigError> {
         let file = path.display().to_string();
         let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError {
             file: file.clone(),
@@ -223,7 +229,7 @@ impl Config {
             slots,
         } = slots::slots_config(&raw.jig, &raw.demo, &raw.slot).map_err(|(k, r)| err(&k, r))?;
 
-        let dps = dps::dps_config(&raw.dps, dps_env).map_err(|(k, r)| err(k, r))?;
+        let dps = dps::dps_config(&raw.dps, env, base).map_err(|(k, r)| err(k, r))?;
         let demo_keygen = slots::demo_keygen(&raw.demo).map_err(|(k, r)| err(&k, r))?;
         if matches!(dps.attestation, Attestation::Tpm { .. })
             && let Some(s) = slots.iter().find(|s| !matches!(s.keygen, Keygen::Tpm(_)))
@@ -289,8 +295,8 @@ impl Config {
 
         let reports =
             reports::reports_config(&raw.reports, &raw.shift).map_err(|(k, r)| err(&k, r))?;
-        let plant =
-            plant::plant_config(raw.plant.as_ref(), plant_env, base).map_err(|(k, r)| err(k, r))?;
+        let plant = plant::plant_config(raw.plant.as_ref(), env.plant_database_url.clone(), base)
+            .map_err(|(k, r)| err(k, r))?;
         let symmetric_key = symkey::symkey_config(raw.symmetric_key.as_ref(), &data_dir, base, &ca)
             .map_err(|(k, r)| err(k, r))?;
 

@@ -866,3 +866,138 @@ fn the_ui_is_served_over_https_only_with_both_files() {
         assert!(e.to_string().contains(words), "{e}");
     }
 }
+
+/// A configuration with `[dps]` lines, in `dir`, parsed with `env`.
+fn dps_in(dir: &Path, lines: &str, env: &Environment) -> Result<Config, ConfigError> {
+    Config::parse_in(
+        &(base() + &format!("\n[dps]\n{lines}\n")),
+        &dir.join("station.toml"),
+        env,
+    )
+}
+
+fn self_signed_pem(name: &str) -> String {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    rcgen::CertificateParams::new(vec![name.to_string()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap()
+        .pem()
+}
+
+#[test]
+fn the_dps_ca_file_adds_certificates_and_its_mistakes_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = Environment::default();
+    std::fs::write(
+        dir.path().join("proxy-ca.pem"),
+        self_signed_pem("a") + &self_signed_pem("b"),
+    )
+    .unwrap();
+    let c = dps_in(dir.path(), "ca_file = \"proxy-ca.pem\"", &env).unwrap();
+    assert_eq!(c.dps.net.ca_certificates.len(), 2);
+    assert_eq!(c.dps.net.ca_file, Some(dir.path().join("proxy-ca.pem")));
+    let view = c.public_view();
+    assert_eq!(view["dps"]["ca_certificates"], 2);
+    assert!(
+        view["dps"]["ca_file"]
+            .as_str()
+            .unwrap()
+            .ends_with("proxy-ca.pem")
+    );
+    assert!(
+        dps_in(dir.path(), "", &env)
+            .unwrap()
+            .dps
+            .net
+            .ca_certificates
+            .is_empty()
+    );
+
+    std::fs::write(dir.path().join("empty.pem"), "not a certificate\n").unwrap();
+    std::fs::write(
+        dir.path().join("broken.pem"),
+        "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    for (file, words) in [
+        ("missing.pem", "cannot read"),
+        ("empty.pem", "holds no certificate"),
+        ("broken.pem", "certificate 1 in"),
+    ] {
+        let e = dps_in(dir.path(), &format!("ca_file = \"{file}\""), &env).unwrap_err();
+        assert_eq!(e.key, "dps.ca_file", "{e}");
+        assert!(e.reason.contains(words) && e.reason.contains(file), "{e}");
+    }
+}
+
+#[test]
+fn the_dps_proxy_is_http_host_port_and_wins_over_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let none = Environment::default();
+    let c = dps_in(dir.path(), "proxy = \"http://proxy.corp:3128\"", &none).unwrap();
+    let p = c.dps.net.proxy.clone().unwrap();
+    assert_eq!(p.shown(), "http://proxy.corp:3128");
+    assert_eq!(c.dps.net.proxy_from, Some("dps.proxy"));
+    assert_eq!(c.public_view()["dps"]["proxy"], "http://proxy.corp:3128");
+    assert!(
+        dps_in(dir.path(), "", &none)
+            .unwrap()
+            .dps
+            .net
+            .proxy
+            .is_none()
+    );
+
+    // Credentials are used, never shown.
+    let c = dps_in(
+        dir.path(),
+        "proxy = \"http://line7:hunter2@proxy.corp:3128\"",
+        &none,
+    )
+    .unwrap();
+    let view = c.public_view().to_string();
+    assert!(
+        !view.contains("hunter2") && !view.contains("line7"),
+        "{view}"
+    );
+    assert_eq!(c.public_view()["dps"]["proxy_credentials"], true);
+    assert!(!format!("{:?}", c.dps).contains("hunter2"));
+
+    let env = Environment {
+        https_proxy: Some(("HTTPS_PROXY", "envproxy:8080".into())),
+        no_proxy: Some("localhost,127.0.0.1".into()),
+        ..Environment::default()
+    };
+    let c = dps_in(dir.path(), "", &env).unwrap();
+    assert_eq!(
+        c.dps.net.proxy.clone().unwrap().shown(),
+        "http://envproxy:8080"
+    );
+    assert_eq!(c.dps.net.proxy_from, Some("HTTPS_PROXY"));
+    assert_eq!(c.dps.net.no_proxy.as_deref(), Some("localhost,127.0.0.1"));
+    assert_eq!(c.public_view()["dps"]["no_proxy"], "localhost,127.0.0.1");
+    let c = dps_in(dir.path(), "proxy = \"http://proxy.corp:3128\"", &env).unwrap();
+    assert_eq!(c.dps.net.proxy.unwrap().shown(), "http://proxy.corp:3128");
+
+    for (value, words) in [
+        ("proxy.corp:3128", "not a URL"),
+        ("https://proxy.corp:3128", "plain http"),
+        ("socks5://proxy.corp:1080", "plain http"),
+        ("http://proxy.corp", "not http://host:port"),
+        ("http://proxy.corp:3128/path", "not http://host:port"),
+        ("http://proxy.corp:70000", "not http://host:port"),
+        ("http://:hunter2@proxy.corp:3128", "user name is empty"),
+    ] {
+        let e = dps_in(dir.path(), &format!("proxy = \"{value}\""), &none).unwrap_err();
+        assert_eq!(e.key, "dps.proxy", "{value}: {e}");
+        assert!(e.reason.contains(words), "{value}: {e}");
+        assert!(!e.reason.contains("hunter2"), "{e}");
+    }
+    let bad_env = Environment {
+        https_proxy: Some(("https_proxy", "ftp://x:21".into())),
+        ..Environment::default()
+    };
+    let e = dps_in(dir.path(), "", &bad_env).unwrap_err();
+    assert_eq!(e.key, "https_proxy", "{e}");
+}

@@ -74,6 +74,13 @@ impl Config {
                 "enrollment_group_id": self.dps.enrollment_group_id,
                 "id_scope": self.dps.id_scope,
                 "global_endpoint": self.dps.global_endpoint,
+                "ca_file": self.dps.net.ca_file.as_ref().map(|f| f.display().to_string()),
+                "ca_certificates": self.dps.net.ca_certificates.len(),
+                // Never the proxy's user name or password.
+                "proxy": self.dps.net.proxy.as_ref().map(|p| p.shown()),
+                "proxy_credentials": self.dps.net.proxy.as_ref().is_some_and(|p| p.has_credentials()),
+                "proxy_from": self.dps.net.proxy_from,
+                "no_proxy": self.dps.net.no_proxy,
             },
             "ui": {
                 "session_idle_minutes": self.session_idle.as_secs() / 60,

@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use serde_json::Value;
 
+use super::net::{DpsNet, ProxyUrl};
 use super::{API_VERSION, ConnectionString, url_encode};
 
 /// What went wrong with a DPS call, sorted by what the uploader does next.
@@ -17,6 +18,13 @@ pub enum DpsError {
     /// DPS could not be reached or did not answer: try again later.
     #[error("cannot reach DPS: {0}")]
     Network(String),
+    /// The TLS connection failed: the certificate problem and its fix
+    /// (`net.rs`). Retried like `Network`, shown as its own state.
+    #[error("{0}")]
+    Tls(String),
+    /// The proxy refused to open a tunnel to DPS (407, 403, ...).
+    #[error("{0}")]
+    Proxy(String),
     /// 429: over the operation budget.
     #[error("DPS is throttling the station (429){}", retry_note(.retry_after))]
     Throttled { retry_after: Option<Duration> },
@@ -108,14 +116,27 @@ pub struct HttpDps {
     http: reqwest::Client,
     base: String,
     conn: ConnectionString,
+    /// The proxy DPS calls go through, for messages.
+    proxy: Option<ProxyUrl>,
 }
 
 impl HttpDps {
+    /// A client with the built-in trust roots and no proxy.
     pub fn new(base: &str, conn: ConnectionString, timeout: Duration) -> Result<HttpDps, String> {
+        HttpDps::with_network(base, conn, timeout, &DpsNet::default())
+    }
+
+    /// A client with `net`'s extra trust anchors and proxy.
+    pub fn with_network(
+        base: &str,
+        conn: ConnectionString,
+        timeout: Duration,
+        net: &DpsNet,
+    ) -> Result<HttpDps, String> {
         // ring is the only TLS crypto provider built in; installing it twice
         // is harmless.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
+        let http = super::net::client_builder(net)?
             .timeout(timeout)
             .connect_timeout(timeout)
             .user_agent(concat!("provisioning-station/", env!("CARGO_PKG_VERSION")))
@@ -125,6 +146,7 @@ impl HttpDps {
             http,
             base: base.trim_end_matches('/').to_string(),
             conn,
+            proxy: net.proxy.clone(),
         })
     }
 
@@ -186,15 +208,7 @@ impl HttpDps {
     }
 
     fn network(&self, e: reqwest::Error) -> DpsError {
-        let what = if e.is_timeout() {
-            "no answer in time".to_string()
-        } else if e.is_connect() {
-            "the connection was refused or failed (is the factory network up?)".to_string()
-        } else {
-            // Without the URL: it is ours, and the message stays short.
-            e.without_url().to_string()
-        };
-        DpsError::Network(format!("{what} ({})", self.base))
+        super::net::explain(e, &self.base, self.proxy.as_ref())
     }
 }
 

@@ -11,12 +11,14 @@ mod client;
 mod enrollment;
 mod keys;
 pub mod lifecycle;
+mod net;
 mod sas;
 mod uploader;
 
 pub use client::{BulkResult, DpsClient, DpsError, HttpDps, ItemError};
 pub use enrollment::{EnrollmentTemplate, tpm_registration_id};
 pub use keys::{DeviceKeys, FixedKeys, KEY_PLACEHOLDER, fill_keys};
+pub use net::{DpsNet, ProxyUrl, read_ca_file};
 pub use sas::{ConnectionString, sas_token, url_encode};
 pub use uploader::pacer::{MODE_FALLBACK, MODE_LOCAL, MODE_SHARED};
 pub use uploader::{GroupEnrollment, OutboxStatus, Pacer, SharedBudget, SharedStatus, Uploader};

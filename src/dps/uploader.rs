@@ -28,7 +28,9 @@ pub struct OutboxStatus {
     /// False without a connection string: jobs are queued, not sent.
     pub configured: bool,
     pub endpoint: Option<String>,
-    /// `online` (the last call was answered), `offline` (DPS unreachable),
+    /// `online` (the last call was answered), `offline` (DPS or the proxy
+    /// unreachable, or the proxy refusing), `tls_error` (the TLS connection
+    /// failed: `last_error` names the certificate problem and its fix),
     /// `degraded` (throttled or DPS failing), `unknown` (no call yet) or
     /// `not_configured`.
     pub connectivity: &'static str,
@@ -37,8 +39,8 @@ pub struct OutboxStatus {
     pub paused: Option<String>,
     /// The last failure, cleared by the next success.
     pub last_error: Option<String>,
-    /// DPS calls by outcome: ok, network, throttled, server, unauthorized,
-    /// rejected.
+    /// DPS calls by outcome: ok, network, tls, proxy, throttled, server,
+    /// unauthorized, rejected.
     pub calls: std::collections::BTreeMap<&'static str, u64>,
     /// The operation budget calls are paced by: `local` (`[dps]
     /// ops_per_minute`), `shared` (the plant's, `[plant]
@@ -214,7 +216,8 @@ impl Uploader {
                     s.connectivity = "online";
                     s.last_error = None;
                 }
-                "network" => s.connectivity = "offline",
+                "network" | "proxy" => s.connectivity = "offline",
+                "tls" => s.connectivity = "tls_error",
                 "throttled" | "server" => s.connectivity = "degraded",
                 _ => s.connectivity = "online",
             }
@@ -427,6 +430,16 @@ impl Uploader {
         match e {
             DpsError::Network(_) => {
                 self.count("network");
+                Verdict::Retry(None)
+            }
+            // Retried with the backoff too: fixing `ca_file` or the proxy
+            // means a restart, but a proxy's passing trouble heals alone.
+            DpsError::Tls(_) => {
+                self.count("tls");
+                Verdict::Retry(None)
+            }
+            DpsError::Proxy(_) => {
+                self.count("proxy");
                 Verdict::Retry(None)
             }
             DpsError::Throttled { retry_after } => {

@@ -128,7 +128,14 @@ pub async fn metrics(State(s): State<AppState>) -> Result<impl IntoResponse, Api
         ));
     }
     out.push_str("# HELP station_dps_connectivity 1 for the current DPS connectivity state.\n# TYPE station_dps_connectivity gauge\n");
-    for state in ["online", "offline", "degraded", "unknown", "not_configured"] {
+    for state in [
+        "online",
+        "offline",
+        "tls_error",
+        "degraded",
+        "unknown",
+        "not_configured",
+    ] {
         out.push_str(&format!(
             "station_dps_connectivity{{state=\"{state}\"}} {}\n",
             u8::from(status.connectivity == state)

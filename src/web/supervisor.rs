@@ -18,6 +18,8 @@ struct Supervisor {
     user: String,
     csrf: String,
     connectivity: &'static str,
+    /// What is wrong with the TLS connection to DPS, in `tls_error`.
+    tls_problem: Option<String>,
     paused: Option<String>,
     pending: i64,
     enrolled: i64,
@@ -94,13 +96,19 @@ pub async fn page(
     let status = s
         .outbox
         .lock()
-        .map(|g| (g.connectivity, g.paused.clone()))
-        .unwrap_or(("unknown", None));
+        .map(|g| {
+            let tls = (g.connectivity == "tls_error")
+                .then(|| g.last_error.clone())
+                .flatten();
+            (g.connectivity, g.paused.clone(), tls)
+        })
+        .unwrap_or(("unknown", None, None));
     let page = Supervisor {
         user: caller.name.clone(),
         csrf: caller.csrf.clone().unwrap_or_default(),
         connectivity: status.0,
         paused: status.1,
+        tls_problem: status.2,
         pending: counts.pending,
         enrolled: counts.enrolled,
         parked,

@@ -6,7 +6,12 @@
 //! etags, deletes one only with an `If-Match` that matches its etag (or
 //! `*`), counting every DELETE, and can be told to misbehave.
 //!
-//! A second listener serves the device registration API (section 4 of the
+//! The service API is served twice, on two ports: plain http (for tests
+//! that send raw requests) and HTTPS with a certificate for 127.0.0.1
+//! from the fake's own CA, which a station trusts through `[dps]
+//! ca_file` ([`FakeDps::ca_file`]); `dps_section` configures stations so.
+//!
+//! A third listener serves the device registration API (section 4 of the
 //! same document) over TLS: a device registers with the client certificate
 //! its X.509 individual enrollment holds, or with a SAS signed by its
 //! symmetric key (an individual enrollment's, or one derived from an
@@ -163,6 +168,16 @@ pub struct FakeDps {
     device_tls: Arc<rustls::ServerConfig>,
     device_ca: Vec<u8>,
     device_task: Option<tokio::task::JoinHandle<()>>,
+    /// The service API over HTTPS.
+    tls_addr: SocketAddr,
+    /// The certificate the HTTPS listener presents now: its own, or
+    /// (`present_foreign_certificate`) one from a CA nobody trusts.
+    tls: Arc<Mutex<Arc<rustls::ServerConfig>>>,
+    own_tls: Arc<rustls::ServerConfig>,
+    foreign_tls: Arc<rustls::ServerConfig>,
+    tls_task: Option<tokio::task::JoinHandle<()>>,
+    /// Holds `ca.pem`, the CA of the HTTPS listener's certificate.
+    ca_dir: tempfile::TempDir,
 }
 
 pub const POLICY: &str = "provisioningserviceowner";
@@ -196,6 +211,12 @@ impl FakeDps {
         let device_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let device_addr = device_listener.local_addr().unwrap();
         let (device_tls, device_ca) = device_tls_config();
+        let tls_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let tls_addr = tls_listener.local_addr().unwrap();
+        let (own_tls, ca_pem) = service_tls_config("fake DPS test CA");
+        let (foreign_tls, _) = service_tls_config("an intercepting proxy's CA");
+        let ca_dir = tempfile::tempdir().unwrap();
+        std::fs::write(ca_dir.path().join("ca.pem"), ca_pem).unwrap();
         let mut f = FakeDps {
             addr,
             state,
@@ -204,8 +225,14 @@ impl FakeDps {
             device_tls,
             device_ca,
             device_task: None,
+            tls_addr,
+            tls: Arc::new(Mutex::new(own_tls.clone())),
+            own_tls,
+            foreign_tls,
+            tls_task: None,
+            ca_dir,
         };
-        f.serve(listener);
+        f.serve(listener, tls_listener);
         f.serve_devices(device_listener);
         f
     }
@@ -258,11 +285,38 @@ impl FakeDps {
         )
     }
 
+    /// The service API over plain http (loopback only).
     pub fn endpoint(&self) -> String {
         format!("http://{}", self.addr)
     }
 
-    fn serve(&mut self, listener: tokio::net::TcpListener) {
+    /// The service API over HTTPS; its certificate names 127.0.0.1 only
+    /// and is issued by the CA in [`FakeDps::ca_file`].
+    pub fn https_endpoint(&self) -> String {
+        format!("https://127.0.0.1:{}", self.tls_addr.port())
+    }
+
+    /// Presents a certificate from another CA (as an intercepting proxy
+    /// would) on new HTTPS connections, or the fake's own again.
+    pub fn present_foreign_certificate(&self, foreign: bool) {
+        *self.tls.lock().unwrap() = if foreign {
+            self.foreign_tls.clone()
+        } else {
+            self.own_tls.clone()
+        };
+    }
+
+    /// The HTTPS port, for endpoints under another name.
+    pub fn https_port(&self) -> u16 {
+        self.tls_addr.port()
+    }
+
+    /// The CA of the HTTPS listener's certificate (PEM), for `[dps] ca_file`.
+    pub fn ca_file(&self) -> std::path::PathBuf {
+        self.ca_dir.path().join("ca.pem")
+    }
+
+    fn serve(&mut self, listener: tokio::net::TcpListener, tls_listener: tokio::net::TcpListener) {
         let app = Router::new()
             .route(
                 "/enrollments/{id}",
@@ -279,6 +333,14 @@ impl FakeDps {
             .route("/enrollments", post(bulk))
             .route("/enrollments/", post(bulk))
             .with_state(self.state.clone());
+        let tls = TlsListener {
+            tcp: tls_listener,
+            config: self.tls.clone(),
+        };
+        let tls_app = app.clone();
+        self.tls_task = Some(tokio::spawn(async move {
+            let _ = axum::serve(tls, tls_app).await;
+        }));
         self.task = Some(tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         }));
@@ -292,6 +354,9 @@ impl FakeDps {
         if let Some(t) = self.device_task.take() {
             t.abort();
         }
+        if let Some(t) = self.tls_task.take() {
+            t.abort();
+        }
     }
 
     /// Answers again on the same ports, with the same enrollments (and the
@@ -299,7 +364,8 @@ impl FakeDps {
     pub async fn restart(&mut self) {
         self.stop();
         let listener = rebind(self.addr).await;
-        self.serve(listener);
+        let tls_listener = rebind(self.tls_addr).await;
+        self.serve(listener, tls_listener);
         let device_listener = rebind(self.device_addr).await;
         self.serve_devices(device_listener);
     }
@@ -880,6 +946,68 @@ impl rustls::server::danger::ClientCertVerifier for AnyClientCertificate {
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
         self.algorithms.supported_schemes()
     }
+}
+
+/// Accepts TCP connections and completes their TLS handshake; a client
+/// that gives up on the handshake (it does not trust the certificate) is
+/// dropped and the next one taken.
+struct TlsListener {
+    tcp: tokio::net::TcpListener,
+    config: Arc<Mutex<Arc<rustls::ServerConfig>>>,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok((tcp, addr)) = self.tcp.accept().await else {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            };
+            let acceptor = tokio_rustls::TlsAcceptor::from(self.config.lock().unwrap().clone());
+            let handshake =
+                tokio::time::timeout(Duration::from_secs(5), acceptor.accept(tcp)).await;
+            if let Ok(Ok(tls)) = handshake {
+                return (tls, addr);
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.tcp.local_addr()
+    }
+}
+
+/// The service API's TLS configuration: a certificate for 127.0.0.1
+/// only, from a CA of the fake's own named `ca_name`, and that CA (PEM).
+fn service_tls_config(ca_name: &str) -> (Arc<rustls::ServerConfig>, String) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let ca_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, ca_name);
+    ca.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign];
+    let ca = rcgen::CertifiedIssuer::self_signed(ca, ca_key).unwrap();
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let server = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![server.der().clone()],
+        rustls_pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+    )
+    .unwrap();
+    (Arc::new(config), ca.pem())
 }
 
 /// The device API's TLS configuration and its self-signed server

@@ -12,6 +12,7 @@ pub mod root;
 pub mod secrets;
 pub mod softhsm;
 pub mod swtpm;
+pub mod tinyproxy;
 pub mod tls;
 
 use std::path::{Path, PathBuf};
@@ -262,6 +263,44 @@ impl TestStation {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
+    /// A page or text (such as `/metrics`) as the harness's admin.
+    pub async fn text(&self, path: &str) -> String {
+        let r = self.client.get(format!("{}{path}", self.base)).send();
+        r.await.unwrap().text().await.unwrap()
+    }
+
+    /// A page as the user signed in with this session cookie.
+    pub async fn page_as(&self, session: &str, path: &str) -> String {
+        let r = bare_client()
+            .get(format!("{}{path}", self.base))
+            .header("cookie", format!("station_session={session}"))
+            .send();
+        r.await.unwrap().text().await.unwrap()
+    }
+
+    /// `GET /api/v1/outbox`.
+    pub async fn outbox(&self) -> Value {
+        let (s, v) = self.get("/api/v1/outbox").await;
+        assert_eq!(s, 200);
+        v
+    }
+
+    /// Waits until `cond` holds on the outbox view.
+    pub async fn wait_outbox(&self, within: Duration, cond: impl Fn(&Value) -> bool) -> Value {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let v = self.outbox().await;
+            if cond(&v) {
+                return v;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "outbox never got there: {v:#}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     pub async fn boards(&self) -> Vec<Value> {
         let (s, v) = self.get("/api/v1/boards?limit=1000").await;
         assert_eq!(s, 200);
@@ -415,12 +454,14 @@ pub fn pem_der(pem: &str) -> Vec<u8> {
     station::ca::pem_to_der(pem).unwrap()
 }
 
-/// A `[dps]` section for a station talking to `fake`.
+/// A `[dps]` section for a station talking to `fake` over HTTPS, trusting
+/// the fake's CA through `ca_file`.
 pub fn dps_section(fake: &fake_dps::FakeDps, ops_per_minute: u32) -> String {
     format!(
-        "\n[dps]\nconnection_string = \"{}\"\nendpoint = \"{}\"\nops_per_minute = {ops_per_minute}\nrequest_timeout_ms = 1000\nmax_backoff_ms = 1000\n",
+        "\n[dps]\nconnection_string = \"{}\"\nendpoint = \"{}\"\nca_file = \"{}\"\nops_per_minute = {ops_per_minute}\nrequest_timeout_ms = 1000\nmax_backoff_ms = 1000\n",
         fake.connection_string(),
-        fake.endpoint()
+        fake.https_endpoint(),
+        fake.ca_file().display()
     )
 }
 
