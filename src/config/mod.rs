@@ -6,8 +6,8 @@
 //! `[ui]`. Each other table is checked in a module of its own: `[dps]` in
 //! `dps`, `[jig]`, `[[slot]]` and `[demo]` in `slots`, key generation in
 //! `keygen`, `[label]` and `[printer]` in `label`, `[reports]` and
-//! `[[shift]]` in `reports`, `[symmetric_key]` in `symkey`; `view` is what
-//! admins may see of it.
+//! `[[shift]]` in `reports`, `[symmetric_key]` in `symkey`, `[ui.oidc]` in
+//! `oidc`; `view` is what admins may see of it.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -23,6 +23,7 @@ mod ca;
 mod dps;
 mod keygen;
 mod label;
+mod oidc;
 mod plant;
 mod reports;
 mod slots;
@@ -35,6 +36,7 @@ pub use dps::{
 };
 pub use keygen::{Attestation, Keygen, TpmKeys};
 pub use label::{LabelConfig, PrinterBackend, PrinterConfig};
+pub use oidc::{CALLBACK_PATH as OIDC_CALLBACK_PATH, OIDC_SECRET_ENV, OidcConfig};
 pub use plant::{PLANT_ENV, PlantConfig, parse_url as parse_plant_url, shown as shown_plant_url};
 pub use reports::ReportsConfig;
 pub use slots::{SlotConfig, SlotLink};
@@ -81,12 +83,14 @@ struct RawConfig {
 #[serde(deny_unknown_fields, default)]
 struct RawUi {
     session_idle_minutes: u32,
+    oidc: Option<oidc::RawOidc>,
 }
 
 impl Default for RawUi {
     fn default() -> Self {
         RawUi {
             session_idle_minutes: 30,
+            oidc: None,
         }
     }
 }
@@ -134,6 +138,9 @@ pub struct Config {
     /// `[symmetric_key]`: the master key symmetric-key devices' keys are
     /// derived from; `None`: the station has none.
     pub symmetric_key: Option<SymKeyConfig>,
+    /// `[ui.oidc]`: organisational sign-in; `None`: badges and passwords
+    /// only.
+    pub oidc: Option<OidcConfig>,
 }
 
 impl Config {
@@ -144,12 +151,18 @@ impl Config {
             key: "(file)".into(),
             reason: format!("cannot read it: {e}"),
         })?;
-        Config::parse_with_envs(
-            &text,
-            path,
-            std::env::var(DPS_ENV).ok(),
-            std::env::var(PLANT_ENV).ok(),
-        )
+        Config::parse_with_lookup(&text, path, &|k| std::env::var(k).ok())
+    }
+
+    /// As [`Config::parse`], with the environment's variables looked up by
+    /// `env` (STATION_DPS_CONNECTION_STRING, STATION_PLANT_DATABASE_URL,
+    /// the OIDC client secret).
+    pub fn parse_with_lookup(
+        text: &str,
+        path: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        Config::parse_all(text, path, env(DPS_ENV), env(PLANT_ENV), env)
     }
 
     /// Parses configuration text; relative `data_dir` is taken from the
@@ -174,6 +187,16 @@ impl Config {
         path: &Path,
         dps_env: Option<String>,
         plant_env: Option<String>,
+    ) -> Result<Config, ConfigError> {
+        Config::parse_all(text, path, dps_env, plant_env, &|_| None)
+    }
+
+    fn parse_all(
+        text: &str,
+        path: &Path,
+        dps_env: Option<String>,
+        plant_env: Option<String>,
+        env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
         let file = path.display().to_string();
         let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError {
@@ -253,8 +276,10 @@ impl Config {
             plant::plant_config(raw.plant.as_ref(), plant_env, base).map_err(|(k, r)| err(k, r))?;
         let symmetric_key = symkey::symkey_config(raw.symmetric_key.as_ref(), &data_dir, base, &ca)
             .map_err(|(k, r)| err(k, r))?;
+        let oidc = oidc::oidc_config(raw.ui.oidc.as_ref(), env).map_err(|(k, r)| err(k, r))?;
 
         Ok(Config {
+            oidc,
             symmetric_key,
             plant,
             reports,

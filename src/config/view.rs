@@ -75,7 +75,19 @@ impl Config {
                 "id_scope": self.dps.id_scope,
                 "global_endpoint": self.dps.global_endpoint,
             },
-            "ui": { "session_idle_minutes": self.session_idle.as_secs() / 60 },
+            "ui": {
+                "session_idle_minutes": self.session_idle.as_secs() / 60,
+                "oidc": self.oidc.as_ref().map(|o| serde_json::json!({
+                    "issuer": o.issuer.as_str(),
+                    "client_id": o.client_id,
+                    "client_secret_env": o.client_secret_env,
+                    "client_secret_present": !o.client_secret.secret().is_empty(),
+                    "redirect_url": o.redirect_url.as_str(),
+                    "scopes": o.scopes,
+                    "roles_claim": o.roles_claim,
+                    "roles": o.mapping(),
+                })),
+            },
             "label": self.label.public_view(),
             "printer": self.printer.public_view(),
             "plant": self.plant.as_ref().map(|p| serde_json::json!({
