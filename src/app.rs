@@ -338,6 +338,12 @@ pub async fn start(cfg: &Config, demo_ca: bool) -> anyhow::Result<App> {
         activation_hubs: Arc::new(cfg.dps.activation_hubs.clone()),
         plant: plant.clone(),
         https: false,
+        oidc: match &cfg.oidc {
+            Some(o) => Some(Arc::new(
+                crate::oidc::Oidc::new(o.clone()).map_err(anyhow::Error::msg)?,
+            )),
+            None => None,
+        },
     };
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await

@@ -53,15 +53,17 @@ fn default_roles_claim() -> String {
 /// `[ui.oidc]`, validated.
 #[derive(Debug, Clone)]
 pub struct OidcConfig {
-    /// The provider's issuer URL, as its discovery document states it.
-    pub issuer: Url,
+    /// The provider's issuer URL, as written (its discovery document must
+    /// state exactly this).
+    pub issuer: String,
     pub client_id: String,
     /// From the environment; its `Debug` shows `[redacted]`.
     pub client_secret: ClientSecret,
     /// The variable it came from, for messages and the config view.
     pub client_secret_env: String,
-    /// Where the provider sends people back (registered with it).
-    pub redirect_url: Url,
+    /// Where the provider sends people back, as written (registered with
+    /// it, character for character).
+    pub redirect_url: String,
     /// Scopes asked for besides `openid` (which is always asked).
     pub scopes: Vec<String>,
     /// The ID token claim that lists the person's groups or roles.
@@ -196,11 +198,11 @@ pub(super) fn oidc_config(
         .cloned()
         .collect();
     Ok(Some(OidcConfig {
-        issuer,
+        issuer: raw.issuer.trim().to_string(),
         client_id: raw.client_id.trim().to_string(),
         client_secret: ClientSecret::new(secret),
         client_secret_env: var.to_string(),
-        redirect_url,
+        redirect_url: raw.redirect_url.trim().to_string(),
         scopes,
         roles_claim: raw.roles_claim.trim().to_string(),
         roles,

@@ -78,11 +78,11 @@ impl Config {
             "ui": {
                 "session_idle_minutes": self.session_idle.as_secs() / 60,
                 "oidc": self.oidc.as_ref().map(|o| serde_json::json!({
-                    "issuer": o.issuer.as_str(),
+                    "issuer": o.issuer,
                     "client_id": o.client_id,
                     "client_secret_env": o.client_secret_env,
                     "client_secret_present": !o.client_secret.secret().is_empty(),
-                    "redirect_url": o.redirect_url.as_str(),
+                    "redirect_url": o.redirect_url,
                     "scopes": o.scopes,
                     "roles_claim": o.roles_claim,
                     "roles": o.mapping(),

@@ -18,6 +18,8 @@ struct LoginPage {
     station: String,
     csrf: String,
     error: Option<String>,
+    /// Organisational sign-in is set up (`[ui.oidc]`).
+    oidc: bool,
 }
 
 fn page(s: &AppState, status: StatusCode, error: Option<String>) -> Response {
@@ -28,6 +30,7 @@ fn page(s: &AppState, status: StatusCode, error: Option<String>) -> Response {
         station: s.station_id.to_string(),
         csrf: csrf.clone(),
         error,
+        oidc: s.oidc.is_some(),
     }
     .render();
     match body {
@@ -207,6 +210,7 @@ mod tests {
             error: Some(
                 "That badge and PIN were not recognised. Try again, or ask a supervisor.".into(),
             ),
+            oidc: false,
         }
         .render()
         .unwrap();

@@ -8,6 +8,7 @@ pub mod auth;
 mod devices;
 mod labels;
 mod login;
+mod oidc;
 mod outbox;
 pub mod page;
 mod plant;
@@ -60,6 +61,8 @@ pub struct AppState {
     /// The station serves HTTPS (`[ui] tls_cert_file`): cookies are
     /// `Secure` and responses carry HSTS.
     pub https: bool,
+    /// Organisational sign-in, with `[ui.oidc]`.
+    pub oidc: Option<Arc<crate::oidc::Oidc>>,
 }
 
 /// What the web layer needs for labels.
@@ -79,6 +82,8 @@ pub fn router(state: AppState) -> Router {
         .route("/", get(page::index))
         .route("/login", get(login::show).post(login::submit))
         .route("/logout", axum::routing::post(login::logout))
+        .route("/login/oidc", get(oidc::start))
+        .route("/login/oidc/callback", get(oidc::callback))
         .route("/api/v1/health", get(api::health))
         .route("/crl", get(api::crl))
         .route("/api/v1/slots", get(api::slots))

@@ -8,6 +8,7 @@
 pub mod device_client;
 pub mod fake_dps;
 pub mod fake_zebra;
+pub mod oidc;
 pub mod root;
 pub mod secrets;
 pub mod softhsm;
