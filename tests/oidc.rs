@@ -20,7 +20,7 @@ const SECRET_VAR: &str = "TEST_STATION_OIDC_SECRET";
 
 struct Setup {
     provider: Provider,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     app: station::app::App,
     base: String,
     redirect: String,
@@ -66,7 +66,7 @@ admin = ["station-admins"]
     assert_eq!(app.addr.port(), port);
     Setup {
         provider,
-        _dir: dir,
+        dir,
         app,
         base,
         redirect,
@@ -326,4 +326,61 @@ async fn the_sign_in_page_offers_the_organisation() {
         .await
         .unwrap();
     assert!(page.contains(r#"<a href="/login/oidc">Sign in with your organisation</a>"#));
+}
+
+#[tokio::test]
+async fn the_config_view_hides_the_secret_and_station_check_reaches_the_provider() {
+    let s = setup(None).await;
+    let token = s
+        .app
+        .store
+        .create_token(
+            "admin",
+            station::store::Role::Admin,
+            "tests",
+            time::OffsetDateTime::now_utc(),
+        )
+        .unwrap();
+    let view = common::client_with_token(&token)
+        .get(format!("{}/api/v1/config", s.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!view.contains(SECRET), "{view}");
+    let v: serde_json::Value = serde_json::from_str(&view).unwrap();
+    let o = &v["ui"]["oidc"];
+    assert_eq!(o["issuer"], s.provider.issuer.as_str());
+    assert_eq!(o["client_secret_present"], true);
+    assert_eq!(o["client_secret_env"], SECRET_VAR);
+    assert_eq!(o["roles"]["supervisor"][0], "line-supervisors");
+
+    let config = s.dir.path().join("station.toml");
+    let check = |secret: Option<&str>| {
+        let mut c = std::process::Command::new(common::station_bin());
+        c.args(["check", "--config", config.to_str().unwrap()]);
+        c.env_remove(SECRET_VAR);
+        if let Some(v) = secret {
+            c.env(SECRET_VAR, v);
+        }
+        String::from_utf8(c.output().unwrap().stdout).unwrap()
+    };
+    let out = check(Some(SECRET));
+    assert!(
+        out.contains(&format!(
+            "ok       organisational sign-in: {} answers",
+            s.provider.issuer
+        )),
+        "{out}"
+    );
+    let out = check(None);
+    assert!(
+        out.contains("ui.oidc.client_secret_env") && out.contains(SECRET_VAR),
+        "{out}"
+    );
+    drop(s.provider);
+    let out = check(Some(SECRET));
+    assert!(out.contains("WARNING  organisational sign-in:"), "{out}");
 }

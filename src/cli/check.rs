@@ -59,6 +59,16 @@ pub async fn check(args: &ConfigArgs) -> bool {
             "WARNING  [dps] id_scope is not set: boards get no provisioning settings (where to register at first boot); copy the ID scope from the DPS instance's overview into station.toml"
         ),
     }
+    // A warning: badges and passwords still work without the provider.
+    if let Some(o) = &cfg.oidc {
+        match crate::oidc::check_discovery(o).await {
+            Ok(line) => report(true, line),
+            Err(e) => println!(
+                "WARNING  organisational sign-in: {}/.well-known/openid-configuration could not be read: {e}",
+                o.issuer.trim_end_matches('/')
+            ),
+        }
+    }
     if cfg.data_dir.exists() {
         match Store::open(&cfg.database_path()) {
             Ok(s) => report(
