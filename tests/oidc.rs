@@ -12,7 +12,6 @@ mod common;
 
 use common::oidc::{Browser, Provider, free_port};
 use common::{bare_client, hidden_csrf, set_cookie};
-use station::ca::FactoryCa;
 use station::config::Config;
 
 const SECRET: &str = "station-client-secret-for-tests";
@@ -54,14 +53,7 @@ admin = ["station-admins"]
         (k == SECRET_VAR).then(|| SECRET.to_string())
     })
     .unwrap();
-    FactoryCa::init(
-        &cfg.ca_certificate_path(),
-        &cfg.ca_key_path(),
-        "Test CA",
-        30,
-        false,
-    )
-    .unwrap();
+    common::init_ca(&cfg);
     let app = station::app::start(&cfg, false).await.unwrap();
     assert_eq!(app.addr.port(), port);
     Setup {
@@ -250,30 +242,27 @@ async fn a_person_in_no_mapped_group_is_refused_by_name() {
     assert_eq!(last.detail["subject"], "nora");
 }
 
+/// The provider rewrites its ID tokens (`attack`, see provider.mjs): the
+/// station refuses each with `words`.
+async fn refused_token(attack: &str, words: &str) {
+    let s = setup(Some(attack)).await;
+    let b = s.sign_in("sam", |u| u).await;
+    s.refused(&b, 401, words, "ID token refused");
+}
+
 #[tokio::test]
 async fn a_tampered_id_token_is_refused() {
-    let s = setup(Some("tampered")).await;
-    let b = s.sign_in("sam", |u| u).await;
-    s.refused(&b, 401, "its signature does not verify", "ID token refused");
+    refused_token("tampered", "its signature does not verify").await;
 }
 
 #[tokio::test]
 async fn an_id_token_for_another_application_is_refused() {
-    let s = setup(Some("audience")).await;
-    let b = s.sign_in("sam", |u| u).await;
-    s.refused(
-        &b,
-        401,
-        "it was issued to another application",
-        "ID token refused",
-    );
+    refused_token("audience", "it was issued to another application").await;
 }
 
 #[tokio::test]
 async fn an_expired_id_token_is_refused() {
-    let s = setup(Some("expired")).await;
-    let b = s.sign_in("sam", |u| u).await;
-    s.refused(&b, 401, "it has expired", "ID token refused");
+    refused_token("expired", "it has expired").await;
 }
 
 #[tokio::test]

@@ -171,6 +171,12 @@ pub fn prepare_slots(
     )
     .unwrap();
     let cfg = Config::load(&path).unwrap();
+    init_ca(&cfg);
+    (dir, cfg)
+}
+
+/// A fresh self-signed test CA where `cfg` looks for it.
+pub fn init_ca(cfg: &Config) {
     FactoryCa::init(
         &cfg.ca_certificate_path(),
         &cfg.ca_key_path(),
@@ -179,7 +185,6 @@ pub fn prepare_slots(
         false,
     )
     .unwrap();
-    (dir, cfg)
 }
 
 impl TestStation {
