@@ -34,6 +34,9 @@ compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
 # DPS through a corporate network: tests/dps_net.rs runs its own
 # tinyproxy on a loopback port.
 command -v tinyproxy >/dev/null 2>&1 || need+=(tinyproxy)
+# The organisational sign-in tests run node's oidc-provider (below).
+command -v node >/dev/null 2>&1 || need+=(nodejs)
+command -v npm >/dev/null 2>&1 || need+=(npm)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing ${need[*]}"
   apt-get update -qq
@@ -42,6 +45,13 @@ fi
 if ! command -v cargo >/dev/null 2>&1; then
   echo "Rust (cargo) is not installed: install it with rustup (https://rustup.rs), then run this again." >&2
   exit 1
+fi
+
+# The organisational sign-in tests run a real OpenID Connect provider:
+# node's oidc-provider, pinned, installed under target/ (not the repo).
+OIDC_PROVIDER_VERSION=9.13.3
+if ! grep -qs "\"version\": \"$OIDC_PROVIDER_VERSION\"" target/oidc-provider/node_modules/oidc-provider/package.json; then
+  npm install --prefix target/oidc-provider --no-audit --no-fund --no-save "oidc-provider@$OIDC_PROVIDER_VERSION"
 fi
 
 # Unit, integration and benchmark-smoke tests, then documentation tests,

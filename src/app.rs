@@ -354,6 +354,12 @@ pub async fn start(cfg: &Config, demo_ca: bool) -> anyhow::Result<App> {
         https: tls.is_some(),
         plain_http_exposed: tls.is_none() && !cfg.listen.ip().is_loopback(),
         csp: crate::web::headers::policy(&[]).into(),
+        oidc: match &cfg.oidc {
+            Some(o) => Some(Arc::new(
+                crate::oidc::Oidc::new(o.clone()).map_err(anyhow::Error::msg)?,
+            )),
+            None => None,
+        },
     };
     if state.plain_http_exposed {
         tracing::warn!(

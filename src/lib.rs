@@ -51,6 +51,7 @@ pub mod ids;
 pub mod jig;
 pub mod label;
 pub mod lifecycle;
+pub mod oidc;
 pub mod plant;
 pub mod printer;
 pub mod random;

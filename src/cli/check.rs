@@ -69,6 +69,16 @@ pub async fn check(args: &ConfigArgs) -> bool {
             Level::Skipped => println!("skipped  {line}"),
         }
     }
+    // A warning: badges and passwords still work without the provider.
+    if let Some(o) = &cfg.oidc {
+        match crate::oidc::check_discovery(o).await {
+            Ok(line) => report(true, line),
+            Err(e) => println!(
+                "WARNING  organisational sign-in: {}/.well-known/openid-configuration could not be read: {e}",
+                o.issuer.trim_end_matches('/')
+            ),
+        }
+    }
     if cfg.data_dir.exists() {
         match Store::open(&cfg.database_path()) {
             Ok(s) => report(

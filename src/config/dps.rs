@@ -101,6 +101,12 @@ pub struct Environment {
     pub https_proxy: Option<(&'static str, String)>,
     /// NO_PROXY, or no_proxy.
     pub no_proxy: Option<String>,
+    /// Where the variables the configuration names itself are read (the
+    /// OIDC client secret's, `[ui.oidc] client_secret_env`): the process's
+    /// environment, or only `vars`.
+    pub from_process: bool,
+    /// Such variables, when not `from_process` (tests).
+    pub vars: std::collections::BTreeMap<String, String>,
 }
 
 impl Environment {
@@ -117,6 +123,17 @@ impl Environment {
             plant_database_url: std::env::var(super::PLANT_ENV).ok(),
             https_proxy: var("HTTPS_PROXY").or_else(|| var("https_proxy")),
             no_proxy: var("NO_PROXY").or_else(|| var("no_proxy")).map(|v| v.1),
+            from_process: true,
+            vars: Default::default(),
+        }
+    }
+
+    /// A variable the configuration names.
+    pub fn var(&self, name: &str) -> Option<String> {
+        if self.from_process {
+            std::env::var(name).ok()
+        } else {
+            self.vars.get(name).cloned()
         }
     }
 }

@@ -6,8 +6,8 @@
 //! `[ui]`. Each other table is checked in a module of its own: `[dps]` in
 //! `dps`, `[jig]`, `[[slot]]` and `[demo]` in `slots`, key generation in
 //! `keygen`, `[label]` and `[printer]` in `label`, `[reports]` and
-//! `[[shift]]` in `reports`, `[symmetric_key]` in `symkey`; `view` is what
-//! admins may see of it.
+//! `[[shift]]` in `reports`, `[symmetric_key]` in `symkey`, `[ui.oidc]` in
+//! `oidc`; `view` is what admins may see of it.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -23,6 +23,7 @@ mod ca;
 mod dps;
 mod keygen;
 mod label;
+mod oidc;
 mod plant;
 mod reports;
 mod slots;
@@ -36,6 +37,7 @@ pub use dps::{
 };
 pub use keygen::{Attestation, Keygen, TpmKeys};
 pub use label::{LabelConfig, PrinterBackend, PrinterConfig};
+pub use oidc::{CALLBACK_PATH as OIDC_CALLBACK_PATH, OIDC_SECRET_ENV, OidcConfig};
 pub use plant::{PLANT_ENV, PlantConfig, parse_url as parse_plant_url, shown as shown_plant_url};
 pub use reports::ReportsConfig;
 pub use slots::{SlotConfig, SlotLink};
@@ -84,6 +86,7 @@ struct RawUi {
     session_idle_minutes: u32,
     tls_cert_file: Option<String>,
     tls_key_file: Option<String>,
+    oidc: Option<oidc::RawOidc>,
 }
 
 impl Default for RawUi {
@@ -92,6 +95,7 @@ impl Default for RawUi {
             session_idle_minutes: 30,
             tls_cert_file: None,
             tls_key_file: None,
+            oidc: None,
         }
     }
 }
@@ -149,6 +153,9 @@ pub struct Config {
     /// `[symmetric_key]`: the master key symmetric-key devices' keys are
     /// derived from; `None`: the station has none.
     pub symmetric_key: Option<SymKeyConfig>,
+    /// `[ui.oidc]`: organisational sign-in; `None`: badges and passwords
+    /// only.
+    pub oidc: Option<OidcConfig>,
 }
 
 impl Config {
@@ -299,8 +306,11 @@ impl Config {
             .map_err(|(k, r)| err(k, r))?;
         let symmetric_key = symkey::symkey_config(raw.symmetric_key.as_ref(), &data_dir, base, &ca)
             .map_err(|(k, r)| err(k, r))?;
+        let oidc =
+            oidc::oidc_config(raw.ui.oidc.as_ref(), &|k| env.var(k)).map_err(|(k, r)| err(k, r))?;
 
         Ok(Config {
+            oidc,
             symmetric_key,
             plant,
             reports,

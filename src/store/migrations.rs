@@ -444,4 +444,20 @@ CREATE TABLE device_keys (
 );
 CREATE INDEX device_keys_guid ON device_keys (guid);
 "#,
+    // 15: people who sign in with their organisation's identity provider
+    // (OpenID Connect): a user row (source 'oidc', no badge, PIN or
+    // password; its role set again from the provider's groups at every
+    // sign-in) and the identity it stands for, issuer and subject, with
+    // the name or e-mail people read. No token is kept.
+    r#"
+ALTER TABLE users ADD COLUMN source TEXT NOT NULL DEFAULT 'local' CHECK (source IN ('local', 'oidc'));
+CREATE TABLE oidc_identities (
+    user_id       INTEGER PRIMARY KEY REFERENCES users (id),
+    issuer        TEXT NOT NULL,
+    subject       TEXT NOT NULL,
+    display       TEXT NOT NULL,
+    last_sign_in  TEXT NOT NULL,
+    UNIQUE (issuer, subject)
+);
+"#,
 ];

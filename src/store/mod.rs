@@ -20,6 +20,7 @@ mod devices;
 mod labels;
 mod ledger;
 mod migrations;
+mod oidc;
 mod outbox;
 mod people;
 mod plant;
@@ -40,6 +41,7 @@ pub use boards::{BoardId, BoardRow, Stamp, StepRow};
 pub use devices::{DeviceAction, DeviceRecord, DeviceRevocation, DpsSeen, LabelPrint, Queued};
 pub use labels::{LabelCounts, LabelJob, LabelRecord, LabelState, TEST_LABEL_GUID};
 pub use ledger::{CertificateRow, Enroll, EnrollmentFacts, NewCertificate};
+pub use oidc::{OrgIdentity, OrgSignIn};
 pub use outbox::{Job, JobRow, OutboxCounts};
 pub use people::{NewUser, PeopleError, Role, Session, TokenRow, User, check_password, check_pin};
 pub use plant::{

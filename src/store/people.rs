@@ -155,7 +155,7 @@ fn token_hash(token: &str) -> String {
     ))
 }
 
-fn user_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
+pub(super) fn user_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
     let role: String = r.get(2)?;
     Ok(User {
         id: r.get(0)?,
@@ -170,7 +170,7 @@ fn user_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
     })
 }
 
-const USER_COLUMNS: &str =
+pub(super) const USER_COLUMNS: &str =
     "id, name, role, badge, pin_hash, password_hash, created_at, disabled_at";
 
 impl Store {
@@ -378,6 +378,33 @@ pub struct TokenRow {
     pub revoked_at: Option<String>,
 }
 
+/// Opens a session for `user` inside the caller's transaction and audits
+/// the sign-in with `detail`; returns the cookie value (stored as a hash)
+/// and the session.
+pub(super) fn insert_session(
+    tx: &rusqlite::Transaction<'_>,
+    user: &User,
+    detail: &serde_json::Value,
+    now: OffsetDateTime,
+) -> rusqlite::Result<(String, Session)> {
+    use base64::Engine;
+    let b64 = |b: [u8; 32]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let cookie = b64(crate::random::bytes());
+    let csrf = b64(crate::random::bytes());
+    tx.execute(
+        "INSERT INTO sessions (token_hash, user_id, csrf, created_at, last_seen) VALUES (?1, ?2, ?3, ?4, ?4)",
+        params![token_hash(&cookie), user.id, csrf, ts(now)],
+    )?;
+    audit::append(tx, &user.name, "login", None, detail, now)?;
+    Ok((
+        cookie,
+        Session {
+            user: user.clone(),
+            csrf,
+        },
+    ))
+}
+
 /// A signed-in user's session, as the web layer sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Session {
@@ -393,26 +420,12 @@ impl Store {
         user: &User,
         now: OffsetDateTime,
     ) -> Result<(String, Session), StoreError> {
-        use base64::Engine;
-        let b64 = |b: [u8; 32]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
-        let cookie = b64(crate::random::bytes());
-        let csrf = b64(crate::random::bytes());
         self.with(|c| {
             let tx = c.transaction()?;
-            tx.execute(
-                "INSERT INTO sessions (token_hash, user_id, csrf, created_at, last_seen) VALUES (?1, ?2, ?3, ?4, ?4)",
-                params![token_hash(&cookie), user.id, csrf, ts(now)],
-            )?;
-            audit::append(&tx, &user.name, "login", None, &serde_json::json!({}), now)?;
-            tx.commit()
-        })?;
-        Ok((
-            cookie,
-            Session {
-                user: user.clone(),
-                csrf,
-            },
-        ))
+            let opened = insert_session(&tx, user, &serde_json::json!({}), now)?;
+            tx.commit()?;
+            Ok(opened)
+        })
     }
 
     /// The live session for a cookie: its user enabled, idle for less than
@@ -479,16 +492,18 @@ impl Store {
         let h = token_hash(cookie);
         self.with(|c| {
             let tx = c.transaction()?;
-            let name: Option<String> = tx
+            // An organisational identity's sign-out names it.
+            let found: Option<(String, String)> = tx
                 .query_row(
-                    "SELECT u.name FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.token_hash = ?1",
+                    "SELECT u.name, CASE WHEN i.user_id IS NULL THEN '{}' ELSE json_object('source', 'oidc', 'issuer', i.issuer, 'subject', i.subject, 'display', i.display) END FROM sessions s JOIN users u ON u.id = s.user_id LEFT JOIN oidc_identities i ON i.user_id = u.id WHERE s.token_hash = ?1",
                     [&h],
-                    |r| r.get(0),
+                    |r| Ok((r.get(0)?, r.get(1)?)),
                 )
                 .optional()?;
             tx.execute("DELETE FROM sessions WHERE token_hash = ?1", [&h])?;
-            if let Some(name) = name {
-                audit::append(&tx, &name, "logout", None, &serde_json::json!({}), now)?;
+            if let Some((name, detail)) = found {
+                let detail = serde_json::from_str(&detail).unwrap_or_default();
+                audit::append(&tx, &name, "logout", None, &detail, now)?;
             }
             tx.commit()
         })

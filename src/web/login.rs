@@ -20,6 +20,8 @@ struct LoginPage {
     error: Option<String>,
     /// Plain HTTP beyond loopback: say that secrets cross in clear.
     plain_http: bool,
+    /// Organisational sign-in is set up (`[ui.oidc]`).
+    oidc: bool,
 }
 
 fn page(s: &AppState, status: StatusCode, error: Option<String>) -> Response {
@@ -31,6 +33,7 @@ fn page(s: &AppState, status: StatusCode, error: Option<String>) -> Response {
         csrf: csrf.clone(),
         error,
         plain_http: s.plain_http_exposed,
+        oidc: s.oidc.is_some(),
     }
     .render();
     match body {
@@ -211,6 +214,7 @@ mod tests {
                 "That badge and PIN were not recognised. Try again, or ask a supervisor.".into(),
             ),
             plain_http: false,
+            oidc: false,
         }
         .render()
         .unwrap();
@@ -225,6 +229,7 @@ mod tests {
                 csrf: "CSRF".into(),
                 error: None,
                 plain_http,
+                oidc: false,
             }
             .render()
             .unwrap()

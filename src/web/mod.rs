@@ -9,6 +9,7 @@ mod devices;
 pub mod headers;
 mod labels;
 mod login;
+mod oidc;
 mod outbox;
 pub mod page;
 mod plant;
@@ -66,6 +67,8 @@ pub struct AppState {
     pub plain_http_exposed: bool,
     /// The Content-Security-Policy of every response ([`headers::policy`]).
     pub csp: Arc<str>,
+    /// Organisational sign-in, with `[ui.oidc]`.
+    pub oidc: Option<Arc<crate::oidc::Oidc>>,
 }
 
 /// What the web layer needs for labels.
@@ -85,6 +88,8 @@ pub fn router(state: AppState) -> Router {
         .route("/", get(page::index))
         .route("/login", get(login::show).post(login::submit))
         .route("/logout", axum::routing::post(login::logout))
+        .route("/login/oidc", get(oidc::start))
+        .route("/login/oidc/callback", get(oidc::callback))
         .route("/api/v1/health", get(api::health))
         .route("/crl", get(api::crl))
         .route("/api/v1/slots", get(api::slots))

@@ -8,6 +8,7 @@
 pub mod device_client;
 pub mod fake_dps;
 pub mod fake_zebra;
+pub mod oidc;
 pub mod root;
 pub mod secrets;
 pub mod softhsm;
@@ -172,6 +173,12 @@ pub fn prepare_slots(
     )
     .unwrap();
     let cfg = Config::load(&path).unwrap();
+    init_ca(&cfg);
+    (dir, cfg)
+}
+
+/// A fresh self-signed test CA where `cfg` looks for it.
+pub fn init_ca(cfg: &Config) {
     FactoryCa::init(
         &cfg.ca_certificate_path(),
         &cfg.ca_key_path(),
@@ -180,7 +187,6 @@ pub fn prepare_slots(
         false,
     )
     .unwrap();
-    (dir, cfg)
 }
 
 impl TestStation {
