@@ -1,11 +1,13 @@
 //! No secret where it must not be: a station process served over HTTPS,
-//! logging at trace level, is used as people and scripts use it (a badge
-//! and PIN, a password, a bearer token, sessions); then its log, its data
-//! folder (the database and its write-ahead log) and `/api/v1/config` are
-//! searched for every secret it was given or gave out: the TLS key (PEM,
-//! DER and its scalar in every spelling), the session cookies, the token,
-//! the PIN and the password. The search is first shown to find each of
-//! them where they were planted.
+//! logging at trace level, with organisational sign-in against a real
+//! OpenID Connect provider (node's oidc-provider), is used as people and
+//! scripts use it (a badge and PIN, a password, an organisational
+//! sign-in, a bearer token, sessions); then its log, its data folder (the
+//! database and its write-ahead log) and `/api/v1/config` are searched for
+//! every secret it was given or gave out: the OIDC client secret, the
+//! authorization code, the TLS key (PEM, DER and its scalar in every
+//! spelling), the session cookies, the token, the PIN and the password.
+//! The search is first shown to find each of them where they were planted.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -48,12 +50,37 @@ fn holding(places: &[PathBuf], extra: &[(&str, &str)], needle: &[u8]) -> Vec<Str
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_secret_reaches_the_log_the_database_or_the_config_view() {
     let ca_dir = tempfile::tempdir().unwrap();
+    let port = common::oidc::free_port();
+    let base = format!("https://127.0.0.1:{port}");
+    let redirect = format!("{base}/login/oidc/callback");
+    let client_secret = "oidc-client-secret-7f3a9c2e-never-logged";
+    let provider = common::oidc::Provider::start(client_secret, &redirect, None);
+    let oidc = format!(
+        r#"
+[ui.oidc]
+issuer = "{issuer}"
+client_id = "station"
+redirect_url = "{redirect}"
+scopes = ["openid", "profile", "email", "groups"]
+[ui.oidc.roles]
+supervisor = ["line-supervisors"]
+"#,
+        issuer = provider.issuer
+    );
+    // [ui.oidc] is added after the harness read the file (the secret is
+    // in the station process's environment only).
     let (dir, cfg) = prepare_with(&[], 300, UI_TLS);
+    let config_text = std::fs::read_to_string(dir.path().join("station.toml"))
+        .unwrap()
+        .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"))
+        + &oidc;
+    std::fs::write(dir.path().join("station.toml"), config_text).unwrap();
     let files = cfg.ui_tls.clone().unwrap();
     let plant_ca = install_ui_certificate(&files, ca_dir.path(), 90);
     let config = dir.path().join("station.toml");
     let run = |args: &[&str], stdin: &str| {
         let mut c = Command::new(station_bin())
+            .env("STATION_OIDC_CLIENT_SECRET", client_secret)
             .args(args)
             .arg("--config")
             .arg(&config)
@@ -96,23 +123,24 @@ async fn no_secret_reaches_the_log_the_database_or_the_config_view() {
             .args(["serve", "--config"])
             .arg(&config)
             .env("RUST_LOG", "trace")
+            .env("STATION_OIDC_CLIENT_SECRET", client_secret)
             .stdout(std::fs::File::create(&out).unwrap())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap(),
     );
-    let mut base = None;
+    let mut started = None;
     for _ in 0..300 {
-        base = read(&out)
+        started = read(&out)
             .lines()
             .find_map(|l| l.split(" listening on ").nth(1).map(str::to_string));
-        if base.is_some() {
+        if started.is_some() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let base = base.unwrap_or_else(|| panic!("the station did not start: {}", read(&log)));
-    assert!(base.starts_with("https://"), "{base}");
+    let started = started.unwrap_or_else(|| panic!("the station did not start: {}", read(&log)));
+    assert_eq!(started, base);
 
     // A badge and PIN, a password, each through the sign-in form.
     let c = client_trusting(&plant_ca.cert, None);
@@ -144,6 +172,29 @@ async fn no_secret_reaches_the_log_the_database_or_the_config_view() {
         assert_eq!(page.status(), 200);
         sessions.push(session);
     }
+    // An organisational sign-in, through the provider and back.
+    let start = c.get(format!("{base}/login/oidc")).send().await.unwrap();
+    assert_eq!(start.status(), 303);
+    let binding = set_cookie(&start, "station_oidc").unwrap();
+    let to = start.headers()["location"].to_str().unwrap().to_string();
+    let back = common::oidc::Browser::default()
+        .sign_in_at_provider(&to, "sam", &redirect)
+        .await;
+    let code = reqwest::Url::parse(&back)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .map(|(_, v)| v.into_owned())
+        .unwrap();
+    let r = c
+        .get(&back)
+        .header("cookie", format!("station_oidc={binding}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    sessions.push(set_cookie(&r, "station_session").unwrap());
+
     let api = client_trusting(&plant_ca.cert, Some(&token));
     let config_view = api
         .get(format!("{base}/api/v1/config"))
@@ -154,6 +205,10 @@ async fn no_secret_reaches_the_log_the_database_or_the_config_view() {
         .await
         .unwrap();
     assert!(config_view.contains("\"https\":true"), "{config_view}");
+    assert!(
+        config_view.contains("\"client_secret_present\":true"),
+        "{config_view}"
+    );
     // Something at trace level was written, HTTP and TLS included.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let logged = read(&log);
@@ -182,6 +237,11 @@ async fn no_secret_reaches_the_log_the_database_or_the_config_view() {
         ("TLS key (PEM body)".into(), key_body.into_bytes()),
         ("TLS key (DER)".into(), key_der),
         ("API token".into(), token.clone().into_bytes()),
+        (
+            "OIDC client secret".into(),
+            client_secret.as_bytes().to_vec(),
+        ),
+        ("OIDC authorization code".into(), code.into_bytes()),
         ("PIN".into(), pin.as_bytes().to_vec()),
         ("password".into(), password.as_bytes().to_vec()),
     ];
