@@ -200,3 +200,66 @@ async fn slot_tiles_are_pushed_as_they_change() {
         "{seen}"
     );
 }
+
+/// FINISH does not get through after the board is recorded as provisioned
+/// (the jig's answers are lost): the slot says so, not PASS and not FAIL;
+/// the record, its certificate and its jobs stand; Retry sends FINISH
+/// alone, and no second certificate is made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finish_that_does_not_get_through_is_retried_alone() {
+    let lost = SimOptions {
+        fault: Some("drop@FINISH".parse().unwrap()),
+        fault_times: Some(3),
+        ..quick_board()
+    };
+    let st = TestStation::start_with(vec![lost], 300, "", |_| ()).await;
+    let session = operator_session(&st).await;
+    let mut tile = serde_json::Value::Null;
+    for _ in 0..200 {
+        let (_, slots) = st.get("/api/v1/slots").await;
+        tile = slots[0].clone();
+        if tile["state"] == "provisioned_untold" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(tile["state"], "provisioned_untold", "{tile:#}");
+    assert_eq!(tile["error_code"], "no_answer", "{tile:#}");
+    assert!(
+        tile["error"].as_str().unwrap().contains("press Retry"),
+        "{tile:#}"
+    );
+    let guid = tile["guid"].as_str().unwrap().to_string();
+    let record = &st.boards().await[0];
+    assert_eq!(record["status"], "provisioned", "the record stands");
+    let ledger = st.ledger(&guid);
+    assert_eq!(ledger.len(), 1);
+    assert_eq!(ledger[0].state, "installed");
+    assert_eq!(st.store().outbox_counts().unwrap().pending, 1);
+
+    let before = st.sims[0].seen.lock().unwrap().requests.len();
+    assert_eq!(
+        post(&st, &session, "/slots/1/action", &[("action", "retry")])
+            .await
+            .status(),
+        303
+    );
+    for _ in 0..100 {
+        let (_, slots) = st.get("/api/v1/slots").await;
+        tile = slots[0].clone();
+        if tile["state"] == "provisioned" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(tile["state"], "provisioned", "{tile:#}");
+    let after: Vec<String> = st.sims[0].seen.lock().unwrap().requests[before..]
+        .iter()
+        .map(|(_, verb)| verb.clone())
+        .filter(|v| v != "STATUS")
+        .collect();
+    assert_eq!(after, vec!["FINISH".to_string()], "FINISH alone");
+    assert_eq!(st.ledger(&guid).len(), 1, "no second certificate");
+    assert_eq!(st.store().outbox_counts().unwrap().pending, 1);
+    assert_eq!(st.boards().await.len(), 1, "one record");
+}

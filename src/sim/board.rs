@@ -28,6 +28,8 @@ pub struct ObservedBoard {
     pub symmetric_key: Option<[u8; 32]>,
     /// The provisioning settings the board keeps (`SETTINGS`).
     pub settings: Option<ProvisioningSettings>,
+    /// Every FINISH result the jig got for this board (`true`: pass).
+    pub finishes: Vec<bool>,
 }
 
 /// The board's key: made by the board, or loaded from the station.
@@ -43,6 +45,8 @@ pub struct Board {
     signatures: Vec<([u8; NONCE_LEN], Vec<u8>)>,
     pub symmetric_key: Option<[u8; 32]>,
     pub settings: Option<ProvisioningSettings>,
+    /// Every FINISH result the jig got for this board, in order.
+    pub finishes: Vec<bool>,
 }
 
 impl Board {
@@ -61,6 +65,7 @@ impl Board {
             signatures: Vec::new(),
             symmetric_key: None,
             settings: None,
+            finishes: Vec::new(),
         }
     }
 
@@ -155,6 +160,7 @@ impl Board {
             signatures: self.signatures.clone(),
             symmetric_key: self.symmetric_key,
             settings: self.settings.clone(),
+            finishes: self.finishes.clone(),
         }
     }
 }

@@ -468,6 +468,7 @@ impl Sim {
                 Err(e) => err("no_key", &e),
             },
             Request::Finish { pass, .. } => {
+                board.finishes.push(pass);
                 self.done = Some(pass);
                 self.schedule_removal();
                 ok
