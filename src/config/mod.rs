@@ -83,6 +83,7 @@ struct RawUi {
     session_idle_minutes: u32,
     tls_cert_file: Option<String>,
     tls_key_file: Option<String>,
+    sound_alerts: bool,
 }
 
 impl Default for RawUi {
@@ -91,6 +92,7 @@ impl Default for RawUi {
             session_idle_minutes: 30,
             tls_cert_file: None,
             tls_key_file: None,
+            sound_alerts: false,
         }
     }
 }
@@ -137,6 +139,9 @@ pub struct Config {
     /// `[ui] tls_cert_file` and `tls_key_file`: the web UI and API are
     /// served over HTTPS; `None`: plain HTTP.
     pub ui_tls: Option<TlsFiles>,
+    /// `[ui] sound_alerts`: the line view sounds a FAIL or a slot that
+    /// needs attention.
+    pub sound_alerts: bool,
     pub label: LabelConfig,
     pub printer: PrinterConfig,
     /// How `--demo N`'s simulated boards get their keys (`[demo] keygen`).
@@ -305,6 +310,7 @@ impl Config {
             dps,
             session_idle: Duration::from_secs(u64::from(raw.ui.session_idle_minutes) * 60),
             ui_tls,
+            sound_alerts: raw.ui.sound_alerts,
             file: path.to_path_buf(),
             station_id: s.id.clone(),
             line: s.line.clone(),

@@ -866,3 +866,10 @@ fn the_ui_is_served_over_https_only_with_both_files() {
         assert!(e.to_string().contains(words), "{e}");
     }
 }
+
+#[test]
+fn sound_alerts_are_off_unless_asked_for() {
+    assert!(!parse(&reference()).unwrap().sound_alerts);
+    let on = reference().replace("sound_alerts = false", "sound_alerts = true");
+    assert!(parse(&on).unwrap().sound_alerts);
+}
