@@ -346,6 +346,14 @@ pub async fn start(cfg: &Config, demo_ca: bool) -> anyhow::Result<App> {
         https: tls.is_some(),
         plain_http_exposed: tls.is_none() && !cfg.listen.ip().is_loopback(),
         csp: crate::web::headers::policy(&[]).into(),
+        sound_alerts: cfg.sound_alerts,
+        ca_not_after: crate::ca::chain::check_chain(
+            &crate::ca::chain::pem_certificates(ca.certificate_pem()),
+            "the factory CA",
+            time::OffsetDateTime::now_utc(),
+        )
+        .ok()
+        .map(|f| f.not_after),
     };
     if state.plain_http_exposed {
         tracing::warn!(

@@ -14,6 +14,7 @@ pub mod page;
 mod plant;
 mod registry;
 mod reports;
+mod strip;
 mod supervisor;
 pub mod tls;
 
@@ -66,6 +67,12 @@ pub struct AppState {
     pub plain_http_exposed: bool,
     /// The Content-Security-Policy of every response ([`headers::policy`]).
     pub csp: Arc<str>,
+    /// `[ui] sound_alerts`: the line view sounds a FAIL or a slot that
+    /// needs attention.
+    pub sound_alerts: bool,
+    /// When the factory CA's chain stops issuing (its earliest
+    /// `notAfter`), for the line view's status strip.
+    pub ca_not_after: Option<time::OffsetDateTime>,
 }
 
 /// What the web layer needs for labels.
