@@ -149,6 +149,17 @@ async fn sixteen_slots_fit_a_small_panel_and_the_numbers_move() {
     let (st, _driver, c) = watch(line_of(16, &[1]), (1024, 600)).await;
     tiles_fit(&c, 16).await;
     header_one_line(&c).await;
+    // Notes each tile that flashes (static/line.js adds `flash` once, when
+    // a tile turns to FAIL or needs attention).
+    c.execute(
+        r#"window.flashed = new Set();
+        new MutationObserver((ms) => ms.forEach((m) => {
+          if (m.target.classList && m.target.classList.contains('flash')) window.flashed.add(m.target.id);
+        })).observe(document.getElementById('slots'), { attributes: true, attributeFilter: ['class'], subtree: true });"#,
+        vec![],
+    )
+    .await
+    .unwrap();
     let (passed, failed) = (
         number(&c, "shift-passed").await,
         number(&c, "shift-failed").await,
@@ -173,6 +184,15 @@ async fn sixteen_slots_fit_a_small_panel_and_the_numbers_move() {
         text_of(&c, "slot-2").await.contains("keeps failing")
     })
     .await;
+    let flashed = c
+        .execute("return [...window.flashed];", vec![])
+        .await
+        .unwrap();
+    assert_eq!(
+        flashed,
+        serde_json::json!(["slot-2"]),
+        "only the failing slot flashed"
+    );
     let yield_text = text_of(&c, "shift-yield").await;
     assert!(yield_text.ends_with('%'), "{yield_text}");
     tiles_fit(&c, 16).await;
