@@ -259,6 +259,35 @@ mod tests {
     }
 
     #[test]
+    fn a_disconnected_jig_is_named_with_its_slot() {
+        let view = |slot: u16, link: &'static str| SlotView {
+            slot,
+            device: format!("/dev/ttyUSB{slot}"),
+            simulated: false,
+            link,
+            link_error: (link == "disconnected").then(|| "no such device".into()),
+            state: "empty",
+            step: None,
+            guid: None,
+            certificate_serial: None,
+            error_code: None,
+            error: None,
+            operator: None,
+            label_scan: None,
+            since: "2026-12-04T09:00:00.000Z".into(),
+        };
+        let items = jigs(&[view(1, "connected"), view(7, "disconnected")]);
+        assert_eq!(
+            items,
+            vec![StripItem {
+                ok: false,
+                text: "Jig of slot 7 disconnected: no such device".into(),
+                href: "#slot-7".into(),
+            }]
+        );
+    }
+
+    #[test]
     fn the_ca_warns_a_month_ahead() {
         assert!(ca(Some(NOW + time::Duration::days(90)), NOW).unwrap().ok);
         let soon = ca(Some(NOW + time::Duration::days(10)), NOW).unwrap();
