@@ -466,10 +466,11 @@ pub async fn set_work_order(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn view(slot: u16, state: &'static str) -> SlotView {
+    /// A connected slot in `state`, for tests.
+    pub(in crate::web) fn view(slot: u16, state: &'static str) -> SlotView {
         SlotView {
             slot,
             device: format!("/dev/ttyUSB{slot}"),
@@ -615,6 +616,28 @@ mod tests {
             sound: false,
         };
         insta::assert_snapshot!("line_view", page.render().unwrap());
+    }
+
+    #[test]
+    fn the_page_tells_the_script_whether_to_sound() {
+        let page = |sound| Line {
+            user: "ana".into(),
+            role: "operator",
+            csrf: "CSRF".into(),
+            station: "station-01".into(),
+            line: "line-1".into(),
+            work_order: String::new(),
+            slots_html: String::new(),
+            boards: vec![],
+            sound,
+        };
+        assert!(page(true).render().unwrap().contains(r#"data-sound="on""#));
+        assert!(
+            page(false)
+                .render()
+                .unwrap()
+                .contains(r#"data-sound="off""#)
+        );
     }
 
     #[test]

@@ -260,23 +260,10 @@ mod tests {
 
     #[test]
     fn a_disconnected_jig_is_named_with_its_slot() {
-        let view = |slot: u16, link: &'static str| SlotView {
-            slot,
-            device: format!("/dev/ttyUSB{slot}"),
-            simulated: false,
-            link,
-            link_error: (link == "disconnected").then(|| "no such device".into()),
-            state: "empty",
-            step: None,
-            guid: None,
-            certificate_serial: None,
-            error_code: None,
-            error: None,
-            operator: None,
-            label_scan: None,
-            since: "2026-12-04T09:00:00.000Z".into(),
-        };
-        let items = jigs(&[view(1, "connected"), view(7, "disconnected")]);
+        let mut down = crate::web::page::tests::view(7, "empty");
+        down.link = "disconnected";
+        down.link_error = Some("no such device".into());
+        let items = jigs(&[crate::web::page::tests::view(1, "empty"), down]);
         assert_eq!(
             items,
             vec![StripItem {
