@@ -131,11 +131,17 @@ async fn header_one_line(c: &Client) {
     );
 }
 
+/// The element's text; found again if a redraw replaced it meanwhile.
 async fn text_of(c: &Client, id: &str) -> String {
-    match c.find(Locator::Id(id)).await {
-        Ok(e) => e.text().await.unwrap_or_default(),
-        Err(_) => String::new(),
+    for _ in 0..20 {
+        if let Ok(e) = c.find(Locator::Id(id)).await
+            && let Ok(t) = e.text().await
+        {
+            return t;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    String::new()
 }
 
 async fn number(c: &Client, id: &str) -> u64 {
@@ -179,10 +185,16 @@ async fn sixteen_slots_fit_a_small_panel_and_the_numbers_move() {
         number(&c, "shift-failed").await > failed
     })
     .await;
-    let strip = c.find(Locator::Css("#strip a.bad")).await.unwrap();
+    let dps = c
+        .execute(
+            "return document.querySelector(\"#strip a[href='/supervisor']\").className;",
+            vec![],
+        )
+        .await
+        .unwrap();
     assert_eq!(
-        strip.attr("href").await.unwrap().as_deref(),
-        Some("/supervisor")
+        dps, "bad",
+        "DPS needs attention, and links to the supervisor page"
     );
     until(&c, 40, "slot 2 says it keeps failing", || async {
         text_of(&c, "slot-2").await.contains("keeps failing")
@@ -206,6 +218,12 @@ async fn sixteen_slots_fit_a_small_panel_and_the_numbers_move() {
     );
     header_one_line(&c).await;
     shot(&c, "line-1024x600").await;
+    // The same panel on its side.
+    viewport(&c, 600, 1024).await;
+    tiles_fit(&c, 16).await;
+    tap_targets(&c).await;
+    shot(&c, "line-600x1024").await;
+    viewport(&c, 1024, 600).await;
 
     // The drawers hold the work order and the recent boards over the tiles.
     c.find(Locator::Css("details.drawer:nth-of-type(2) > summary"))

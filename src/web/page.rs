@@ -232,6 +232,9 @@ async fn slots_html(s: &AppState, csrf: &str) -> Result<String, ApiError> {
     strip.extend(strip::ca(s.ca_not_after, now));
     strip.extend(strip::jigs(&views));
     strip.extend(super::plant::snapshot(s).map(|p| plant_item(&p)));
+    // What needs attention first: if the strip runs out of room, what is
+    // fine is what gives way.
+    strip.sort_by_key(|i| i.ok);
     render(&Slots {
         cols: columns(views.len()),
         tiles: views

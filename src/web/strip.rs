@@ -49,8 +49,9 @@ pub fn printer(state: &str, message: Option<&str>, pending: i64) -> StripItem {
             "/api/v1/printer",
         )
     } else {
+        // Labels waiting on a printer that is not in trouble print soon.
         StripItem::new(
-            pending == 0,
+            true,
             format!("Printer {state} · {waiting}"),
             "/api/v1/printer",
         )
