@@ -154,37 +154,6 @@ pub struct Slots {
     pub cols: usize,
 }
 
-/// The plant database's item: whether records reach it, and how far
-/// behind it is.
-fn plant_item(p: &crate::plant::PlantStatus) -> StripItem {
-    let ok = p.connected && !p.lag_warning;
-    let text = if p.connected {
-        let mut t = "Plant database: connected".to_string();
-        if p.lag_records > 0 {
-            t.push_str(&format!(
-                " · {} change{} to send, oldest {:.0} s",
-                p.lag_records,
-                if p.lag_records == 1 { "" } else { "s" },
-                p.lag_seconds
-            ));
-        }
-        t
-    } else {
-        format!(
-            "Plant database not reached since {}: the line goes on and records are sent when it is back ({} change{} waiting). {}",
-            p.since,
-            p.lag_records,
-            if p.lag_records == 1 { "" } else { "s" },
-            p.last_error.as_deref().unwrap_or("")
-        )
-    };
-    StripItem {
-        ok,
-        text,
-        href: "/api/v1/plant".into(),
-    }
-}
-
 #[derive(Template)]
 #[template(path = "line.html")]
 pub struct Line {
@@ -231,7 +200,7 @@ async fn slots_html(s: &AppState, csrf: &str) -> Result<String, ApiError> {
     strip.extend(strip::dps(&o, &outbox, now));
     strip.extend(strip::ca(s.ca_not_after, now));
     strip.extend(strip::jigs(&views));
-    strip.extend(super::plant::snapshot(s).map(|p| plant_item(&p)));
+    strip.extend(super::plant::snapshot(s).map(|p| strip::plant(&p)));
     // What needs attention first: if the strip runs out of room, what is
     // fine is what gives way.
     strip.sort_by_key(|i| i.ok);

@@ -164,6 +164,33 @@ pub fn jigs(slots: &[SlotView]) -> Vec<StripItem> {
         .collect()
 }
 
+/// The plant database's item: whether records reach it, and how far
+/// behind it is.
+pub fn plant(p: &crate::plant::PlantStatus) -> StripItem {
+    let ok = p.connected && !p.lag_warning;
+    let text = if p.connected {
+        let mut t = "Plant database: connected".to_string();
+        if p.lag_records > 0 {
+            t.push_str(&format!(
+                " · {} change{} to send, oldest {:.0} s",
+                p.lag_records,
+                if p.lag_records == 1 { "" } else { "s" },
+                p.lag_seconds
+            ));
+        }
+        t
+    } else {
+        format!(
+            "Plant database not reached since {}: the line goes on and records are sent when it is back ({} change{} waiting). {}",
+            p.since,
+            p.lag_records,
+            if p.lag_records == 1 { "" } else { "s" },
+            p.last_error.as_deref().unwrap_or("")
+        )
+    };
+    StripItem::new(ok, text, "/api/v1/plant")
+}
+
 /// The shift's figures as the line view shows them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShiftFigures {
