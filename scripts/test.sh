@@ -42,6 +42,14 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
 fi
+# The line view's accessibility check (tests/line_view.rs) runs axe-core
+# in the browser: pinned, from npm, into target/axe, once.
+AXE_VERSION=4.10.3
+if [ ! -f target/axe/node_modules/axe-core/axe.min.js ] ||
+  ! grep -q "\"version\": \"$AXE_VERSION\"" target/axe/node_modules/axe-core/package.json; then
+  command -v npm >/dev/null 2>&1 || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm; }
+  npm install --no-save --no-audit --no-fund --prefix target/axe "axe-core@$AXE_VERSION"
+fi
 if ! command -v cargo >/dev/null 2>&1; then
   echo "Rust (cargo) is not installed: install it with rustup (https://rustup.rs), then run this again." >&2
   exit 1

@@ -360,6 +360,14 @@ pub async fn start(cfg: &Config, demo_ca: bool) -> anyhow::Result<App> {
             )),
             None => None,
         },
+        sound_alerts: cfg.sound_alerts,
+        ca_not_after: crate::ca::chain::check_chain(
+            &crate::ca::chain::pem_certificates(ca.certificate_pem()),
+            "the factory CA",
+            time::OffsetDateTime::now_utc(),
+        )
+        .ok()
+        .map(|f| f.not_after),
     };
     if state.plain_http_exposed {
         tracing::warn!(

@@ -15,125 +15,35 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use common::browser::{browser, home_trusting, shot, sign_in, until};
 use common::*;
-use fantoccini::{Client, ClientBuilder, Locator};
+use fantoccini::{Client, Locator};
 use station::sim::SimOptions;
-use station::store::{NewUser, Role};
-
-const CHROMIUM: &str = "/usr/bin/chromium";
-const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
-
-/// A home folder whose NSS database trusts `ca` (PEM) for TLS servers:
-/// Chromium on Linux reads `$HOME/.pki/nssdb`.
-fn home_trusting(home: &std::path::Path, ca: &std::path::Path) {
-    let db = home.join(".pki/nssdb");
-    std::fs::create_dir_all(&db).unwrap();
-    let db = format!("sql:{}", db.display());
-    let run = |args: &[&str]| {
-        let out = Command::new("certutil").args(args).output().expect(
-            "this test needs certutil: `apt-get install libnss3-tools` (scripts/test.sh does it)",
-        );
-        assert!(
-            out.status.success(),
-            "certutil {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    run(&["-N", "-d", &db, "--empty-password"]);
-    run(&[
-        "-A",
-        "-d",
-        &db,
-        "-t",
-        "C,,",
-        "-n",
-        "test plant CA",
-        "-i",
-        ca.to_str().unwrap(),
-    ]);
-}
-
-async fn browser(profile: &std::path::Path) -> (Child, Client) {
-    assert!(
-        std::path::Path::new(CHROMIUM).exists() && std::path::Path::new(CHROMEDRIVER).exists(),
-        "this test needs Debian's chromium and chromium-driver: `apt-get install chromium chromium-driver` (scripts/test.sh does it)"
-    );
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    // Chromium inherits chromedriver's HOME: the profile's, whose NSS
-    // database the test filled.
-    let driver = Child(
-        Command::new(CHROMEDRIVER)
-            .env("HOME", profile)
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let mut caps = serde_json::Map::new();
-    caps.insert(
-        "goog:chromeOptions".into(),
-        serde_json::json!({
-            "binary": CHROMIUM,
-            "args": [
-                "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--no-first-run", "--window-size=1280,800",
-                format!("--user-data-dir={}", profile.join("chromium").display()),
-            ]
-        }),
-    );
-    let url = format!("http://127.0.0.1:{port}");
-    let mut last = None;
-    for _ in 0..100 {
-        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-        match ClientBuilder::new(connector)
-            .capabilities(caps.clone())
-            .connect(&url)
-            .await
-        {
-            Ok(c) => return (driver, c),
-            Err(e) => last = Some(e),
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("chromedriver did not start: {last:?}");
-}
-
-async fn shot(c: &Client, name: &str) {
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(
-        dir.join(format!("{name}.png")),
-        c.screenshot().await.unwrap(),
-    )
-    .unwrap();
-}
+use station::store::Role;
 
 /// Waits until the slot tile has `class` in its classes; returns its text.
 async fn tile(c: &Client, slot: u16, class: &str) -> String {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
-    loop {
-        if let Ok(e) = c.find(Locator::Id(&format!("slot-{slot}"))).await {
-            let classes = e.attr("class").await.ok().flatten().unwrap_or_default();
-            if classes.split(' ').any(|x| x == class) {
-                return e.text().await.unwrap();
-            }
+    let id = format!("slot-{slot}");
+    until(c, 40, &format!("slot {slot} becomes {class}"), || async {
+        match c.find(Locator::Id(&id)).await {
+            Ok(e) => e
+                .attr("class")
+                .await
+                .ok()
+                .flatten()
+                .is_some_and(|classes| classes.split(' ').any(|x| x == class)),
+            Err(_) => false,
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "slot {slot} never became {class}: {}",
-            c.source().await.unwrap()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    })
+    .await;
+    c.find(Locator::Id(&id))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -162,27 +72,12 @@ async fn an_operator_watches_the_line_in_a_browser() {
     assert!(st.base.starts_with("https://"), "{}", st.base);
     let plant_ca = plant_ca.unwrap();
     st.client = common::tls::client_trusting(&plant_ca.cert, Some(&st.token));
-    let now = time::OffsetDateTime::now_utc();
-    let ana = NewUser {
-        name: "ana",
-        role: Role::Operator,
-        badge: Some("0042"),
-        pin: Some("4711"),
-        password: None,
-    };
-    st.store().add_user(&ana, "test", now).unwrap();
-    let sam = NewUser {
-        name: "sam",
-        role: Role::Supervisor,
-        badge: Some("0077"),
-        pin: Some("2468"),
-        password: None,
-    };
-    st.store().add_user(&sam, "test", now).unwrap();
+    add_badge_user(&st, "ana", Role::Operator, "0042", "4711");
+    add_badge_user(&st, "sam", Role::Supervisor, "0077", "2468");
 
     let profile = tempfile::tempdir().unwrap();
     home_trusting(profile.path(), &plant_ca.cert);
-    let (_driver, c) = browser(profile.path()).await;
+    let (_driver, c) = browser(profile.path(), (1280, 800)).await;
 
     // Keyboard only: the badge field has focus; the scanner types the
     // badge and Tab, the operator types the PIN and Enter.
@@ -290,14 +185,7 @@ async fn an_operator_watches_the_line_in_a_browser() {
     // inline handler); dismissed, nothing is retired.
     let guid = st.boards().await[0]["guid"].as_str().unwrap().to_string();
     c.delete_all_cookies().await.unwrap();
-    c.goto(&format!("{}/login", st.base)).await.unwrap();
-    c.active_element()
-        .await
-        .unwrap()
-        .send_keys("0077\u{E004}2468\u{E007}")
-        .await
-        .unwrap();
-    c.wait().for_element(Locator::Id("slots")).await.unwrap();
+    sign_in(&c, &st.base, "0077", "2468").await;
     c.goto(&format!("{}/devices/{guid}", st.base))
         .await
         .unwrap();

@@ -192,7 +192,7 @@ async fn slot_tiles_are_pushed_as_they_change() {
         seen.push_str(&String::from_utf8_lossy(&chunk));
     }
     assert!(
-        seen.contains("Waiting for a board"),
+        seen.contains("WAITING</strong><span class=\"label\">: for a board"),
         "the first push is the state at connection"
     );
     assert!(

@@ -87,6 +87,7 @@ struct RawUi {
     tls_cert_file: Option<String>,
     tls_key_file: Option<String>,
     oidc: Option<oidc::RawOidc>,
+    sound_alerts: bool,
 }
 
 impl Default for RawUi {
@@ -96,6 +97,7 @@ impl Default for RawUi {
             tls_cert_file: None,
             tls_key_file: None,
             oidc: None,
+            sound_alerts: false,
         }
     }
 }
@@ -142,6 +144,9 @@ pub struct Config {
     /// `[ui] tls_cert_file` and `tls_key_file`: the web UI and API are
     /// served over HTTPS; `None`: plain HTTP.
     pub ui_tls: Option<TlsFiles>,
+    /// `[ui] sound_alerts`: the line view sounds a FAIL or a slot that
+    /// needs attention.
+    pub sound_alerts: bool,
     pub label: LabelConfig,
     pub printer: PrinterConfig,
     /// How `--demo N`'s simulated boards get their keys (`[demo] keygen`).
@@ -321,6 +326,7 @@ impl Config {
             dps,
             session_idle: Duration::from_secs(u64::from(raw.ui.session_idle_minutes) * 60),
             ui_tls,
+            sound_alerts: raw.ui.sound_alerts,
             file: path.to_path_buf(),
             station_id: s.id.clone(),
             line: s.line.clone(),

@@ -1001,3 +1001,10 @@ fn the_dps_proxy_is_http_host_port_and_wins_over_the_environment() {
     let e = dps_in(dir.path(), "", &bad_env).unwrap_err();
     assert_eq!(e.key, "https_proxy", "{e}");
 }
+
+#[test]
+fn sound_alerts_are_off_unless_asked_for() {
+    assert!(!parse(&reference()).unwrap().sound_alerts);
+    let on = reference().replace("sound_alerts = false", "sound_alerts = true");
+    assert!(parse(&on).unwrap().sound_alerts);
+}

@@ -145,6 +145,54 @@ pub fn resolve(
     Ok(Range { from, to, title })
 }
 
+/// Where the line's running figures start at `now`: the start of the
+/// shift under way, with words for what they cover. Between shifts, the
+/// end of the last one; with no `[[shift]]`, local midnight.
+pub fn shift_so_far(shifts: &[Shift], offset: UtcOffset, now: OffsetDateTime) -> Range {
+    let local = now.to_offset(offset);
+    let today = local.date();
+    let mut last_end: Option<(OffsetDateTime, &str)> = None;
+    // A night shift that began yesterday may still be under way.
+    for date in [today.previous_day().unwrap_or(today), today] {
+        for s in shifts {
+            let from = PrimitiveDateTime::new(date, s.start).assume_offset(offset);
+            let mut to = PrimitiveDateTime::new(date, s.end).assume_offset(offset);
+            if to <= from {
+                to += Duration::days(1);
+            }
+            if from <= now && now < to {
+                return Range {
+                    from,
+                    to: now,
+                    title: format!("shift {} since {}", s.name, clock(s.start)),
+                };
+            }
+            if to <= now && last_end.is_none_or(|(e, _)| to > e) {
+                last_end = Some((to, &s.name));
+            }
+        }
+    }
+    match last_end {
+        Some((from, name)) => Range {
+            from,
+            to: now,
+            title: format!(
+                "between shifts: since shift {name} ended at {}",
+                clock(from.to_offset(offset).time())
+            ),
+        },
+        None => Range {
+            from: PrimitiveDateTime::new(today, Time::MIDNIGHT).assume_offset(offset),
+            to: now,
+            title: "since midnight (no shifts configured)".into(),
+        },
+    }
+}
+
+fn clock(t: Time) -> String {
+    format!("{:02}:{:02}", t.hour(), t.minute())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,6 +214,25 @@ mod tests {
     }
 
     const NOW: OffsetDateTime = datetime!(2026-11-23 12:00 UTC);
+
+    #[test]
+    fn the_shift_under_way_or_midnight() {
+        let o = offset!(+1);
+        // 12:00 UTC is 13:00 local: the early shift.
+        let r = shift_so_far(&shifts(), o, NOW);
+        assert_eq!(r.from, datetime!(2026-11-23 06:00 +1));
+        assert_eq!(r.title, "shift early since 06:00");
+        // 02:00 local: the night shift that began yesterday.
+        let r = shift_so_far(&shifts(), o, datetime!(2026-11-23 01:00 UTC));
+        assert_eq!(r.from, datetime!(2026-11-22 22:00 +1));
+        // 16:00 local: between shifts, since the early shift ended.
+        let r = shift_so_far(&shifts(), o, datetime!(2026-11-23 15:00 UTC));
+        assert_eq!(r.from, datetime!(2026-11-23 14:00 +1));
+        assert!(r.title.starts_with("between shifts"), "{}", r.title);
+        let r = shift_so_far(&[], o, NOW);
+        assert_eq!(r.from, datetime!(2026-11-23 00:00 +1));
+        assert_eq!(r.title, "since midnight (no shifts configured)");
+    }
 
     #[test]
     fn dates_date_times_and_shifts() {

@@ -27,6 +27,7 @@ mod plant;
 mod registry;
 mod report;
 mod revocations;
+mod tally;
 #[cfg(test)]
 pub(crate) mod tests;
 
@@ -51,6 +52,7 @@ pub use plant::{
 pub use registry::{DeviceHit, DeviceNote, DeviceRetirement};
 pub use report::UnitFilter;
 pub use revocations::Revocation;
+pub use tally::{LineTally, RECENT, SlotTally};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -15,6 +15,7 @@ pub mod page;
 mod plant;
 mod registry;
 mod reports;
+mod strip;
 mod supervisor;
 pub mod tls;
 
@@ -69,6 +70,12 @@ pub struct AppState {
     pub csp: Arc<str>,
     /// Organisational sign-in, with `[ui.oidc]`.
     pub oidc: Option<Arc<crate::oidc::Oidc>>,
+    /// `[ui] sound_alerts`: the line view sounds a FAIL or a slot that
+    /// needs attention.
+    pub sound_alerts: bool,
+    /// When the factory CA's chain stops issuing (its earliest
+    /// `notAfter`), for the line view's status strip.
+    pub ca_not_after: Option<time::OffsetDateTime>,
 }
 
 /// What the web layer needs for labels.

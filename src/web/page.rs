@@ -13,9 +13,10 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
 use super::auth::Caller;
+use super::strip::{self, ShiftFigures, StripItem};
 use super::{ApiError, AppState, query};
 use crate::ids::SlotId;
-use crate::store::{BoardRow, Role};
+use crate::store::{BoardRow, Role, SlotTally};
 use crate::workflow::{LabelScan, SlotCommand, SlotView};
 
 /// The steps, in order, for the progress bar.
@@ -28,8 +29,12 @@ const STEPS: [&str; 10] = [
 pub struct Tile {
     slot: u16,
     simulated: bool,
+    /// The state by colour and border: `idle` (waiting), `busy` (working),
+    /// `pass`, `fail`, or `attn` (needs attention).
     class: &'static str,
     mark: &'static str,
+    /// The state in one word, large.
+    word: &'static str,
     label: String,
     progress: Option<(usize, usize, &'static str)>,
     guid: Option<String>,
@@ -45,30 +50,42 @@ pub struct Tile {
     /// checked (or checked wrong).
     ask_scan: bool,
     label_scan: Option<LabelScan>,
+    /// The shift's passes and failures in this slot.
+    passed: u64,
+    failed: u64,
+    /// Its latest results, oldest first: true passed.
+    recent: Vec<bool>,
+    /// Most of its latest results failed: the tile says so.
+    keeps_failing: bool,
 }
 
 impl Tile {
-    fn of(v: &SlotView, scan_back: bool) -> Tile {
-        let (class, mark, label) = match v.state {
-            "empty" => ("idle", "○", "Waiting for a board".to_string()),
-            "testing" => ("busy", "…", "Board in: functional test running".to_string()),
-            "provisioning" => ("busy", "⟳", "Provisioning".to_string()),
-            "provisioned" => (
-                "pass",
-                "✔",
-                "PASS: provisioned, remove the board".to_string(),
-            ),
-            "failed" => ("fail", "✖", "FAIL: set the board aside".to_string()),
+    fn of(v: &SlotView, scan_back: bool, tally: Option<&SlotTally>) -> Tile {
+        let (class, mark, word, label) = match v.state {
+            "empty" => ("idle", "○", "WAITING", "for a board"),
+            "testing" => ("busy", "…", "WORKING", "functional test running"),
+            "provisioning" => ("busy", "⟳", "WORKING", "provisioning"),
+            "provisioned" => ("pass", "✔", "PASS", "provisioned, remove the board"),
+            "failed" => ("fail", "✖", "FAIL", "set the board aside"),
             "provisioned_untold" => (
-                "fail",
-                "!",
-                "PROVISIONED, but the jig was not told: press Retry".to_string(),
+                "attn",
+                "⚠",
+                "CHECK",
+                "provisioned, but the jig was not told: press Retry",
             ),
             _ => (
-                "idle",
-                "■",
-                "Finished before the station started: remove the board".to_string(),
+                "attn",
+                "⚠",
+                "CHECK",
+                "finished before the station started: remove the board",
             ),
+        };
+        // The last result stays until the next board; a jig that does not
+        // answer needs attention first.
+        let (class, mark, word, label) = if v.link == "disconnected" {
+            ("attn", "⚠", "JIG DOWN", "the jig does not answer")
+        } else {
+            (class, mark, word, label)
         };
         let progress = v.step.and_then(|s| {
             STEPS
@@ -76,16 +93,15 @@ impl Tile {
                 .position(|x| *x == s)
                 .map(|i| (i + 1, STEPS.len(), s))
         });
+        let recent = tally.map(|t| t.recent.clone()).unwrap_or_default();
+        let recent_failed = recent.iter().filter(|p| !**p).count();
         Tile {
             slot: v.slot,
             simulated: v.simulated,
-            class: if v.link == "disconnected" {
-                "fail"
-            } else {
-                class
-            },
+            class,
             mark,
-            label,
+            word,
+            label: label.to_string(),
             progress,
             guid: v.guid.clone(),
             error: v.error.as_deref().map(sentence),
@@ -103,6 +119,10 @@ impl Tile {
                 && v.guid.is_some()
                 && !v.label_scan.as_ref().is_some_and(|l| l.matched),
             label_scan: v.label_scan.clone(),
+            passed: tally.map_or(0, |t| t.passed),
+            failed: tally.map_or(0, |t| t.failed),
+            keeps_failing: recent_failed >= 3 && recent_failed * 2 >= recent.len(),
+            recent,
         }
     }
 }
@@ -116,59 +136,27 @@ fn sentence(s: &str) -> String {
     }
 }
 
+/// Columns for `n` tiles on a landscape screen: tiles about 1.6 times as
+/// wide as the screen's share makes them tall, so that 16 fit a 1024x600
+/// panel and 64 a 1920x1080 one. The stylesheet knows `cols-1` to
+/// `cols-12`; narrow screens use their own.
+fn columns(n: usize) -> usize {
+    let mut c = 1;
+    while c * c * 10 < n * 16 {
+        c += 1;
+    }
+    c.min(12).min(n.max(1))
+}
+
 #[derive(Template)]
 #[template(path = "slots.html")]
 pub struct Slots {
     pub tiles: Vec<Tile>,
     pub csrf: String,
-    pub printer: PrinterBanner,
-    /// The plant database's line, with `[plant]`.
-    pub plant: Option<PlantBanner>,
-}
-
-/// The plant database's line above the tiles: whether records reach it,
-/// and how far behind it is.
-pub struct PlantBanner {
-    /// False when it cannot be reached or is behind by more than
-    /// `[plant] max_lag_warning_s`.
-    pub ok: bool,
-    pub text: String,
-}
-
-impl PlantBanner {
-    pub fn of(p: &crate::plant::PlantStatus) -> PlantBanner {
-        let ok = p.connected && !p.lag_warning;
-        let text = if p.connected {
-            let mut t = "Plant database: connected".to_string();
-            if p.lag_records > 0 {
-                t.push_str(&format!(
-                    " · {} change{} to send, oldest {:.0} s",
-                    p.lag_records,
-                    if p.lag_records == 1 { "" } else { "s" },
-                    p.lag_seconds
-                ));
-            }
-            t
-        } else {
-            format!(
-                "Plant database not reached since {}: the line goes on and records are sent when it is back ({} change{} waiting). {}",
-                p.since,
-                p.lag_records,
-                if p.lag_records == 1 { "" } else { "s" },
-                p.last_error.as_deref().unwrap_or("")
-            )
-        };
-        PlantBanner { ok, text }
-    }
-}
-
-/// The printer line above the tiles.
-pub struct PrinterBanner {
-    /// `ready`, `problem` or `unknown`.
-    pub state: &'static str,
-    pub printer: String,
-    pub message: Option<String>,
-    pub pending: i64,
+    /// The status strip: what needs attention, in words.
+    pub strip: Vec<StripItem>,
+    pub shift: ShiftFigures,
+    pub cols: usize,
 }
 
 #[derive(Template)]
@@ -182,6 +170,9 @@ pub struct Line {
     pub work_order: String,
     pub slots_html: String,
     pub boards: Vec<BoardRow>,
+    /// `[ui] sound_alerts`: the script sounds a FAIL or a slot that needs
+    /// attention.
+    pub sound: bool,
 }
 
 fn render(t: &impl Template) -> Result<String, ApiError> {
@@ -190,28 +181,43 @@ fn render(t: &impl Template) -> Result<String, ApiError> {
 }
 
 async fn slots_html(s: &AppState, csrf: &str) -> Result<String, ApiError> {
-    let pending = query(&s.store, |st| st.pending_label_count()).await?;
-    let printer = s
-        .labels
-        .printer
-        .lock()
-        .map(|p| PrinterBanner {
-            state: p.state,
-            printer: p.printer.clone(),
-            message: p.message.clone(),
-            pending,
-        })
-        .map_err(|_| ApiError::Internal("the printer state is unavailable".into()))?;
+    let now = time::OffsetDateTime::now_utc();
+    let shift = crate::report::range::shift_so_far(&s.reports.shifts, s.reports.utc_offset, now);
+    let from = shift.from;
+    let (pending, outbox, tally) = query(&s.store, move |st| {
+        Ok((
+            st.pending_label_count()?,
+            st.outbox_counts()?,
+            st.line_tally(from, now)?,
+        ))
+    })
+    .await?;
+    let unavailable = |what: &str| ApiError::Internal(format!("the {what} state is unavailable"));
+    let mut strip = vec![
+        s.labels
+            .printer
+            .lock()
+            .map(|p| strip::printer(p.state, p.message.as_deref(), pending))
+            .map_err(|_| unavailable("printer"))?,
+    ];
+    let views = s.slots.all();
+    let o = s.outbox.lock().map_err(|_| unavailable("outbox"))?.clone();
+    strip.extend(strip::dps(&o, &outbox, now));
+    strip.extend(strip::ca(s.ca_not_after, now));
+    strip.extend(strip::jigs(&views));
+    strip.extend(super::plant::snapshot(s).map(|p| strip::plant(&p)));
+    // What needs attention first: if the strip runs out of room, what is
+    // fine is what gives way.
+    strip.sort_by_key(|i| i.ok);
     render(&Slots {
-        tiles: s
-            .slots
-            .all()
+        cols: columns(views.len()),
+        tiles: views
             .iter()
-            .map(|v| Tile::of(v, s.labels.scan_back))
+            .map(|v| Tile::of(v, s.labels.scan_back, tally.slots.get(&v.slot)))
             .collect(),
         csrf: csrf.to_string(),
-        printer,
-        plant: super::plant::snapshot(s).map(|p| PlantBanner::of(&p)),
+        strip,
+        shift: ShiftFigures::of(&tally, shift.title, from, now),
     })
 }
 
@@ -280,13 +286,17 @@ pub async fn index(
             .and_then(|w| w.clone())
             .unwrap_or_default(),
         boards,
+        sound: s.sound_alerts,
     };
     Ok(Html(render(&page)?).into_response())
 }
 
-/// The slot tiles, drawn, each time a slot changes. The stream is the
-/// browser's doing, not the person's: it does not keep a session alive, and
-/// it ends when the session does (the page then goes to sign-in).
+/// The slot tiles, the shift's figures and the status strip, drawn, each
+/// time a slot changes or, looked at every 2 s, what they show changed
+/// (the uploader's, the plant's and the shift's figures come from no
+/// slot). The stream is the browser's doing, not the person's: it does not
+/// keep a session alive, and it ends when the session does (the page then
+/// goes to sign-in).
 pub async fn events(
     State(s): State<AppState>,
     headers: axum::http::HeaderMap,
@@ -306,28 +316,33 @@ pub async fn events(
     }
     let csrf = found.csrf;
     let changes = s.slots.subscribe();
-    let state = (changes, s, csrf, session, true);
+    let state = (changes, s, csrf, session, None::<String>);
     let stream =
-        futures_util::stream::unfold(state, |(mut changes, s, csrf, session, first)| async move {
-            if !first {
-                // A change, or a look each minute whether the session is over.
-                let _ = tokio::time::timeout(std::time::Duration::from_secs(60), changes.changed())
-                    .await;
-                let (idle, c) = (s.session_idle, session.clone());
-                let now = time::OffsetDateTime::now_utc();
-                if !matches!(
-                    query(&s.store, move |st| st.session_peek(&c, idle, now)).await,
-                    Ok(Some(_))
-                ) {
-                    return None;
+        futures_util::stream::unfold(state, |(mut changes, s, csrf, session, last)| async move {
+            loop {
+                if last.is_some() {
+                    let wait = std::time::Duration::from_secs(2);
+                    if let Ok(Err(_)) = tokio::time::timeout(wait, changes.changed()).await {
+                        return None; // the station is stopping
+                    }
+                    let (idle, c) = (s.session_idle, session.clone());
+                    let now = time::OffsetDateTime::now_utc();
+                    if !matches!(
+                        query(&s.store, move |st| st.session_peek(&c, idle, now)).await,
+                        Ok(Some(_))
+                    ) {
+                        return None;
+                    }
+                }
+                let html = slots_html(&s, &csrf).await.unwrap_or_default();
+                if last.as_deref() != Some(html.as_str()) {
+                    let event = Event::default().data(&html);
+                    return Some((
+                        Ok::<Event, Infallible>(event),
+                        (changes, s, csrf, session, Some(html)),
+                    ));
                 }
             }
-            let html = slots_html(&s, &csrf).await.unwrap_or_default();
-            let event = Event::default().data(html);
-            Some((
-                Ok::<Event, Infallible>(event),
-                (changes, s, csrf, session, false),
-            ))
         });
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
@@ -428,10 +443,11 @@ pub async fn set_work_order(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn view(slot: u16, state: &'static str) -> SlotView {
+    /// A connected slot in `state`, for tests.
+    pub(in crate::web) fn view(slot: u16, state: &'static str) -> SlotView {
         SlotView {
             slot,
             device: format!("/dev/ttyUSB{slot}"),
@@ -489,8 +505,55 @@ mod tests {
             checked,
         ]
         .iter()
-        .map(|v| Tile::of(v, true))
+        .map(|v| {
+            // Slot 5 keeps failing; slot 4 mostly passes.
+            let tally = match v.slot {
+                5 => Some(SlotTally {
+                    passed: 2,
+                    failed: 4,
+                    recent: vec![true, false, true, false, false, false],
+                }),
+                4 => Some(SlotTally {
+                    passed: 9,
+                    failed: 1,
+                    recent: vec![true, true, false, true],
+                }),
+                _ => None,
+            };
+            Tile::of(v, true, tally.as_ref())
+        })
         .collect()
+    }
+
+    fn strip_items() -> Vec<StripItem> {
+        vec![
+            strip::printer(
+                "problem",
+                Some("printer 127.0.0.1:9100 is out of labels: load a new roll and close the head"),
+                3,
+            ),
+            StripItem {
+                ok: false,
+                text: "DPS offline since 2026-12-04T06:00:00.000Z: connection refused · 4 queued".into(),
+                href: "/supervisor".into(),
+            },
+            StripItem {
+                ok: false,
+                text: "Plant database not reached since 2026-12-04T06:00:00.000Z: the line goes on and records are sent when it is back (42 changes waiting).".into(),
+                href: "/api/v1/plant".into(),
+            },
+        ]
+    }
+
+    fn figures() -> ShiftFigures {
+        ShiftFigures {
+            title: "shift early since 06:00".into(),
+            passed: 120,
+            failed: 4,
+            yield_text: "97 %".into(),
+            per_hour: 30,
+            last_hour: 28,
+        }
     }
 
     #[test]
@@ -498,19 +561,9 @@ mod tests {
         let html = Slots {
             tiles: tiles(),
             csrf: "CSRF".into(),
-            printer: PrinterBanner {
-                state: "problem",
-                printer: "tcp 127.0.0.1:9100".into(),
-                message: Some(
-                    "printer 127.0.0.1:9100 is out of labels: load a new roll and close the head"
-                        .into(),
-                ),
-                pending: 3,
-            },
-            plant: Some(PlantBanner {
-                ok: false,
-                text: "Plant database not reached since 2026-12-04T06:00:00.000Z: the line goes on and records are sent when it is back (42 changes waiting).".into(),
-            }),
+            strip: strip_items(),
+            shift: figures(),
+            cols: columns(9),
         }
         .render()
         .unwrap();
@@ -522,13 +575,9 @@ mod tests {
         let slots_html = Slots {
             tiles: tiles().into_iter().take(2).collect(),
             csrf: "CSRF".into(),
-            printer: PrinterBanner {
-                state: "ready",
-                printer: "spool /var/lib/station/labels".into(),
-                message: None,
-                pending: 0,
-            },
-            plant: None,
+            strip: vec![strip::printer("ready", None, 0)],
+            shift: figures(),
+            cols: columns(2),
         }
         .render()
         .unwrap();
@@ -541,8 +590,40 @@ mod tests {
             work_order: "WO-7".into(),
             slots_html,
             boards: vec![],
+            sound: false,
         };
         insta::assert_snapshot!("line_view", page.render().unwrap());
+    }
+
+    #[test]
+    fn the_page_tells_the_script_whether_to_sound() {
+        let page = |sound| Line {
+            user: "ana".into(),
+            role: "operator",
+            csrf: "CSRF".into(),
+            station: "station-01".into(),
+            line: "line-1".into(),
+            work_order: String::new(),
+            slots_html: String::new(),
+            boards: vec![],
+            sound,
+        };
+        assert!(page(true).render().unwrap().contains(r#"data-sound="on""#));
+        assert!(
+            page(false)
+                .render()
+                .unwrap()
+                .contains(r#"data-sound="off""#)
+        );
+    }
+
+    #[test]
+    fn columns_fit_16_on_a_small_panel_and_64_on_a_large_one() {
+        // 1024x600: 6 by 3; 1920x1080: 11 by 6 (tiles wider than tall).
+        assert_eq!(columns(16), 6);
+        assert_eq!(columns(64), 11);
+        assert_eq!((columns(0), columns(1), columns(2)), (1, 1, 2));
+        assert_eq!(columns(500), 12);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod device_client;
 pub mod fake_dps;
 pub mod fake_zebra;
@@ -24,7 +25,7 @@ use station::ca::{CaSigner, FactoryCa};
 use station::config::Config;
 use station::ids::Guid;
 use station::sim::{PtySim, SimOptions};
-use station::store::{CertificateRow, Store};
+use station::store::{CertificateRow, Role, Store};
 
 /// An HTTP client for tests (the ring TLS provider is the only one built).
 pub fn http_client() -> reqwest::Client {
@@ -544,4 +545,18 @@ pub fn seed_guids(
         guids.push(guid.to_string());
     }
     guids
+}
+
+/// Adds a person who signs in with a badge and PIN.
+pub fn add_badge_user(st: &TestStation, name: &str, role: Role, badge: &str, pin: &str) {
+    let who = station::store::NewUser {
+        name,
+        role,
+        badge: Some(badge),
+        pin: Some(pin),
+        password: None,
+    };
+    st.store()
+        .add_user(&who, "test", time::OffsetDateTime::now_utc())
+        .unwrap();
 }
