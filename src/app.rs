@@ -169,6 +169,7 @@ pub async fn start(cfg: &Config, demo_ca: bool) -> anyhow::Result<App> {
                 wake: uploads.clone(),
                 ops_per_minute: cfg.dps.ops_per_minute,
                 max_backoff: cfg.dps.max_backoff,
+                probe: cfg.dps.probe,
                 budget: shared_budget(cfg, plant.as_ref(), &conn.host),
                 device_keys: device_keys.clone(),
                 group: (cfg.dps.enrollment == crate::config::Enrollment::Group).then(|| {

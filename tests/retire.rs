@@ -266,7 +266,12 @@ async fn a_retire_taken_while_dps_is_away_deletes_once_when_it_is_back() {
     assert_eq!(crl_serials(&s.st).await.len(), 1);
     wait_for(Duration::from_secs(20), || {
         let a = s.st.store().device_actions(&s.guid).unwrap();
-        a.len() == 1 && a[0].attempts > 1
+        a.len() == 1 && a[0].attempts >= 1
+    })
+    .await;
+    // Tried once, then DPS is probed (no resend while it is away).
+    s.st.wait_outbox(Duration::from_secs(20), |v| {
+        v["calls"]["network"].as_u64().unwrap_or(0) >= 3
     })
     .await;
     assert!(s.deletes().is_empty());

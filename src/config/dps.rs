@@ -19,6 +19,7 @@ pub(super) struct RawDps {
     ops_per_minute: u32,
     request_timeout_ms: u64,
     max_backoff_ms: u64,
+    probe_ms: u64,
     allocation_policy: Option<String>,
     iot_hubs: Vec<String>,
     activation_hubs: Vec<String>,
@@ -41,6 +42,7 @@ impl Default for RawDps {
             ops_per_minute: 1000,
             request_timeout_ms: 10_000,
             max_backoff_ms: 300_000,
+            probe_ms: 15_000,
             allocation_policy: None,
             iot_hubs: Vec::new(),
             activation_hubs: Vec::new(),
@@ -69,6 +71,8 @@ pub struct DpsConfig {
     pub ops_per_minute: u32,
     pub request_timeout: Duration,
     pub max_backoff: Duration,
+    /// While DPS cannot be reached, one cheap call at most this often.
+    pub probe: Duration,
     pub allocation_policy: Option<String>,
     pub iot_hubs: Vec<String>,
     /// The IoT hubs an activator may assign a device to.
@@ -193,6 +197,15 @@ pub(super) fn dps_config(d: &RawDps, env: &Environment, base: &Path) -> Result<D
             format!("{} must be between 100 and 600000", d.request_timeout_ms),
         ));
     }
+    if !(100..=600_000).contains(&d.probe_ms) {
+        return Err((
+            "dps.probe_ms",
+            format!(
+                "{} must be between 100 and 600000: while DPS cannot be reached, the station checks it this often",
+                d.probe_ms
+            ),
+        ));
+    }
     if !(100..=86_400_000).contains(&d.max_backoff_ms) {
         return Err((
             "dps.max_backoff_ms",
@@ -280,6 +293,7 @@ pub(super) fn dps_config(d: &RawDps, env: &Environment, base: &Path) -> Result<D
         ops_per_minute: d.ops_per_minute,
         request_timeout: Duration::from_millis(d.request_timeout_ms),
         max_backoff: Duration::from_millis(d.max_backoff_ms),
+        probe: Duration::from_millis(d.probe_ms),
         allocation_policy: d.allocation_policy.clone(),
         iot_hubs: d.iot_hubs.clone(),
         activation_hubs: d.activation_hubs.clone(),

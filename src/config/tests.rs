@@ -1008,3 +1008,25 @@ fn sound_alerts_are_off_unless_asked_for() {
     let on = reference().replace("sound_alerts = false", "sound_alerts = true");
     assert!(parse(&on).unwrap().sound_alerts);
 }
+
+#[test]
+fn the_dps_probe_interval_defaults_to_15_s_and_is_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = Environment::default();
+    assert_eq!(
+        dps_in(dir.path(), "", &env).unwrap().dps.probe,
+        Duration::from_secs(15)
+    );
+    assert_eq!(
+        dps_in(dir.path(), "probe_ms = 2000", &env)
+            .unwrap()
+            .dps
+            .probe,
+        Duration::from_secs(2)
+    );
+    for bad in ["probe_ms = 50", "probe_ms = 600001"] {
+        let e = dps_in(dir.path(), bad, &env).unwrap_err();
+        assert_eq!(e.key, "dps.probe_ms", "{e}");
+        assert!(e.reason.contains("between 100 and 600000"), "{e}");
+    }
+}

@@ -46,6 +46,9 @@ pub struct OutboxStatus {
     /// ops_per_minute`), `shared` (the plant's, `[plant]
     /// dps_ops_per_minute`) or `local (plant database unreachable)`.
     pub budget: &'static str,
+    /// When the next call is planned, while the uploader waits (DPS
+    /// unreachable: the next probe; throttled or failing: the next try).
+    pub next_try: Option<String>,
 }
 
 pub type SharedStatus = Arc<Mutex<OutboxStatus>>;
@@ -65,6 +68,7 @@ impl OutboxStatus {
             last_error: None,
             calls: Default::default(),
             budget: pacer::MODE_LOCAL,
+            next_try: None,
         }))
     }
 }
@@ -78,6 +82,9 @@ pub struct Uploader {
     /// The local pace, and the fallback while `budget` cannot be reached.
     pub ops_per_minute: u32,
     pub max_backoff: Duration,
+    /// While DPS cannot be reached, one cheap call at most this often
+    /// (`[dps] probe_ms`); the drain resumes as soon as one is answered.
+    pub probe: Duration,
     /// The operation budget shared with the plant's other stations, if any.
     pub budget: Option<Arc<dyn SharedBudget>>,
     /// Symmetric-key attestation: derives the keys put into each
@@ -158,10 +165,17 @@ impl Uploader {
     async fn after(&self, pacer: &Pacer, next: Next, failures: u32) -> u32 {
         match next {
             Next::Continue => 0,
+            Next::Wait(None) if self.unreachable() => {
+                // DPS (or the way to it) is down: probe it cheaply until
+                // it answers, then drain at once.
+                self.probe_until_back(pacer, failures.saturating_add(1))
+                    .await
+            }
             Next::Wait(retry_after) => {
                 let failures = failures.saturating_add(1);
                 let wait = retry_after.unwrap_or_else(|| backoff(failures, self.max_backoff));
                 tracing::debug!(wait_ms = wait.as_millis() as u64, "DPS upload waits");
+                self.set(|s| s.next_try = Some(ts(OffsetDateTime::now_utc() + wait)));
                 pacer.hold(wait);
                 failures
             }
@@ -171,6 +185,71 @@ impl Uploader {
                 self.wait_for_retry().await;
                 self.set(|s| s.paused = None);
                 0
+            }
+        }
+    }
+
+    /// The last call did not reach DPS (network, proxy or TLS).
+    fn unreachable(&self) -> bool {
+        self.status
+            .lock()
+            .map(|s| matches!(s.connectivity, "offline" | "tls_error"))
+            .unwrap_or(false)
+    }
+
+    /// While DPS cannot be reached: one cheap call (a read of an
+    /// enrollment that does not exist) after the backoff, but at most
+    /// [`Uploader::probe`] apart, and at once when a supervisor retries.
+    /// Returns when DPS answers (the failures in a row: none), or when it
+    /// answers with a refusal the outbox handles itself (throttling,
+    /// credentials: one failure, so the batch is tried and judged).
+    async fn probe_until_back(&self, pacer: &Pacer, mut failures: u32) -> u32 {
+        loop {
+            let wait = backoff(failures, self.max_backoff).min(jittered(self.probe));
+            self.set(|s| s.next_try = Some(ts(OffsetDateTime::now_utc() + wait)));
+            if self.sleep_or_retry(wait).await {
+                tracing::info!("a supervisor asked to retry: probing DPS now");
+            }
+            pacer.slot().await;
+            self.set(|s| s.next_try = None);
+            match self.client.get(PROBE_ID).await {
+                Ok(_) => {
+                    self.count("ok");
+                    tracing::info!("DPS answers again: sending the outbox");
+                    return 0;
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    let _ = self.verdict(&e);
+                    self.set(|s| s.last_error = Some(msg.clone()));
+                    if !self.unreachable() {
+                        return 1;
+                    }
+                    tracing::debug!("DPS still cannot be reached: {msg}");
+                    failures = failures.saturating_add(1);
+                }
+            }
+        }
+    }
+
+    /// Sleeps `wait`, or less if a supervisor retries meanwhile (the API,
+    /// the supervisor page or `station outbox retry` in another process:
+    /// the store counts retries, looked at every [`RETRY_POLL`]). True if
+    /// cut short by a retry. A board completing does not cut it short:
+    /// while DPS is down, the line's pace sets no pace for probes.
+    async fn sleep_or_retry(&self, wait: Duration) -> bool {
+        let store = self.store.clone();
+        let start = blocking(move || store.retry_count()).await.unwrap_or(0);
+        let until = tokio::time::Instant::now() + wait;
+        loop {
+            let left = until.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            tokio::time::sleep(left.min(RETRY_POLL)).await;
+            let store = self.store.clone();
+            if blocking(move || store.retry_count()).await.unwrap_or(start) != start {
+                return true;
             }
         }
     }
@@ -215,6 +294,7 @@ impl Uploader {
                 "ok" => {
                     s.connectivity = "online";
                     s.last_error = None;
+                    s.next_try = None;
                 }
                 "network" | "proxy" => s.connectivity = "offline",
                 "tls" => s.connectivity = "tls_error",
@@ -536,11 +616,22 @@ impl Uploader {
 /// Exponential backoff from 1 s, doubling, capped, with ±20 % jitter.
 fn backoff(failures: u32, cap: Duration) -> Duration {
     let base = Duration::from_secs(1).saturating_mul(1u32 << failures.saturating_sub(1).min(20));
-    let base = base.min(cap);
-    let r = crate::random::bytes::<2>();
-    let jitter = 0.8 + 0.4 * f64::from(u16::from_be_bytes(r)) / f64::from(u16::MAX);
-    base.mul_f64(jitter).min(cap)
+    jittered(base.min(cap)).min(cap)
 }
+
+/// `d` ±20 %, so that stations that lost DPS together do not call it
+/// together.
+fn jittered(d: Duration) -> Duration {
+    let r = crate::random::bytes::<2>();
+    d.mul_f64(0.8 + 0.4 * f64::from(u16::from_be_bytes(r)) / f64::from(u16::MAX))
+}
+
+/// The enrollment a probe reads: none such exists, and DPS answers 404.
+const PROBE_ID: &str = "station-probe-not-an-enrollment";
+
+/// How often a waiting uploader looks for a retry asked from another
+/// process.
+const RETRY_POLL: Duration = Duration::from_millis(500);
 
 /// How the certificate DPS holds compares with ours.
 #[derive(Debug, PartialEq, Eq)]

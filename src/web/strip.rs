@@ -101,9 +101,13 @@ pub fn dps(o: &OutboxStatus, counts: &OutboxCounts, now: OffsetDateTime) -> Opti
             ),
         }
     };
+    let next = match (&o.next_try, ok) {
+        (Some(t), false) => format!(" · next try {}", clock(t, now)),
+        _ => String::new(),
+    };
     Some(StripItem::new(
         ok,
-        format!("{head} · {queue}"),
+        format!("{head} · {queue}{next}"),
         "/supervisor",
     ))
 }

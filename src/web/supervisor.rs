@@ -18,6 +18,14 @@ struct Supervisor {
     user: String,
     csrf: String,
     connectivity: &'static str,
+    /// Since when the connectivity is what it is.
+    since: String,
+    /// Why, while DPS cannot be reached or fails.
+    last_error: Option<String>,
+    /// When the uploader calls DPS next, while it waits.
+    next_try: Option<String>,
+    /// When the oldest pending enrollment was queued.
+    oldest_pending: Option<String>,
     /// What is wrong with the TLS connection to DPS, in `tls_error`.
     tls_problem: Option<String>,
     paused: Option<String>,
@@ -100,15 +108,24 @@ pub async fn page(
             let tls = (g.connectivity == "tls_error")
                 .then(|| g.last_error.clone())
                 .flatten();
-            (g.connectivity, g.paused.clone(), tls)
+            (
+                g.connectivity,
+                g.paused.clone(),
+                tls,
+                (g.since.clone(), g.last_error.clone(), g.next_try.clone()),
+            )
         })
-        .unwrap_or(("unknown", None, None));
+        .unwrap_or(("unknown", None, None, Default::default()));
     let page = Supervisor {
         user: caller.name.clone(),
         csrf: caller.csrf.clone().unwrap_or_default(),
         connectivity: status.0,
         paused: status.1,
         tls_problem: status.2,
+        since: status.3.0,
+        last_error: status.3.1.filter(|_| status.0 != "online"),
+        next_try: status.3.2,
+        oldest_pending: counts.oldest_pending.clone(),
         pending: counts.pending,
         enrolled: counts.enrolled,
         parked,
