@@ -191,11 +191,28 @@ where
 /// badge, Tab, the PIN, Enter) and waits for the line view.
 pub async fn sign_in(c: &Client, base: &str, badge: &str, pin: &str) {
     c.goto(&format!("{base}/login")).await.unwrap();
-    c.active_element()
+    // Into the fields themselves: on a loaded machine the page's focus
+    // may not be settled when the keys arrive (tests/browser.rs checks the
+    // autofocus itself).
+    let field = |name: &'static str| async move {
+        c.wait()
+            .for_element(Locator::Css(&format!("input[name={name}]")))
+            .await
+            .unwrap()
+    };
+    field("badge").await.send_keys(badge).await.unwrap();
+    field("pin")
         .await
-        .unwrap()
-        .send_keys(&format!("{badge}\u{E004}{pin}\u{E007}"))
+        .send_keys(&format!("{pin}\u{E007}"))
         .await
         .unwrap();
-    c.wait().for_element(Locator::Id("slots")).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    while c.find(Locator::Id("slots")).await.is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the line view did not open after signing in: {}",
+            c.source().await.unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
