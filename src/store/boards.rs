@@ -464,8 +464,10 @@ fn fail_in(
     f: &Failure,
     now: OffsetDateTime,
 ) -> rusqlite::Result<()> {
+    // Only an unfinished record fails: a provisioned one (adopted because
+    // its jig was never told) stands whatever happens to a later visit.
     tx.execute(
-        "UPDATE boards SET status = 'failed', error_code = ?2, error = ?3, finished_at = ?4 WHERE id = ?1",
+        "UPDATE boards SET status = 'failed', error_code = ?2, error = ?3, finished_at = ?4 WHERE id = ?1 AND status = 'in_progress'",
         params![board, f.code, f.message, ts(now)],
     )?;
     tx.execute(

@@ -238,6 +238,12 @@ fn a_record_whose_jig_was_not_told_is_adopted_and_reviewed_as_untold() {
     ));
     let fresh = s.open_board("st", SlotId(1), now()).unwrap();
     assert_ne!(fresh, b, "a told record is not adopted");
+    // A visit that adopted a provisioned record and then failed (before
+    // the board said who it is) does not fail that record.
+    s.fail(b, &Failure::new("no_answer", "x"), now()).unwrap();
+    let row = s.board(&g1).unwrap().unwrap();
+    assert_eq!(row.status, "provisioned");
+    assert_eq!(s.certificates(&g1).unwrap()[0].state, "installed");
     // A record made without steps (seeded, imported) is not untold.
     let (_d2, s2) = store();
     let b = s2.open_board("st", SlotId(1), now()).unwrap();
