@@ -77,75 +77,69 @@ impl Root {
     /// with path length 0, keyCertSign and cRLSign, `days` long. Returns
     /// the certificate's path.
     pub fn sign(&self, csr: &Path, days: u32, name: &str) -> PathBuf {
-        let ext = self.dir.join(format!("{name}.ext"));
-        std::fs::write(
-            &ext,
+        self.sign_req(
+            csr,
+            days,
+            name,
             "basicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid:always\n",
-        )
-        .unwrap();
-        let out = self.dir.join(format!("{name}.pem"));
-        let serial = format!("0x{}", hex::encode(station::random::bytes::<16>()));
-        ok(
-            openssl(&[
-                "x509",
-                "-req",
-                "-in",
-                csr.to_str().unwrap(),
-                "-CA",
-                self.cert.to_str().unwrap(),
-                "-CAkey",
-                self.key.to_str().unwrap(),
-                "-set_serial",
-                &serial,
-                "-days",
-                &days.to_string(),
-                "-sha256",
-                "-extfile",
-                ext.to_str().unwrap(),
-                "-out",
-                out.to_str().unwrap(),
-            ]),
+            &[],
             "signing the intermediate",
-        );
-        out
+        )
     }
 
     /// Signs a TLS server request as a plant's CA does: the names it asks
     /// for (copied from the request), serverAuth, `days` long. Returns the
     /// certificate's path.
     pub fn sign_server(&self, csr: &Path, days: u32, name: &str) -> PathBuf {
-        let ext = self.dir.join(format!("{name}.ext"));
-        std::fs::write(
-            &ext,
+        self.sign_req(
+            csr,
+            days,
+            name,
             "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\nauthorityKeyIdentifier=keyid:always\n",
+            &["-copy_extensions", "copy"],
+            "signing the server certificate",
         )
-        .unwrap();
+    }
+
+    /// `openssl x509 -req` with the root, the extensions `ext` and
+    /// `extra` arguments; the certificate's path.
+    fn sign_req(
+        &self,
+        csr: &Path,
+        days: u32,
+        name: &str,
+        ext_text: &str,
+        extra: &[&str],
+        what: &str,
+    ) -> PathBuf {
+        let ext = self.dir.join(format!("{name}.ext"));
+        std::fs::write(&ext, ext_text).unwrap();
         let out = self.dir.join(format!("{name}.pem"));
         let serial = format!("0x{}", hex::encode(station::random::bytes::<16>()));
-        ok(
-            openssl(&[
-                "x509",
-                "-req",
-                "-in",
-                csr.to_str().unwrap(),
-                "-CA",
-                self.cert.to_str().unwrap(),
-                "-CAkey",
-                self.key.to_str().unwrap(),
-                "-set_serial",
-                &serial,
-                "-days",
-                &days.to_string(),
-                "-sha256",
-                "-copy_extensions",
-                "copy",
-                "-extfile",
-                ext.to_str().unwrap(),
-                "-out",
-                out.to_str().unwrap(),
-            ]),
-            "signing the server certificate",
-        );
+        let days = days.to_string();
+        let mut args = vec![
+            "x509",
+            "-req",
+            "-in",
+            csr.to_str().unwrap(),
+            "-CA",
+            self.cert.to_str().unwrap(),
+            "-CAkey",
+            self.key.to_str().unwrap(),
+            "-set_serial",
+            &serial,
+            "-days",
+            &days,
+            "-sha256",
+        ];
+        args.extend_from_slice(extra);
+        args.extend([
+            "-extfile",
+            ext.to_str().unwrap(),
+            "-out",
+            out.to_str().unwrap(),
+        ]);
+        ok(openssl(&args), what);
         out
     }
 
