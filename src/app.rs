@@ -308,6 +308,7 @@ pub async fn start(cfg: &Config, demo_ca: bool) -> anyhow::Result<App> {
                 leaf_validity_days: cfg.ca.leaf_validity_days,
                 poll: cfg.poll,
                 reconnect: cfg.reconnect,
+                piece_bytes: cfg.piece_bytes,
             },
             store: store.clone(),
             ca: ca.clone(),

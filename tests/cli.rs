@@ -153,7 +153,7 @@ fn check_names_what_is_wrong() {
     // A bad configuration names the file and key.
     std::fs::write(
         &cfg,
-        config_text(&[], 200).replace("attempts = 3", "attempts = 99"),
+        config_text(&[], 200).replace("attempts = 8", "attempts = 99"),
     )
     .unwrap();
     let out = station(&["check", "--config", cfg.to_str().unwrap()]);

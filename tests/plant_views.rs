@@ -411,6 +411,8 @@ fn expected_steps(b: &Board, plant_id: i64) -> Vec<StepRecord> {
             error_code: outcome
                 .filter(|o| *o == "failed")
                 .and(b.error.map(|e| e.0.to_string())),
+            resends: None,
+            damaged: None,
         })
         .collect()
 }

@@ -132,6 +132,9 @@ pub struct Config {
     pub listen: SocketAddr,
     pub ca: CaConfig,
     pub timing: LinkTiming,
+    /// `[jig] piece_bytes`: the largest piece of a certificate chain on a
+    /// line that takes pieces.
+    pub piece_bytes: usize,
     pub poll: Duration,
     pub reconnect: Duration,
     pub slots: Vec<SlotConfig>,
@@ -235,6 +238,7 @@ impl Config {
 
         let slots::Slots {
             timing,
+            piece_bytes,
             poll,
             reconnect,
             demo,
@@ -334,6 +338,7 @@ impl Config {
             listen,
             ca,
             timing,
+            piece_bytes,
             poll,
             reconnect,
             slots,

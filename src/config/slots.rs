@@ -21,6 +21,7 @@ pub(super) struct RawJig {
     attempts: u32,
     poll_ms: u64,
     reconnect_ms: u64,
+    piece_bytes: usize,
 }
 
 impl Default for RawJig {
@@ -29,9 +30,10 @@ impl Default for RawJig {
             baud: 115_200,
             timeout_ms: 2000,
             slow_timeout_ms: 15_000,
-            attempts: 3,
+            attempts: 8,
             poll_ms: 1000,
             reconnect_ms: 2000,
+            piece_bytes: 256,
         }
     }
 }
@@ -106,6 +108,7 @@ pub enum SlotLink {
 /// `[jig]`, `[demo]` and the `[[slot]]`s, validated.
 pub(super) struct Slots {
     pub timing: LinkTiming,
+    pub piece_bytes: usize,
     pub poll: Duration,
     pub reconnect: Duration,
     pub demo: SimOptions,
@@ -113,6 +116,9 @@ pub(super) struct Slots {
 }
 
 type Invalid = (String, String);
+
+/// The range of `[jig] piece_bytes`.
+pub const PIECE_BYTES: (usize, usize) = (32, 3072);
 
 pub(super) fn slots_config(j: &RawJig, d: &RawDemo, raw: &[RawSlot]) -> Result<Slots, Invalid> {
     let timing = jig_timing(j)?;
@@ -149,8 +155,18 @@ pub(super) fn slots_config(j: &RawJig, d: &RawDemo, raw: &[RawSlot]) -> Result<S
         });
     }
 
+    if !(PIECE_BYTES.0..=PIECE_BYTES.1).contains(&j.piece_bytes) {
+        return Err((
+            "jig.piece_bytes".to_string(),
+            format!(
+                "{} must be between {} and {} bytes (a piece and its frame must fit in one line of 4096 bytes)",
+                j.piece_bytes, PIECE_BYTES.0, PIECE_BYTES.1
+            ),
+        ));
+    }
     Ok(Slots {
         timing,
+        piece_bytes: j.piece_bytes,
         poll: Duration::from_millis(j.poll_ms),
         reconnect: Duration::from_millis(j.reconnect_ms),
         demo,

@@ -22,7 +22,8 @@ fn the_reference_file_parses() {
         c.ca_key_path(),
         Path::new("/etc/station/data/ca/factory-ca.key")
     );
-    assert_eq!(c.timing.attempts, 3);
+    assert_eq!(c.timing.attempts, 8);
+    assert_eq!(c.piece_bytes, 256);
 }
 
 const S1: &str =
@@ -54,7 +55,7 @@ fn bad_values_name_file_key_and_reason() {
             "ca.leaf_validity_days",
         ),
         (
-            Box::new(|s| s.replace("attempts = 3", "attempts = 0")),
+            Box::new(|s| s.replace("attempts = 8", "attempts = 0")),
             "jig.attempts",
         ),
         (

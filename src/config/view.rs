@@ -52,6 +52,7 @@ impl Config {
                 "timeout_ms": self.timing.timeout.as_millis() as u64,
                 "slow_timeout_ms": self.timing.slow_timeout.as_millis() as u64,
                 "attempts": self.timing.attempts,
+                "piece_bytes": self.piece_bytes,
                 "poll_ms": self.poll.as_millis() as u64,
                 "reconnect_ms": self.reconnect.as_millis() as u64,
             },

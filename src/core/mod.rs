@@ -8,6 +8,7 @@
 //! made here, so a refused CSR can never reach the signer.
 
 mod failure;
+pub mod noise;
 mod review;
 pub mod settings;
 #[cfg(test)]

@@ -184,6 +184,17 @@ pub enum FrameError {
     Malformed(&'static str),
 }
 
+impl FrameError {
+    /// The word a board puts in its damaged-line notice (`why=`).
+    pub fn code(&self) -> &'static str {
+        match self {
+            FrameError::Oversized => "oversized",
+            FrameError::BadCrc { .. } => "crc",
+            FrameError::Malformed(_) => "malformed",
+        }
+    }
+}
+
 /// What the decoder found in the byte stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decoded {

@@ -13,7 +13,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
 use super::frame::{Decoded, Decoder, Frame, Kind};
-use super::protocol::{JigEvent, Request};
+use super::protocol::{JigEvent, NOTICE, Request};
 
 /// How long to wait for answers, and how often to try.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,8 +33,43 @@ impl Default for LinkTiming {
         LinkTiming {
             timeout: Duration::from_millis(2000),
             slow_timeout: Duration::from_millis(15000),
-            attempts: 3,
+            attempts: 8,
             busy_limit: Duration::from_secs(120),
+        }
+    }
+}
+
+/// Attempts of one request that may end in silence before it is given up,
+/// whatever `attempts` allows: a damaged answer or a notice is answered
+/// at once, silence costs a whole wait, and a board silent three times
+/// running is not coming back.
+pub const SILENCES: u32 = 3;
+
+/// What a link has seen of its line's health since it was opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LineCounters {
+    /// Lines from the board that were not frames (bad CRC, malformed,
+    /// oversized, cut short).
+    pub damaged: u64,
+    /// Damaged-line notices from the board: a request of ours arrived
+    /// damaged.
+    pub notices: u64,
+    /// Requests sent again (the same frame, the same id).
+    pub resends: u64,
+}
+
+impl LineCounters {
+    /// Damaged frames either way.
+    pub fn damaged_frames(&self) -> u64 {
+        self.damaged + self.notices
+    }
+
+    /// What happened since `earlier`.
+    pub fn since(&self, earlier: &LineCounters) -> LineCounters {
+        LineCounters {
+            damaged: self.damaged.saturating_sub(earlier.damaged),
+            notices: self.notices.saturating_sub(earlier.notices),
+            resends: self.resends.saturating_sub(earlier.resends),
         }
     }
 }
@@ -105,6 +140,16 @@ pub trait JigLink: Send {
 
     /// The device name, for messages.
     fn device(&self) -> &str;
+
+    /// Says whether the board in the jig took damaged-line notices in its
+    /// HELLO answer: such a board answers every request within the quick
+    /// timeout (BUSY at least), so silence is known sooner.
+    fn board_takes_notices(&mut self, _on: bool) {}
+
+    /// The line's health so far.
+    fn counters(&self) -> LineCounters {
+        LineCounters::default()
+    }
 }
 
 /// The protocol over a byte stream.
@@ -116,6 +161,10 @@ pub struct FramedLink<T> {
     decoded: VecDeque<Decoded>,
     events: VecDeque<JigEvent>,
     next_id: u16,
+    /// The board answers every request within `timeout` (it takes
+    /// notices).
+    prompt: bool,
+    counters: LineCounters,
 }
 
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> FramedLink<T> {
@@ -130,6 +179,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> FramedLink<T> {
             decoded: VecDeque::new(),
             events: VecDeque::new(),
             next_id: first_id,
+            prompt: false,
+            counters: LineCounters::default(),
         }
     }
 
@@ -183,20 +234,26 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> JigLink for FramedLink<T> {
         let mut frame = req.to_frame(id);
         let bytes = zeroize::Zeroizing::new(frame.encode());
         frame.wipe();
-        let wait = if req.is_slow() {
+        // A board that takes notices answers at once, BUSY at least; the
+        // slow wait is for after its BUSY.
+        let wait = if req.is_slow() && !self.prompt {
             self.timing.slow_timeout
         } else {
             self.timing.timeout
         };
         let mut problem: Option<String> = None;
         let attempts = self.timing.attempts.max(1);
+        let mut sent = 0;
+        let mut silences = 0;
         // BUSY extends the wait, but only up to busy_limit for the request
         // as a whole, over all its attempts.
         let requested = Instant::now();
-        for attempt in 1..=attempts {
-            if attempt > 1 {
-                tracing::debug!(device = %self.device, verb, attempt, "resending request");
+        while sent < attempts && silences < SILENCES {
+            if sent > 0 {
+                tracing::debug!(device = %self.device, verb, attempt = sent + 1, "resending request");
+                self.counters.resends += 1;
             }
+            sent += 1;
             // An unfinished line is a truncated frame: it will not be
             // completed by anything still to come.
             self.decoder.reset();
@@ -211,15 +268,29 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> JigLink for FramedLink<T> {
                     Some(item) => item,
                     None => {
                         if self.decoder.pending() > 0 {
+                            self.counters.damaged += 1;
                             problem = Some(format!(
                                 "a frame cut short after {} bytes, then silence",
                                 self.decoder.pending()
                             ));
                         }
+                        silences += 1;
                         break;
                     }
                 };
                 match item {
+                    // A notice names no request: the board could not read
+                    // the line. Ours is the only one outstanding.
+                    Decoded::Frame(f) if f.kind == Kind::Response && f.verb == NOTICE => {
+                        self.counters.notices += 1;
+                        let why = f.get("why").unwrap_or("unspecified");
+                        tracing::debug!(device = %self.device, verb, why, "the board got a damaged line");
+                        problem = Some(format!(
+                            "the board said the request arrived damaged ({why})"
+                        ));
+                        silences = 0;
+                        break;
+                    }
                     Decoded::Frame(f) if f.kind == Kind::Response && f.id == id => {
                         match f.verb.as_str() {
                             "OK" => return Ok(f),
@@ -244,6 +315,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> JigLink for FramedLink<T> {
                                 problem = Some(format!(
                                     "an answer {other:?} that is not OK, ERR or BUSY"
                                 ));
+                                silences = 0;
                                 break;
                             }
                         }
@@ -260,8 +332,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> JigLink for FramedLink<T> {
                         tracing::debug!(device = %self.device, board_log = %text, "board says");
                     }
                     Decoded::Error(e) => {
+                        self.counters.damaged += 1;
                         tracing::debug!(device = %self.device, verb, error = %e, "damaged frame");
                         problem = Some(e.to_string());
+                        silences = 0;
                         // Whatever it was, ask again: the board answers a
                         // repeated id from its memory, without acting twice.
                         break;
@@ -273,13 +347,13 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> JigLink for FramedLink<T> {
             Some(problem) => LinkError::Garbled {
                 device: self.device.clone(),
                 verb,
-                attempts,
+                attempts: sent,
                 problem,
             },
             None => LinkError::NoAnswer {
                 device: self.device.clone(),
                 verb,
-                attempts,
+                attempts: sent,
                 wait_ms: wait.as_millis() as u64,
             },
         })
@@ -301,6 +375,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> JigLink for FramedLink<T> {
                     tracing::debug!(device = %self.device, board_log = %text, "board says");
                 }
                 Some(Decoded::Error(e)) => {
+                    self.counters.damaged += 1;
                     tracing::warn!(device = %self.device, "noise on the jig line while idle: {e}");
                 }
             }
@@ -309,6 +384,14 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> JigLink for FramedLink<T> {
 
     fn device(&self) -> &str {
         &self.device
+    }
+
+    fn board_takes_notices(&mut self, on: bool) {
+        self.prompt = on;
+    }
+
+    fn counters(&self) -> LineCounters {
+        self.counters
     }
 }
 
@@ -354,6 +437,13 @@ mod tests {
     fn board(
         answer: impl Fn(u32, &Frame) -> Vec<u8> + Send + 'static,
     ) -> FramedLink<tokio::io::DuplexStream> {
+        board_with(quick(), answer)
+    }
+
+    fn board_with(
+        timing: LinkTiming,
+        answer: impl Fn(u32, &Frame) -> Vec<u8> + Send + 'static,
+    ) -> FramedLink<tokio::io::DuplexStream> {
         let (station, board) = tokio::io::duplex(16 * 1024);
         tokio::spawn(async move {
             let (r, mut w) = tokio::io::split(board);
@@ -372,7 +462,7 @@ mod tests {
                 }
             }
         });
-        FramedLink::new(station, "test-line", quick(), 0x100)
+        FramedLink::new(station, "test-line", timing, 0x100)
     }
 
     fn ok(f: &Frame) -> Vec<u8> {
@@ -477,6 +567,97 @@ mod tests {
             .unwrap_err();
         assert_eq!(e.code(), "board_busy", "{e}");
         assert!(e.to_string().contains("power-cycle"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_notice_brings_the_same_request_again_at_once() {
+        let ids = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = ids.clone();
+        // The waits are long: only an immediate resend passes in time.
+        let mut link = board_with(
+            LinkTiming {
+                timeout: Duration::from_secs(30),
+                slow_timeout: Duration::from_secs(30),
+                ..quick()
+            },
+            move |n, f| {
+                seen.lock().unwrap().push(f.id);
+                if n == 1 {
+                    crate::jig::protocol::notice("crc").encode()
+                } else {
+                    ok(f)
+                }
+            },
+        );
+        let started = std::time::Instant::now();
+        link.call(&Request::Ident).await.unwrap();
+        assert!(started.elapsed() < Duration::from_secs(10));
+        let ids = ids.lock().unwrap().clone();
+        assert_eq!(ids.len(), 2);
+        assert_eq!(ids[0], ids[1], "the same frame, the same id");
+        let c = link.counters();
+        assert_eq!((c.notices, c.resends, c.damaged), (1, 1, 0));
+    }
+
+    #[tokio::test]
+    async fn notices_to_every_send_use_up_the_attempts_without_waiting() {
+        let timing = LinkTiming {
+            timeout: Duration::from_secs(30),
+            slow_timeout: Duration::from_secs(30),
+            attempts: 8,
+            ..quick()
+        };
+        let mut link = board_with(timing, |_, _| crate::jig::protocol::notice("crc").encode());
+        let e = link.call(&Request::Ident).await.unwrap_err();
+        assert!(matches!(e, LinkError::Garbled { attempts: 8, .. }), "{e}");
+        assert!(e.to_string().contains("arrived damaged"), "{e}");
+        assert_eq!(link.counters().notices, 8);
+        assert_eq!(link.counters().resends, 7);
+    }
+
+    #[tokio::test]
+    async fn silence_ends_a_request_after_three_waits_whatever_the_attempts() {
+        let timing = LinkTiming {
+            attempts: 10,
+            ..quick()
+        };
+        let sends = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let n = sends.clone();
+        let mut link = board_with(timing, move |_, _| {
+            n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Vec::new()
+        });
+        let e = link.call(&Request::Ident).await.unwrap_err();
+        assert!(matches!(e, LinkError::NoAnswer { attempts: 3, .. }), "{e}");
+        assert_eq!(sends.load(std::sync::atomic::Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn a_board_that_takes_notices_gets_the_quick_wait_for_slow_requests() {
+        // quick(): 100 ms quick, 200 ms slow; three silent sends.
+        let mut link = board(|_, _| Vec::new());
+        let keygen = Request::KeyGen {
+            cn: crate::ids::Guid::from_bytes([1; 16]),
+        };
+        let e = link.call(&keygen).await.unwrap_err();
+        assert!(matches!(e, LinkError::NoAnswer { wait_ms: 200, .. }), "{e}");
+        link.board_takes_notices(true);
+        let e = link.call(&keygen).await.unwrap_err();
+        assert!(matches!(e, LinkError::NoAnswer { wait_ms: 100, .. }), "{e}");
+    }
+
+    #[tokio::test]
+    async fn damaged_answers_are_counted() {
+        let mut link = board(|n, f| {
+            let mut b = ok(f);
+            if n < 3 {
+                b[3] ^= 1;
+            }
+            b
+        });
+        link.call(&Request::Ident).await.unwrap();
+        let c = link.counters();
+        assert_eq!((c.damaged, c.resends, c.damaged_frames()), (2, 2, 2));
     }
 
     #[tokio::test]

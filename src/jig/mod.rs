@@ -9,5 +9,5 @@ pub mod frame;
 pub mod link;
 pub mod protocol;
 
-pub use link::{FramedLink, JigLink, LinkError, LinkTiming};
+pub use link::{FramedLink, JigLink, LineCounters, LinkError, LinkTiming};
 pub use protocol::{BoardIdentity, JigEvent, Request};

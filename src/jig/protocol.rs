@@ -35,6 +35,35 @@ pub const CAP_SETTINGS: &str = "settings";
 /// (`KEYSET`) and proves it (`HMAC`).
 pub const CAP_SYMKEY: &str = "symkey";
 
+/// The capability of a board that answers a line it cannot accept with a
+/// damaged-line notice (`<0000 NAK why=…`), so that the station resends
+/// at once instead of waiting out its timeout; such a board also answers
+/// every request (BUSY at least) within the quick timeout.
+pub const CAP_NOTICE: &str = "notice";
+
+/// The capability of a board that takes its certificate chain in pieces
+/// (`STORE offset= size= data=`) and reads it back in pieces
+/// (`READCERT offset= max=`).
+pub const CAP_PIECES: &str = "pieces";
+
+/// What the station offers in its HELLO request (`caps=`): the line's
+/// own capabilities. The board's answer says which it takes.
+pub const STATION_CAPS: &str = "notice,pieces";
+
+/// The verb of a damaged-line notice.
+pub const NOTICE: &str = "NAK";
+
+/// The longest chain text (base64, comma-separated) a board may announce
+/// when it reads its chain back in pieces.
+pub const MAX_CHAIN_TEXT: usize = 64 * 1024;
+
+/// A board's damaged-line notice: the line it got was not a frame it can
+/// accept, `why` says how (`crc`, `malformed` or `oversized`). Its id is
+/// always 0000: the board cannot trust the id of a line it could not read.
+pub fn notice(why: &str) -> Frame {
+    Frame::new(Kind::Response, 0, NOTICE).arg("why", why)
+}
+
 pub use crate::ids::BoardIdentity;
 
 /// A P-256 private key on its way to a board (`KEYLOAD`): wiped from
@@ -77,7 +106,20 @@ pub enum Request {
     Store {
         chain: Vec<Vec<u8>>,
     },
+    /// One piece of the chain's text (as `chain=` would carry it), from
+    /// byte `offset` of `size`: the board keeps the chain only when the
+    /// last piece has arrived, after every one before it.
+    StorePiece {
+        offset: usize,
+        size: usize,
+        data: String,
+    },
     ReadCert,
+    /// At most `max` bytes of the stored chain's text from `offset`.
+    ReadCertPiece {
+        offset: usize,
+        max: usize,
+    },
     Sign {
         nonce: [u8; NONCE_LEN],
     },
@@ -107,8 +149,8 @@ impl Request {
             Request::Ident => "IDENT",
             Request::KeyGen { .. } => "KEYGEN",
             Request::KeyLoad { .. } => "KEYLOAD",
-            Request::Store { .. } => "STORE",
-            Request::ReadCert => "READCERT",
+            Request::Store { .. } | Request::StorePiece { .. } => "STORE",
+            Request::ReadCert | Request::ReadCertPiece { .. } => "READCERT",
             Request::Sign { .. } => "SIGN",
             Request::Settings(_) => "SETTINGS",
             Request::ReadSettings => "READSETTINGS",
@@ -119,16 +161,20 @@ impl Request {
     }
 
     /// Requests that may legitimately take long on the board (key
-    /// generation, flash writes) get the slow timeout.
+    /// generation, flash writes) get the slow timeout. Of a chain in
+    /// pieces only the last is written to flash.
     pub fn is_slow(&self) -> bool {
-        matches!(
-            self,
-            Request::KeyGen { .. }
-                | Request::KeyLoad { .. }
-                | Request::Store { .. }
-                | Request::Settings(_)
-                | Request::KeySet { .. }
-        )
+        match self {
+            Request::StorePiece { offset, size, data } => offset + data.len() >= *size,
+            _ => matches!(
+                self,
+                Request::KeyGen { .. }
+                    | Request::KeyLoad { .. }
+                    | Request::Store { .. }
+                    | Request::Settings(_)
+                    | Request::KeySet { .. }
+            ),
+        }
     }
 
     pub fn to_frame(&self, id: u16) -> Frame {
@@ -136,7 +182,8 @@ impl Request {
         match self {
             Request::Hello { station } => f
                 .arg("v", PROTOCOL_VERSION.to_string())
-                .arg("station", station.clone()),
+                .arg("station", station.clone())
+                .arg("caps", STATION_CAPS),
             Request::Status | Request::Ident | Request::ReadCert | Request::ReadSettings => f,
             Request::Settings(settings) => settings_args(settings, f),
             Request::KeySet { key } => f
@@ -148,6 +195,13 @@ impl Request {
                 .arg("alg", "p256")
                 .arg("key", B64.encode(key.0.as_slice())),
             Request::Store { chain } => f.arg("chain", encode_chain(chain)),
+            Request::StorePiece { offset, size, data } => f
+                .arg("offset", offset.to_string())
+                .arg("size", size.to_string())
+                .arg("data", data.clone()),
+            Request::ReadCertPiece { offset, max } => f
+                .arg("offset", offset.to_string())
+                .arg("max", max.to_string()),
             Request::Sign { nonce } => f.arg("nonce", B64.encode(nonce)),
             Request::Finish { pass, code } => {
                 let f = f.arg("result", if *pass { "pass" } else { "fail" });
@@ -185,8 +239,17 @@ impl Request {
                     key: SecretScalar(zeroize::Zeroizing::new(scalar)),
                 }
             }
+            "STORE" if f.get("data").is_some() => Request::StorePiece {
+                offset: number(f, "offset")?,
+                size: number(f, "size")?,
+                data: need(f, "data")?.to_string(),
+            },
             "STORE" => Request::Store {
                 chain: decode_chain(need(f, "chain")?).map_err(|e| bad(f, "chain", e))?,
+            },
+            "READCERT" if f.get("offset").is_some() => Request::ReadCertPiece {
+                offset: number(f, "offset")?,
+                max: number(f, "max")?,
             },
             "READCERT" => Request::ReadCert,
             "SIGN" => Request::Sign {
@@ -345,6 +408,15 @@ fn need<'a>(f: &'a Frame, key: &str) -> Result<&'a str, AnswerError> {
         .ok_or_else(|| AnswerError::new(&f.verb, format!("it has no {key}=")))
 }
 
+/// A decimal number argument (no sign, no leading `+`).
+fn number(f: &Frame, key: &str) -> Result<usize, AnswerError> {
+    let v = need(f, key)?;
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad(f, key, "it is not a decimal number"));
+    }
+    v.parse().map_err(|e| bad(f, key, e))
+}
+
 fn bad(f: &Frame, key: &str, e: impl std::fmt::Display) -> AnswerError {
     AnswerError::new(&f.verb, format!("{key}= is invalid: {e}"))
 }
@@ -391,6 +463,44 @@ pub fn parse_csr(f: &Frame) -> Result<Vec<u8>, AnswerError> {
 /// Station side: the chain in a `READCERT` answer.
 pub fn parse_chain(f: &Frame) -> Result<Vec<Vec<u8>>, AnswerError> {
     decode_chain(need(f, "chain")?).map_err(|e| bad(f, "chain", e))
+}
+
+/// The pieces a chain's text travels in, at most `max` bytes each (at
+/// least one piece, so that an empty chain is stored too).
+pub fn store_pieces(chain: &[Vec<u8>], max: usize) -> Vec<Request> {
+    let text = encode_chain(chain);
+    let size = text.len();
+    let max = max.max(1);
+    let mut out = Vec::new();
+    let mut offset = 0;
+    loop {
+        let end = (offset + max).min(size);
+        out.push(Request::StorePiece {
+            offset,
+            size,
+            // Base64 and commas: every byte is ASCII, so any cut is on a
+            // character boundary.
+            data: text[offset..end].to_string(),
+        });
+        offset = end;
+        if offset >= size {
+            return out;
+        }
+    }
+}
+
+/// Station side: a piece of the stored chain in a `READCERT offset= max=`
+/// answer: the whole text's size, and this piece.
+pub fn parse_piece(f: &Frame) -> Result<(usize, String), AnswerError> {
+    let size = number(f, "size")?;
+    if size > MAX_CHAIN_TEXT {
+        return Err(bad(
+            f,
+            "size",
+            format!("{size} bytes is more than a chain can be ({MAX_CHAIN_TEXT})"),
+        ));
+    }
+    Ok((size, need(f, "data")?.to_string()))
 }
 
 /// Station side: the public key (uncompressed SEC1 point) a board reports
@@ -475,7 +585,16 @@ mod tests {
             Request::Store {
                 chain: vec![vec![1, 2, 3], vec![4; 700]],
             },
+            Request::StorePiece {
+                offset: 256,
+                size: 700,
+                data: "MIIB".into(),
+            },
             Request::ReadCert,
+            Request::ReadCertPiece {
+                offset: 512,
+                max: 256,
+            },
             Request::Sign { nonce: [9; 32] },
             Request::Settings(ProvisioningSettings {
                 endpoint: "global.azure-devices-provisioning.net".into(),

@@ -306,6 +306,9 @@ fn step(r: &Row) -> StepRecord {
         duration_ms: r.get(4),
         outcome: r.get(5),
         error_code: r.get(6),
+        // The plant database does not keep the jig line's figures.
+        resends: None,
+        damaged: None,
     }
 }
 

@@ -97,6 +97,23 @@ pub struct StepRecord {
     /// `ok`, `failed`, `interrupted`; `None` while running.
     pub outcome: Option<String>,
     pub error_code: Option<String>,
+    /// Requests sent again to the jig in this step (`None`: not known
+    /// here, as in the plant database).
+    pub resends: Option<i64>,
+    /// Damaged frames on the jig line (either way) in this step.
+    pub damaged: Option<i64>,
+}
+
+/// How one slot's jig line fared over a report's board records.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SlotLine {
+    pub slot: u16,
+    /// Board records with at least one step.
+    pub boards: u64,
+    pub resends: u64,
+    pub damaged: u64,
+    pub resends_per_board: f64,
+    pub damaged_per_board: f64,
 }
 
 /// Failures with one reason at one step.
@@ -183,6 +200,9 @@ pub struct Report {
     /// Of the passed records.
     pub uploads: UploadState,
     pub labels: LabelState,
+    /// Per slot with board records: resends and damaged frames on its
+    /// jig line, per board (a noisy cable shows here).
+    pub line_by_slot: Vec<SlotLine>,
     pub units: Vec<Unit>,
 }
 
@@ -358,6 +378,7 @@ impl Report {
                 _ => {}
             }
         }
+        let line_by_slot = line_by_slot(&units, steps);
         Report {
             station: station.to_string(),
             query,
@@ -377,9 +398,42 @@ impl Report {
             throughput: hours.into_values().collect(),
             uploads,
             labels,
+            line_by_slot,
             units,
         }
     }
+}
+
+/// Resends and damaged frames per board, by slot, over the board records
+/// that have steps.
+fn line_by_slot(units: &[Unit], steps: &[StepRecord]) -> Vec<SlotLine> {
+    let slot_of: HashMap<i64, u16> = units.iter().map(|u| (u.board_id, u.slot)).collect();
+    // slot -> (boards seen, resends, damaged)
+    let mut by: BTreeMap<u16, (std::collections::HashSet<i64>, u64, u64)> = BTreeMap::new();
+    for s in steps {
+        let (Some(slot), Some(resends), Some(damaged)) =
+            (slot_of.get(&s.board_id), s.resends, s.damaged)
+        else {
+            continue;
+        };
+        let e = by.entry(*slot).or_default();
+        e.0.insert(s.board_id);
+        e.1 += resends.max(0) as u64;
+        e.2 += damaged.max(0) as u64;
+    }
+    by.into_iter()
+        .map(|(slot, (boards, resends, damaged))| {
+            let n = boards.len() as u64;
+            SlotLine {
+                slot,
+                boards: n,
+                resends,
+                damaged,
+                resends_per_board: resends as f64 / n.max(1) as f64,
+                damaged_per_board: damaged as f64 / n.max(1) as f64,
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]

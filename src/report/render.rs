@@ -53,7 +53,17 @@ struct Page<'a> {
     /// Passed records without an upload job or a label job.
     no_upload: u64,
     no_label: u64,
+    lines: Vec<LineRow>,
     units: Vec<UnitLine<'a>>,
+}
+
+/// A slot's jig line in the report.
+struct LineRow {
+    slot: u16,
+    boards: u64,
+    resends: String,
+    damaged: String,
+    noisy: bool,
 }
 
 struct ParetoLine<'a> {
@@ -138,6 +148,17 @@ pub fn html(report: &Report, styles: Styles) -> Result<String, String> {
         throughput_svg: throughput_svg(&continuous_hours(&r.throughput)),
         no_upload: r.passed.saturating_sub(sum_uploads),
         no_label: r.passed.saturating_sub(sum_labels),
+        lines: r
+            .line_by_slot
+            .iter()
+            .map(|l| LineRow {
+                slot: l.slot,
+                boards: l.boards,
+                resends: format!("{:.2}", l.resends_per_board),
+                damaged: format!("{:.2}", l.damaged_per_board),
+                noisy: crate::core::noise::is_noisy(l.resends_per_board, None),
+            })
+            .collect(),
         units: r
             .units
             .iter()

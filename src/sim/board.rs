@@ -30,6 +30,9 @@ pub struct ObservedBoard {
     pub settings: Option<ProvisioningSettings>,
     /// Every FINISH result the jig got for this board (`true`: pass).
     pub finishes: Vec<bool>,
+    /// The offset of every STORE piece the board received, repeats
+    /// included, in order.
+    pub pieces: Vec<usize>,
 }
 
 /// The board's key: made by the board, or loaded from the station.
@@ -47,9 +50,52 @@ pub struct Board {
     pub settings: Option<ProvisioningSettings>,
     /// Every FINISH result the jig got for this board, in order.
     pub finishes: Vec<bool>,
+    /// A chain arriving in pieces: its announced size and the text so
+    /// far. Stored only when complete.
+    pub receiving: Option<(usize, String)>,
+    pub pieces: Vec<usize>,
 }
 
 impl Board {
+    /// Takes one piece of a chain; the chain once its last piece is in.
+    /// A piece that does not follow the one before (another size, a gap,
+    /// an overlap) is refused, and a piece at offset 0 starts afresh: a
+    /// chain is never kept from a partial or mixed transfer.
+    pub fn take_piece(
+        &mut self,
+        offset: usize,
+        size: usize,
+        data: &str,
+    ) -> Result<Option<Vec<Vec<u8>>>, String> {
+        self.pieces.push(offset);
+        if size > crate::jig::protocol::MAX_CHAIN_TEXT {
+            return Err(format!("a chain of {size} bytes is too large"));
+        }
+        if offset == 0 {
+            self.receiving = Some((size, String::new()));
+        }
+        let Some((want, text)) = self.receiving.as_mut() else {
+            return Err(format!(
+                "a piece at offset {offset} without the pieces before it"
+            ));
+        };
+        if *want != size || text.len() != offset || offset + data.len() > size {
+            let have = text.len();
+            self.receiving = None;
+            return Err(format!(
+                "a piece at offset {offset} of {size} bytes does not follow the {have} bytes received"
+            ));
+        }
+        text.push_str(data);
+        if text.len() < size {
+            return Ok(None);
+        }
+        let text = self.receiving.take().map(|(_, t)| t).unwrap_or_default();
+        crate::jig::protocol::decode_chain(&text)
+            .map(Some)
+            .map_err(|e| format!("the chain is not base64: {e}"))
+    }
+
     pub fn new(guid: Guid, opts: &SimOptions) -> Board {
         let r: [u8; 4] = crate::random::bytes();
         Board {
@@ -66,6 +112,8 @@ impl Board {
             symmetric_key: None,
             settings: None,
             finishes: Vec::new(),
+            receiving: None,
+            pieces: Vec::new(),
         }
     }
 
@@ -161,6 +209,7 @@ impl Board {
             symmetric_key: self.symmetric_key,
             settings: self.settings.clone(),
             finishes: self.finishes.clone(),
+            pieces: self.pieces.clone(),
         }
     }
 }
@@ -184,5 +233,65 @@ impl PublicKeyData for Mismatched<'_> {
 impl SigningKey for Mismatched<'_> {
     fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
         self.signer.sign(msg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jig::protocol::{Request, store_pieces};
+
+    fn pieces_of(chain: &[Vec<u8>], max: usize) -> Vec<(usize, usize, String)> {
+        store_pieces(chain, max)
+            .into_iter()
+            .map(|r| match r {
+                Request::StorePiece { offset, size, data } => (offset, size, data),
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    }
+
+    fn board() -> Board {
+        Board::new(Guid::from_bytes([7; 16]), &SimOptions::default())
+    }
+
+    #[test]
+    fn a_chain_in_pieces_is_kept_only_at_the_last() {
+        let chain = vec![vec![1u8; 500], vec![2u8; 300]];
+        let pieces = pieces_of(&chain, 256);
+        assert!(pieces.len() > 3);
+        let mut b = board();
+        let (last, rest) = pieces.split_last().unwrap();
+        for (o, s, d) in rest {
+            assert_eq!(b.take_piece(*o, *s, d).unwrap(), None);
+            assert!(b.stored.is_empty(), "nothing kept before the last piece");
+        }
+        assert_eq!(b.take_piece(last.0, last.1, &last.2).unwrap(), Some(chain));
+    }
+
+    #[test]
+    fn a_partial_or_mixed_transfer_is_never_kept() {
+        let old = vec![vec![9u8; 400]];
+        let new = vec![vec![1u8; 400]];
+        let (a, b_) = (pieces_of(&old, 128), pieces_of(&new, 128));
+        let mut b = board();
+        // Half of one transfer, then a piece out of order: refused.
+        b.take_piece(a[0].0, a[0].1, &a[0].2).unwrap();
+        b.take_piece(a[1].0, a[1].1, &a[1].2).unwrap();
+        let e = b.take_piece(a[3].0, a[3].1, &a[3].2).unwrap_err();
+        assert!(e.contains("does not follow"), "{e}");
+        // After the refusal the rest of that transfer is refused too.
+        assert!(b.take_piece(a[2].0, a[2].1, &a[2].2).is_err());
+        // A transfer starts afresh at offset 0, and a piece of another
+        // size does not join it.
+        b.take_piece(b_[0].0, b_[0].1, &b_[0].2).unwrap();
+        assert!(b.take_piece(b_[1].0, b_[1].1 + 1, &b_[1].2).is_err());
+        // A piece without its start is refused.
+        let mut c = board();
+        assert!(c.take_piece(a[1].0, a[1].1, &a[1].2).is_err());
+        assert_eq!(c.receiving, None);
+        // An empty chain is one empty piece.
+        assert_eq!(pieces_of(&[], 256), vec![(0, 0, String::new())]);
+        assert_eq!(c.take_piece(0, 0, "").unwrap(), Some(Vec::new()));
     }
 }

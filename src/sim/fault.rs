@@ -39,10 +39,17 @@ pub enum Fault {
     WrongSettings,
     /// The board answers HMAC with a proof made with another key.
     WrongHmac,
+    /// Once notices are agreed, the board takes every request to `verb`
+    /// (every request, without `@VERB`) for a damaged line and answers
+    /// it with a notice.
+    Nak { verb: Option<String> },
+    /// The line fails in the middle of a chain sent in pieces: the board
+    /// takes the first piece, and answers every later one with a notice.
+    CutStore,
 }
 
 impl Fault {
-    pub const NAMES: &'static str = "corrupt, drop, silence, bad_crc, truncated, oversized, garbage (each optionally @VERB, default IDENT), wrong_guid, wrong_key, not_p256, refuse_store, fail_test, old_firmware, wrong_settings, wrong_hmac";
+    pub const NAMES: &'static str = "corrupt, drop, silence, bad_crc, truncated, oversized, garbage (each optionally @VERB, default IDENT), wrong_guid, wrong_key, not_p256, refuse_store, fail_test, old_firmware, wrong_settings, wrong_hmac, nak (optionally @VERB, default every request), cut_store";
 
     /// The request whose answer a line fault damages.
     pub fn line_verb(&self) -> Option<&str> {
@@ -83,6 +90,8 @@ impl FromStr for Fault {
             "old_firmware" => Fault::OldFirmware,
             "wrong_settings" => Fault::WrongSettings,
             "wrong_hmac" => Fault::WrongHmac,
+            "nak" => Fault::Nak { verb: verb.clone() },
+            "cut_store" => Fault::CutStore,
             _ => {
                 return Err(format!(
                     "unknown fault {s:?}; known faults: {}",
@@ -90,7 +99,7 @@ impl FromStr for Fault {
                 ));
             }
         };
-        if verb.is_some() && f.line_verb().is_none() {
+        if verb.is_some() && f.line_verb().is_none() && !matches!(f, Fault::Nak { .. }) {
             return Err(format!("fault {name:?} takes no @VERB"));
         }
         Ok(f)
@@ -115,8 +124,14 @@ impl fmt::Display for Fault {
             Fault::NotP256 => "not_p256",
             Fault::RefuseStore => "refuse_store",
             Fault::FailTest => "fail_test",
+            Fault::Nak { .. } => "nak",
+            Fault::CutStore => "cut_store",
         };
-        match self.line_verb() {
+        let verb = match self {
+            Fault::Nak { verb } => verb.as_deref(),
+            other => other.line_verb(),
+        };
+        match verb {
             Some(v) => write!(f, "{name}@{v}"),
             None => f.write_str(name),
         }
@@ -143,7 +158,14 @@ mod tests {
                 .unwrap_err()
                 .contains("known faults")
         );
-        for f in ["drop@STORE", "fail_test", "garbage@IDENT"] {
+        for f in [
+            "drop@STORE",
+            "fail_test",
+            "garbage@IDENT",
+            "nak",
+            "nak@STORE",
+            "cut_store",
+        ] {
             assert_eq!(f.parse::<Fault>().unwrap().to_string(), f);
         }
     }

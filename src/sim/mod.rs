@@ -8,6 +8,7 @@
 //! Owns nothing the station depends on; the station only sees the line.
 
 mod board;
+pub mod cable;
 mod fault;
 pub mod swtpm;
 
@@ -22,7 +23,9 @@ pub use fault::Fault;
 
 use crate::ids::Guid;
 use crate::jig::frame::{Decoded, Decoder, Frame, Kind, MAX_FRAME};
-use crate::jig::protocol::{JigEvent, JigStatus, Request, TestState};
+use crate::jig::protocol::{
+    CAP_NOTICE, CAP_PIECES, JigEvent, JigStatus, Request, TestState, notice, parse_caps,
+};
 use board::Board;
 
 /// How a simulated board behaves.
@@ -51,6 +54,10 @@ pub struct SimOptions {
     /// Run as each new board is inserted, before the jig says so (a
     /// simulated board's TPM is made fresh here).
     pub on_insert: Option<InsertHook>,
+    /// The board takes the line capabilities the station offers in
+    /// HELLO: damaged-line notices and the chain in pieces (`false`: a
+    /// board from before them).
+    pub line_caps: bool,
 }
 
 /// Something to do when a simulated board arrives.
@@ -84,6 +91,7 @@ impl Default for SimOptions {
             fault_times: None,
             boards: None,
             on_insert: None,
+            line_caps: true,
         }
     }
 }
@@ -129,10 +137,16 @@ pub async fn run<T: AsyncRead + AsyncWrite + Unpin>(
                 let mut items = Vec::new();
                 decoder.feed(&buf[..n], &mut items);
                 for item in items {
-                    if let Decoded::Frame(f) = item
-                        && f.kind == Kind::Request {
-                            sim.serve(&f, &mut wr).await?;
+                    match item {
+                        Decoded::Frame(f) if f.kind == Kind::Request => sim.serve(&f, &mut wr).await?,
+                        // A line it cannot accept: say so, once notices
+                        // are agreed (otherwise say nothing).
+                        Decoded::Error(e) if sim.notices && !sim.silent => {
+                            wr.write_all(&notice(e.code()).encode()).await?;
+                            wr.flush().await?;
                         }
+                        _ => {}
+                    }
                 }
             }
             _ = tokio::time::sleep_until(timer.unwrap_or_else(far_future)), if timer.is_some() => {
@@ -171,6 +185,10 @@ struct Sim {
     inserted: u32,
     silent: bool,
     next_guid: Option<Guid>,
+    /// Agreed in the last HELLO: damaged lines get a notice.
+    notices: bool,
+    /// Agreed in the last HELLO: the chain may come in pieces.
+    pieces: bool,
 }
 
 impl Sim {
@@ -189,6 +207,8 @@ impl Sim {
             replay: None,
             inserted: 0,
             silent: false,
+            notices: false,
+            pieces: false,
         }
     }
 
@@ -233,6 +253,8 @@ impl Sim {
                 self.test = TestState::Running;
                 self.done = None;
                 self.replay = None;
+                self.notices = false;
+                self.pieces = false;
                 self.event(JigEvent::Inserted, out);
                 self.timer = Some((Instant::now() + self.opts.test_time, Timer::TestDone));
             }
@@ -292,6 +314,10 @@ impl Sim {
         if self.silent {
             return Ok(());
         }
+        if self.notices && self.board.is_some() && self.naks(f) {
+            wr.write_all(&notice("crc").encode()).await?;
+            return wr.flush().await;
+        }
         let answer = match &self.replay {
             Some((id, verb, bytes)) if *id == f.id && *verb == f.verb => bytes.clone(),
             _ => {
@@ -306,6 +332,17 @@ impl Sim {
         let sent = self.damage(&f.verb, answer);
         wr.write_all(&sent).await?;
         wr.flush().await
+    }
+
+    /// Whether a notice fault makes the board take this request for a
+    /// damaged line.
+    fn naks(&mut self, f: &Frame) -> bool {
+        let later_piece = f.verb == "STORE" && f.get("offset").is_some_and(|o| o != "0");
+        self.strike(|x| match x {
+            Fault::Nak { verb } => verb.as_ref().is_none_or(|v| *v == f.verb),
+            Fault::CutStore => later_piece,
+            _ => false,
+        })
     }
 
     /// Applies the configured line fault to an answer to `verb`.
@@ -370,11 +407,20 @@ impl Sim {
         };
         if let Request::Hello { .. } = req {
             let ok = ok.arg("v", crate::jig::protocol::PROTOCOL_VERSION.to_string());
-            return Ok(if old_firmware {
-                ok
-            } else {
-                ok.arg("caps", "settings,symkey")
-            });
+            // The line's capabilities are taken only when offered.
+            let offered = parse_caps(f);
+            let takes = |cap: &str| {
+                self.opts.line_caps && !old_firmware && offered.iter().any(|c| c == cap)
+            };
+            self.notices = takes(CAP_NOTICE);
+            self.pieces = takes(CAP_PIECES);
+            if old_firmware {
+                return Ok(ok);
+            }
+            let mut caps = vec!["settings", "symkey"];
+            caps.extend(self.notices.then_some(CAP_NOTICE));
+            caps.extend(self.pieces.then_some(CAP_PIECES));
+            return Ok(ok.arg("caps", caps.join(",")));
         }
         if let Request::Status = req {
             let status = JigStatus {
@@ -390,8 +436,13 @@ impl Sim {
         // Board faults strike when the request they spoil is acted on.
         let key_fault = matches!(req, Request::KeyGen { .. })
             && self.strike(|f| matches!(f, Fault::WrongGuid | Fault::WrongKey | Fault::NotP256));
-        let refuse_store =
-            matches!(req, Request::Store { .. }) && self.strike(|f| *f == Fault::RefuseStore);
+        let commits = match &req {
+            Request::Store { .. } => true,
+            Request::StorePiece { offset, size, data } => offset + data.len() >= *size,
+            _ => false,
+        };
+        let refuse_store = commits && self.strike(|f| *f == Fault::RefuseStore);
+        let pieces = self.pieces;
         let fault = self.opts.fault.clone().filter(|_| key_fault);
         let wrong_settings =
             matches!(req, Request::ReadSettings) && self.strike(|f| *f == Fault::WrongSettings);
@@ -434,7 +485,46 @@ impl Sim {
                 board.stored = chain;
                 ok
             }
+            Request::StorePiece { .. } | Request::ReadCertPiece { .. } if !pieces => {
+                err("bad_request", "pieces were not agreed in HELLO")
+            }
+            Request::StorePiece { offset, size, data } => {
+                let chain = match board.take_piece(offset, size, &data) {
+                    Ok(Some(chain)) => chain,
+                    Ok(None) => return Ok(ok),
+                    Err(e) => return Ok(err("bad_piece", &e)),
+                };
+                if refuse_store {
+                    return Ok(err(
+                        "flash_write_failed",
+                        "certificate sector did not erase",
+                    ));
+                }
+                if self.opts.flash_bytes_per_sec > 0 {
+                    busy(f.id, wr).await?;
+                    let bytes: usize = chain.iter().map(Vec::len).sum();
+                    let secs = bytes as f64 / f64::from(self.opts.flash_bytes_per_sec);
+                    tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+                }
+                board.stored = chain;
+                ok
+            }
             Request::ReadCert => ok.arg("chain", crate::jig::protocol::encode_chain(&board.stored)),
+            Request::ReadCertPiece { offset, max } => {
+                let text = crate::jig::protocol::encode_chain(&board.stored);
+                if offset > text.len() || max == 0 {
+                    return Ok(err(
+                        "bad_request",
+                        &format!(
+                            "offset {offset} and max {max} are outside the {} bytes stored",
+                            text.len()
+                        ),
+                    ));
+                }
+                let end = (offset + max).min(text.len());
+                ok.arg("size", text.len().to_string())
+                    .arg("data", &text[offset..end])
+            }
             Request::Sign { nonce } => match board.sign(&nonce) {
                 Ok(sig) => ok.arg("sig", crate::jig::protocol::b64(&sig)),
                 Err(e) => err("no_key", &e),

@@ -61,6 +61,10 @@ pub struct StepRow {
     pub outcome: Option<String>,
     pub error_code: Option<String>,
     pub error: Option<String>,
+    /// Requests sent to the jig again in this step.
+    pub resends: i64,
+    /// Damaged frames on the jig line, either way, in this step.
+    pub damaged: i64,
 }
 
 pub(super) const BOARD_COLUMNS: &str = "b.id, b.guid, b.slot, b.station, b.status, b.step, b.hw_revision, b.fw_version, b.mac, b.operator, b.work_order,
@@ -90,6 +94,15 @@ pub(super) fn board_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BoardRow> {
             .and_then(|t| serde_json::from_str(&t).ok()),
         settings_note: r.get(17)?,
     })
+}
+
+/// How the jig line fared in one step.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StepLine {
+    /// Requests sent again.
+    pub resends: u32,
+    /// Damaged frames either way.
+    pub damaged: u32,
 }
 
 impl Store {
@@ -377,6 +390,7 @@ impl Store {
         step_id: i64,
         now: OffsetDateTime,
         error: Option<&Failure>,
+        line: StepLine,
     ) -> Result<(), StoreError> {
         self.with(|c| {
             let started: String = c.query_row("SELECT started_at FROM steps WHERE id = ?1", [step_id], |r| r.get(0))?;
@@ -384,7 +398,7 @@ impl Store {
                 .map(|s| (now - s).whole_milliseconds().max(0) as i64)
                 .unwrap_or(0);
             c.execute(
-                "UPDATE steps SET ended_at = ?2, duration_ms = ?3, outcome = ?4, error_code = ?5, error = ?6 WHERE id = ?1",
+                "UPDATE steps SET ended_at = ?2, duration_ms = ?3, outcome = ?4, error_code = ?5, error = ?6, resends = ?7, damaged = ?8 WHERE id = ?1",
                 params![
                     step_id,
                     ts(now),
@@ -392,6 +406,8 @@ impl Store {
                     if error.is_some() { "failed" } else { "ok" },
                     error.map(|f| f.code.as_str()),
                     error.map(|f| f.message.as_str()),
+                    line.resends,
+                    line.damaged,
                 ],
             )?;
             Ok(())
@@ -432,7 +448,7 @@ impl Store {
     pub fn steps(&self, board: i64) -> Result<Vec<StepRow>, StoreError> {
         self.with(|c| {
             let mut st = c.prepare(
-                "SELECT step, started_at, ended_at, duration_ms, outcome, error_code, error FROM steps WHERE board_id = ?1 ORDER BY id",
+                "SELECT step, started_at, ended_at, duration_ms, outcome, error_code, error, resends, damaged FROM steps WHERE board_id = ?1 ORDER BY id",
             )?;
             st
                 .query_map([board], |r| {
@@ -444,6 +460,8 @@ impl Store {
                         outcome: r.get(4)?,
                         error_code: r.get(5)?,
                         error: r.get(6)?,
+                        resends: r.get(7)?,
+                        damaged: r.get(8)?,
                     })
                 })?
                 .collect()

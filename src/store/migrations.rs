@@ -460,4 +460,11 @@ CREATE TABLE oidc_identities (
     UNIQUE (issuer, subject)
 );
 "#,
+    // 16: the jig line's health in each step: how many requests were sent
+    // again, and how many damaged frames went either way (damaged lines
+    // from the board and the board's notices of damaged requests).
+    r#"
+ALTER TABLE steps ADD COLUMN resends INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE steps ADD COLUMN damaged INTEGER NOT NULL DEFAULT 0;
+"#,
 ];

@@ -38,7 +38,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use time::OffsetDateTime;
 
 pub use audit::{AuditCheck, AuditRow, GENESIS, row_hash};
-pub use boards::{BoardId, BoardRow, Stamp, StepRow};
+pub use boards::{BoardId, BoardRow, Stamp, StepLine, StepRow};
 pub use devices::{DeviceAction, DeviceRecord, DeviceRevocation, DpsSeen, LabelPrint, Queued};
 pub use labels::{LabelCounts, LabelJob, LabelRecord, LabelState, TEST_LABEL_GUID};
 pub use ledger::{CertificateRow, Enroll, EnrollmentFacts, NewCertificate};

@@ -88,6 +88,8 @@ fn step(r: &rusqlite::Row<'_>) -> rusqlite::Result<StepRecord> {
         duration_ms: r.get(4)?,
         outcome: r.get(5)?,
         error_code: r.get(6)?,
+        resends: r.get(7)?,
+        damaged: r.get(8)?,
     })
 }
 
@@ -114,7 +116,7 @@ impl Store {
                 .query_map(params![f.from, f.to, f.lot, f.slot], unit)?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             let mut st = c.prepare(&format!(
-                "SELECT s.board_id, s.step, s.started_at, s.ended_at, s.duration_ms, s.outcome, s.error_code
+                "SELECT s.board_id, s.step, s.started_at, s.ended_at, s.duration_ms, s.outcome, s.error_code, s.resends, s.damaged
                  FROM steps s JOIN boards b ON b.id = s.board_id WHERE {FILTER} ORDER BY s.board_id, s.id"
             ))?;
             let steps = st
@@ -151,7 +153,7 @@ impl Store {
                     _ => return Ok((units, Vec::new())),
                 };
                 let mut st = c.prepare_cached(&format!(
-                    "SELECT s.board_id, s.step, s.started_at, s.ended_at, s.duration_ms, s.outcome, s.error_code
+                    "SELECT s.board_id, s.step, s.started_at, s.ended_at, s.duration_ms, s.outcome, s.error_code, s.resends, s.damaged
                      FROM steps s JOIN boards b ON b.id = s.board_id
                      WHERE s.board_id BETWEEN ?5 AND ?6 AND {FILTER} ORDER BY s.board_id, s.id"
                 ))?;

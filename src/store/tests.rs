@@ -204,7 +204,8 @@ fn a_record_whose_jig_was_not_told_is_adopted_and_reviewed_as_untold() {
     let b = s.open_board("st", SlotId(1), now()).unwrap();
     let b = s.record_identity(b, &ident(G1), now()).unwrap();
     let settings = s.begin_step(b, Step::Settings, now()).unwrap();
-    s.end_step(settings, now(), None).unwrap();
+    s.end_step(settings, now(), None, Default::default())
+        .unwrap();
     commit(&s, b, G1, "aa", false);
     s.complete(b, Some(&Serial("aa".into())), now(), Enroll::Group)
         .unwrap();
@@ -219,8 +220,13 @@ fn a_record_whose_jig_was_not_told_is_adopted_and_reviewed_as_untold() {
     assert!(s.record_facts(adopted).unwrap().provisioned);
     // FINISH fails: still untold. It ends well: told.
     let finish = s.begin_step(b, Step::Finish, now()).unwrap();
-    s.end_step(finish, now(), Some(&Failure::new("no_answer", "x")))
-        .unwrap();
+    s.end_step(
+        finish,
+        now(),
+        Some(&Failure::new("no_answer", "x")),
+        Default::default(),
+    )
+    .unwrap();
     assert!(matches!(
         s.review(b, &g1, now()).unwrap(),
         Review::Untold { .. }
@@ -231,7 +237,7 @@ fn a_record_whose_jig_was_not_told_is_adopted_and_reviewed_as_untold() {
         ("provisioned", "finish")
     );
     let finish = s.begin_step(b, Step::Finish, now()).unwrap();
-    s.end_step(finish, now(), None).unwrap();
+    s.end_step(finish, now(), None, Default::default()).unwrap();
     assert!(matches!(
         s.review(b, &g1, now()).unwrap(),
         Review::AlreadyProvisioned { .. }
@@ -291,12 +297,30 @@ fn step_timings_are_kept() {
     let b = s.open_board("st", SlotId(1), now()).unwrap();
     let t0 = now();
     let id = s.begin_step(b, Step::Store, t0).unwrap();
-    s.end_step(id, t0 + time::Duration::milliseconds(250), None)
-        .unwrap();
+    s.end_step(
+        id,
+        t0 + time::Duration::milliseconds(250),
+        None,
+        StepLine {
+            resends: 2,
+            damaged: 3,
+        },
+    )
+    .unwrap();
     let steps = s.steps(b.0).unwrap();
     assert_eq!(steps[0].duration_ms, Some(250));
     assert_eq!(steps[0].outcome.as_deref(), Some("ok"));
     assert_eq!(s.boards(10).unwrap()[0].step, "store");
+    // The line's figures of the step go to the reports.
+    let (_, steps) = s
+        .report_data(&UnitFilter {
+            from: "2000-01-01T00:00:00.000Z".into(),
+            to: "3000-01-01T00:00:00.000Z".into(),
+            lot: None,
+            slot: None,
+        })
+        .unwrap();
+    assert_eq!((steps[0].resends, steps[0].damaged), (Some(2), Some(3)));
 }
 
 fn audit_three(s: &Store) {

@@ -168,6 +168,62 @@ pub async fn metrics(State(s): State<AppState>) -> Result<impl IntoResponse, Api
             u8::from(printer == state)
         ));
     }
+    jig_metrics(&s.slots.all(), &mut out);
     super::plant::metrics(&s, &mut out);
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out))
+}
+
+/// A metric family of the jig lines: name, type, help, and the value.
+type JigFamily = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&crate::core::noise::LineHealth) -> String,
+);
+
+/// Each slot's jig line: what went wrong on it since the station started,
+/// and the last hour's figures.
+fn jig_metrics(slots: &[crate::workflow::SlotView], out: &mut String) {
+    let families: [JigFamily; 5] = [
+        (
+            "station_jig_damaged_frames_total",
+            "counter",
+            "Damaged frames on the slot's jig line, either way, since the station started.",
+            |l| l.damaged_total.to_string(),
+        ),
+        (
+            "station_jig_resends_total",
+            "counter",
+            "Requests sent to the jig again, since the station started.",
+            |l| l.resends_total.to_string(),
+        ),
+        (
+            "station_jig_damaged_frames_per_hour",
+            "gauge",
+            "Damaged frames on the slot's jig line in the last hour.",
+            |l| l.damaged_last_hour.to_string(),
+        ),
+        (
+            "station_jig_resends_per_board",
+            "gauge",
+            "Resends per board over the boards of the last hour.",
+            |l| format!("{:.3}", l.resends_per_board()),
+        ),
+        (
+            "station_jig_noisy",
+            "gauge",
+            "1 while the slot's jig line is noisy (check or replace the cable).",
+            |l| u8::from(l.noisy).to_string(),
+        ),
+    ];
+    for (name, kind, help, value) in families {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+        for v in slots {
+            out.push_str(&format!(
+                "{name}{{slot=\"{}\"}} {}\n",
+                v.slot,
+                value(&v.line)
+            ));
+        }
+    }
 }

@@ -463,6 +463,7 @@ pub(super) mod tests {
             operator: None,
             label_scan: None,
             since: "2026-11-22T10:00:00.000Z".into(),
+            line: Default::default(),
         }
     }
 

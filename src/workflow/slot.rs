@@ -9,12 +9,13 @@ use tracing::Instrument;
 
 use super::view::{SlotBoard, show_state};
 use crate::ca::{CaSigner, CheckedCsr, issue_leaf};
+use crate::core::noise::{LineHealth, LineNoise};
 use crate::core::{self, Action, Command, Event, Failure, IssuedCert, Output, Review, SlotState};
 use crate::dps::EnrollmentTemplate;
 use crate::ids::SlotId;
 use crate::jig::protocol::{self, AnswerError, JigStatus, Request};
-use crate::jig::{JigEvent, JigLink, LinkError};
-use crate::store::{BoardId, NewCertificate, Store, StoreError, blocking};
+use crate::jig::{JigEvent, JigLink, LineCounters, LinkError};
+use crate::store::{BoardId, NewCertificate, StepLine, Store, StoreError, blocking};
 
 /// What an operator asks of a slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +40,9 @@ pub struct SlotSettings {
     pub poll: Duration,
     /// Wait before reopening a failed link.
     pub reconnect: Duration,
+    /// The largest piece of a certificate chain sent to or read from a
+    /// board that takes pieces (`[jig] piece_bytes`).
+    pub piece_bytes: usize,
 }
 
 pub struct SlotDriver {
@@ -96,6 +100,20 @@ struct Visit {
     tpm: Option<Arc<dyn crate::tpm::BoardTpm>>,
     /// The capabilities the board announced in its HELLO answer.
     caps: Vec<String>,
+    /// The slot's line figures, kept across links.
+    noise: LineNoise,
+    /// The link's counters when the running step began, and when the
+    /// board's visit began.
+    step_base: LineCounters,
+    board_base: Option<LineCounters>,
+    /// Damaged frames of this link already counted into `noise`.
+    seen_damaged: u64,
+}
+
+impl Visit {
+    fn takes(&self, cap: &str) -> bool {
+        self.caps.iter().any(|c| c == cap)
+    }
 }
 
 impl SlotDriver {
@@ -110,6 +128,7 @@ impl SlotDriver {
         let span = tracing::info_span!("slot", slot = slot.0);
         async move {
             let mut logged_down = None::<String>;
+            let mut noise = LineNoise::default();
             loop {
                 match open() {
                     Ok(mut link) => {
@@ -120,7 +139,7 @@ impl SlotDriver {
                             v.link = "connected";
                             v.link_error = None;
                         });
-                        let e = self.drive(link.as_mut(), &mut commands).await;
+                        let e = self.drive(link.as_mut(), &mut commands, &mut noise).await;
                         tracing::warn!(device, "jig link lost: {e}");
                         self.view.update(slot, |v| {
                             v.link = "disconnected";
@@ -149,26 +168,44 @@ impl SlotDriver {
         .await
     }
 
-    /// Drives the slot over one link until the link fails.
+    /// Drives the slot over one link until the link fails; `noise` is the
+    /// slot's line figures, which outlive the link.
     async fn drive(
         &self,
         link: &mut dyn JigLink,
         commands: &mut tokio::sync::mpsc::Receiver<SlotCommand>,
+        noise: &mut LineNoise,
     ) -> LinkError {
-        let mut state = SlotState::Empty;
         let mut visit = Visit {
             board: None,
             open_step: None,
             guid: None,
             tpm: None,
             caps: Vec::new(),
+            noise: std::mem::take(noise),
+            step_base: LineCounters::default(),
+            board_base: None,
+            seen_damaged: 0,
         };
+        let e = self.drive_link(link, commands, &mut visit).await;
+        *noise = std::mem::take(&mut visit.noise);
+        e
+    }
+
+    async fn drive_link(
+        &self,
+        link: &mut dyn JigLink,
+        commands: &mut tokio::sync::mpsc::Receiver<SlotCommand>,
+        visit: &mut Visit,
+    ) -> LinkError {
+        let mut state = SlotState::Empty;
         let mut event = match self.sync(link).await {
             Ok(e) => e,
             Err(e) => return e,
         };
         loop {
-            state = self.feed(link, commands, state, event, &mut visit).await;
+            state = self.feed(link, commands, state, event, visit).await;
+            self.note_line(link, visit);
             event = tokio::select! {
                 next = link.next_event(self.settings.poll) => match next {
                     Ok(Some(e)) => jig_event(e),
@@ -181,6 +218,33 @@ impl SlotDriver {
                 Some(cmd) = commands.recv() => operator_event(cmd),
             };
         }
+    }
+
+    /// Counts what the link saw of damage into the slot's figures, and
+    /// shows them; the figures as they are now.
+    fn note_line(&self, link: &dyn JigLink, visit: &mut Visit) -> LineHealth {
+        let now = std::time::Instant::now();
+        let c = link.counters();
+        visit
+            .noise
+            .damaged(c.damaged_frames().saturating_sub(visit.seen_damaged), now);
+        visit.seen_damaged = c.damaged_frames();
+        let current = visit
+            .board_base
+            .map_or(0, |b| c.resends.saturating_sub(b.resends));
+        let health = visit.noise.health(now, (0, current));
+        self.view.update(self.settings.slot, |v| v.line = health);
+        health
+    }
+
+    /// A board's visit ended: its resends count towards the slot's
+    /// resends per board.
+    fn end_visit(&self, link: &dyn JigLink, visit: &mut Visit) {
+        if let Some(base) = visit.board_base.take() {
+            let resends = link.counters().resends.saturating_sub(base.resends);
+            visit.noise.board(resends, std::time::Instant::now());
+        }
+        self.note_line(link, visit);
     }
 
     /// Asks the jig for its STATUS (after connecting, or when idle).
@@ -258,6 +322,9 @@ impl SlotDriver {
         match cmd {
             Command::OpenBoard => {
                 visit.tpm = None;
+                // A new board has agreed to nothing yet.
+                link.board_takes_notices(false);
+                visit.board_base = Some(link.counters());
                 let (station, slot) = (s.station_id.clone(), s.slot);
                 let stamp = crate::store::Stamp {
                     operator: self.view.operator(slot),
@@ -299,6 +366,7 @@ impl SlotDriver {
                 }
                 let board = visit.board?;
                 let step = action.step();
+                visit.step_base = link.counters();
                 let st = store.clone();
                 match blocking(move || st.begin_step(board, step, now)).await {
                     Ok(id) => visit.open_step = Some(id),
@@ -322,8 +390,15 @@ impl SlotDriver {
                 return Some(event);
             }
             Command::EndStep { error, .. } => {
+                let seen = link.counters().since(&visit.step_base);
+                let line = StepLine {
+                    resends: seen.resends.try_into().unwrap_or(u32::MAX),
+                    damaged: seen.damaged_frames().try_into().unwrap_or(u32::MAX),
+                };
+                self.note_line(link, visit);
                 if let Some(id) = visit.open_step.take()
-                    && let Err(e) = blocking(move || store.end_step(id, now, error.as_ref())).await
+                    && let Err(e) =
+                        blocking(move || store.end_step(id, now, error.as_ref(), line)).await
                 {
                     tracing::error!("could not record the end of a step: {e}");
                 }
@@ -346,6 +421,7 @@ impl SlotDriver {
                     store.complete(board, sn.as_ref(), now, enroll)
                 })
                 .await;
+                self.end_visit(link, visit);
                 return Some(match result {
                     Ok(()) => {
                         self.uploads.notify_one();
@@ -369,6 +445,7 @@ impl SlotDriver {
             }
             Command::Fail(f) => {
                 visit.tpm = None;
+                self.end_visit(link, visit);
                 tracing::error!(board.guid = visit.guid.as_deref().unwrap_or(""), code = %f.code, "board failed: {}", f.message);
                 if let Some(board) = visit.board
                     && let Err(e) = blocking(move || store.fail(board, &f, now)).await
@@ -401,7 +478,16 @@ impl SlotDriver {
     ) -> Event {
         match self.try_perform(link, action, board, visit).await {
             Ok(out) => Event::Done(out),
-            Err(f) => Event::Failed(f),
+            Err(mut f) => {
+                // A line that failed on a slot whose line is noisy: the
+                // cable is the likely cause, and the message says so.
+                if ["line_garbled", "no_answer"].contains(&f.code.as_str())
+                    && let Some(advice) = self.note_line(link, visit).advice()
+                {
+                    f.message = format!("{}; {advice}", f.message);
+                }
+                Event::Failed(f)
+            }
         }
     }
 
@@ -420,6 +506,7 @@ impl SlotDriver {
                 };
                 let a = call(link.call(&req).await)?;
                 visit.caps = protocol::parse_caps(&a);
+                link.board_takes_notices(visit.takes(protocol::CAP_NOTICE));
                 Ok(Output::Hello {
                     version: protocol::parse_hello(&a).map_err(|e| answer_failure("HELLO", &e))?,
                 })

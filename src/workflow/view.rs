@@ -30,6 +30,9 @@ pub struct SlotView {
     /// The scan-back check of the provisioned board's label, once done.
     pub label_scan: Option<LabelScan>,
     pub since: String,
+    /// How the slot's jig line is faring: damaged frames in the last
+    /// hour, resends per board, and whether that is noisy.
+    pub line: crate::core::noise::LineHealth,
 }
 
 /// What the operator scanned from the printed label.
@@ -122,6 +125,7 @@ impl SlotBoard {
                     operator: None,
                     label_scan: None,
                     since: crate::store::ts(time::OffsetDateTime::now_utc()),
+                    line: Default::default(),
                 },
             );
         }

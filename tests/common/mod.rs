@@ -120,7 +120,7 @@ leaf_validity_days = 365
 [jig]
 timeout_ms = {timeout_ms}
 slow_timeout_ms = {slow}
-attempts = 3
+attempts = 8
 poll_ms = 200
 reconnect_ms = 200
 "#,
@@ -225,7 +225,20 @@ impl TestStation {
             .map(|o| PtySim::spawn(o).unwrap())
             .collect();
         let devices: Vec<String> = sims.iter().map(|s| s.device.clone()).collect();
-        let (dir, cfg) = prepare_slots(&devices, timeout_ms, per_slot, extra);
+        TestStation::start_on(sims, &devices, timeout_ms, per_slot, extra, before).await
+    }
+
+    /// A station whose slots open `devices` (the simulated boards' own
+    /// lines, or cables to them).
+    pub async fn start_on(
+        sims: Vec<PtySim>,
+        devices: &[String],
+        timeout_ms: u64,
+        per_slot: &dyn Fn(usize) -> String,
+        extra: &str,
+        before: impl FnOnce(&Config),
+    ) -> TestStation {
+        let (dir, cfg) = prepare_slots(devices, timeout_ms, per_slot, extra);
         before(&cfg);
         // The harness calls the API as an admin, with a bearer token.
         let token = Store::open(&cfg.database_path())

@@ -141,6 +141,8 @@ fn steps(units: &[Unit]) -> Vec<StepRecord> {
                 duration_ms: outcome.map(|_| ms),
                 outcome: outcome.map(str::to_string),
                 error_code: code,
+                resends: Some(i64::from(u.slot == 2) * 3),
+                damaged: Some(i64::from(u.slot == 2) * 5),
             });
         }
     }

@@ -14,7 +14,7 @@ use super::{SlotDriver, Visit, answer_failure, link_failure};
 use crate::ca::{ExternalKey, build_csr};
 use crate::core::{Failure, Output};
 use crate::jig::JigLink;
-use crate::jig::protocol::{self, BoardIdentity, NONCE_LEN, Request, SecretScalar};
+use crate::jig::protocol::{self, AnswerError, BoardIdentity, NONCE_LEN, Request, SecretScalar};
 use crate::store::{BoardId, blocking};
 use crate::tpm::{BoardTpm, NvArea, TpmError};
 
@@ -276,6 +276,14 @@ impl SlotDriver {
             }
             return Ok(Output::Stored);
         }
+        if visit.takes(protocol::CAP_PIECES) {
+            // Each piece its own request: a damaged one is sent again
+            // alone, and the board keeps the chain only at the last.
+            for piece in protocol::store_pieces(&chain, self.settings.piece_bytes) {
+                link.call(&piece).await.map_err(|e| link_failure(&e))?;
+            }
+            return Ok(Output::Stored);
+        }
         link.call(&Request::Store { chain })
             .await
             .map_err(|e| link_failure(&e))?;
@@ -326,6 +334,9 @@ impl SlotDriver {
             })?;
             return Ok(Output::ReadBack(chain));
         }
+        if visit.takes(protocol::CAP_PIECES) {
+            return self.read_back_pieces(link).await;
+        }
         let a = link
             .call(&Request::ReadCert)
             .await
@@ -333,6 +344,50 @@ impl SlotDriver {
         Ok(Output::ReadBack(
             protocol::parse_chain(&a).map_err(|e| answer_failure("READCERT", &e))?,
         ))
+    }
+
+    /// Reads the stored chain back a piece at a time. Every piece but the
+    /// last must be `piece_bytes` long and all must agree on the size, so
+    /// a faulty board cannot keep the station asking.
+    async fn read_back_pieces(&self, link: &mut dyn JigLink) -> Result<Output, Failure> {
+        let max = self.settings.piece_bytes;
+        let mut text = String::new();
+        let mut size = None;
+        loop {
+            let offset = text.len();
+            let a = link
+                .call(&Request::ReadCertPiece { offset, max })
+                .await
+                .map_err(|e| link_failure(&e))?;
+            let (said, data) =
+                protocol::parse_piece(&a).map_err(|e| answer_failure("READCERT", &e))?;
+            let size = *size.get_or_insert(said);
+            let want = max.min(size.saturating_sub(offset));
+            if said != size || data.len() != want {
+                return Err(answer_failure(
+                    "READCERT",
+                    &AnswerError::new(
+                        "READCERT",
+                        format!(
+                            "the piece at offset {offset} has {} bytes of a {said}-byte chain, where {want} bytes of a {size}-byte chain were due",
+                            data.len()
+                        ),
+                    ),
+                ));
+            }
+            text.push_str(&data);
+            if text.len() >= size {
+                break;
+            }
+        }
+        Ok(Output::ReadBack(protocol::decode_chain(&text).map_err(
+            |e| {
+                answer_failure(
+                    "READCERT",
+                    &AnswerError::new("READCERT", format!("the chain is not base64: {e}")),
+                )
+            },
+        )?))
     }
 
     /// Has the board's key sign a fresh station nonce.

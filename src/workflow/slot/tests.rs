@@ -61,6 +61,7 @@ fn driver(dir: &std::path::Path, ca_failures: Vec<String>) -> SlotDriver {
             leaf_validity_days: 10,
             poll: Duration::from_millis(10),
             reconnect: Duration::from_millis(10),
+            piece_bytes: 256,
         },
         store: Store::open(&dir.join("station.db")).unwrap(),
         ca: Arc::new(ScriptedCa::new(ca, ca_failures)),
@@ -98,7 +99,11 @@ async fn a_ca_failure_fails_the_board_and_records_no_certificate() {
         link_down(),
     ]);
     let e = d
-        .drive(&mut link, &mut tokio::sync::mpsc::channel(1).1)
+        .drive(
+            &mut link,
+            &mut tokio::sync::mpsc::channel(1).1,
+            &mut Default::default(),
+        )
         .await;
     assert_eq!(e.code(), "serial_failed");
     assert!(link.finished(), "every scripted exchange happened");
@@ -135,8 +140,12 @@ async fn a_board_pulled_between_steps_is_failed_as_removed() {
         // No FINISH: there is no board left to show a verdict.
         link_down(),
     ]);
-    d.drive(&mut link, &mut tokio::sync::mpsc::channel(1).1)
-        .await;
+    d.drive(
+        &mut link,
+        &mut tokio::sync::mpsc::channel(1).1,
+        &mut Default::default(),
+    )
+    .await;
     assert!(link.finished());
     let guid: crate::ids::Guid = GUID.parse().unwrap();
     let board = d.store.board(&guid).unwrap().unwrap();
@@ -187,8 +196,12 @@ async fn a_tpm_board_gets_its_key_proof_and_chain_through_the_tpm() {
     let d = tpm_driver(dir.path(), tpm.clone());
     // The jig sees no KEYGEN, STORE, READCERT or SIGN: the TPM does those.
     let mut link = tpm_script(answer("FINISH", ok(&[])));
-    d.drive(&mut link, &mut tokio::sync::mpsc::channel(1).1)
-        .await;
+    d.drive(
+        &mut link,
+        &mut tokio::sync::mpsc::channel(1).1,
+        &mut Default::default(),
+    )
+    .await;
     assert!(link.finished(), "only the scripted requests were made");
     let guid: crate::ids::Guid = GUID.parse().unwrap();
     let board = d.store.board(&guid).unwrap().unwrap();
@@ -237,8 +250,12 @@ async fn a_tpm_fault_after_issuing_fails_the_board_with_the_certificate_on_recor
         tpm.fail_next("write_nv", fault);
         let d = tpm_driver(dir.path(), tpm);
         let mut link = tpm_script(answer("FINISH", ok(&[])));
-        d.drive(&mut link, &mut tokio::sync::mpsc::channel(1).1)
-            .await;
+        d.drive(
+            &mut link,
+            &mut tokio::sync::mpsc::channel(1).1,
+            &mut Default::default(),
+        )
+        .await;
         let guid: crate::ids::Guid = GUID.parse().unwrap();
         let board = d.store.board(&guid).unwrap().unwrap();
         assert_eq!(board.error_code.as_deref(), Some(code));
@@ -260,8 +277,12 @@ async fn a_tpm_that_cannot_make_a_key_fails_the_board_before_any_certificate() {
     tpm.fail_next("create_key", crate::tpm::TpmError::Lockout);
     let d = tpm_driver(dir.path(), tpm);
     let mut link = tpm_script(answer("FINISH", ok(&[])));
-    d.drive(&mut link, &mut tokio::sync::mpsc::channel(1).1)
-        .await;
+    d.drive(
+        &mut link,
+        &mut tokio::sync::mpsc::channel(1).1,
+        &mut Default::default(),
+    )
+    .await;
     let guid: crate::ids::Guid = GUID.parse().unwrap();
     let board = d.store.board(&guid).unwrap().unwrap();
     assert_eq!(board.error_code.as_deref(), Some("tpm_lockout"));
@@ -287,8 +308,12 @@ async fn a_board_that_does_not_take_the_station_key_is_failed() {
         answer("FINISH", ok(&[])),
         link_down(),
     ]);
-    d.drive(&mut link, &mut tokio::sync::mpsc::channel(1).1)
-        .await;
+    d.drive(
+        &mut link,
+        &mut tokio::sync::mpsc::channel(1).1,
+        &mut Default::default(),
+    )
+    .await;
     assert!(link.finished());
     let guid: crate::ids::Guid = GUID.parse().unwrap();
     let board = d.store.board(&guid).unwrap().unwrap();
@@ -314,8 +339,12 @@ async fn a_retry_uses_again_the_tpm_key_left_by_its_failed_attempt_and_no_other(
     tpm.fail_next("read_nv", crate::tpm::TpmError::Lockout);
     let d = tpm_driver(dir.path(), tpm.clone());
     let mut first = tpm_script(answer("FINISH", ok(&[])));
-    d.drive(&mut first, &mut tokio::sync::mpsc::channel(1).1)
-        .await;
+    d.drive(
+        &mut first,
+        &mut tokio::sync::mpsc::channel(1).1,
+        &mut Default::default(),
+    )
+    .await;
     let guid: crate::ids::Guid = GUID.parse().unwrap();
     assert_eq!(
         d.store.board(&guid).unwrap().unwrap().error_code.as_deref(),
@@ -326,8 +355,12 @@ async fn a_retry_uses_again_the_tpm_key_left_by_its_failed_attempt_and_no_other(
     // The board is tried again: the key at the handle and the chain in NV
     // are the station's own, from the failed attempt.
     let mut again = tpm_script(answer("FINISH", ok(&[])));
-    d.drive(&mut again, &mut tokio::sync::mpsc::channel(1).1)
-        .await;
+    d.drive(
+        &mut again,
+        &mut tokio::sync::mpsc::channel(1).1,
+        &mut Default::default(),
+    )
+    .await;
     let board = d.store.board(&guid).unwrap().unwrap();
     assert_eq!(board.status, "provisioned", "{board:?}");
     let ledger = d.store.certificates(&guid).unwrap();
@@ -350,8 +383,12 @@ async fn a_retry_uses_again_the_tpm_key_left_by_its_failed_attempt_and_no_other(
     foreign.create_key().unwrap();
     let d = tpm_driver(dir.path(), foreign);
     let mut link = tpm_script(answer("FINISH", ok(&[])));
-    d.drive(&mut link, &mut tokio::sync::mpsc::channel(1).1)
-        .await;
+    d.drive(
+        &mut link,
+        &mut tokio::sync::mpsc::channel(1).1,
+        &mut Default::default(),
+    )
+    .await;
     let board = d.store.board(&guid).unwrap().unwrap();
     assert_eq!(board.error_code.as_deref(), Some("tpm_handle_in_use"));
     assert!(board.error.unwrap().contains("tpm2_evictcontrol"));
@@ -385,8 +422,12 @@ async fn a_tpm_slots_settings_replace_its_own_earlier_ones_and_nothing_else() {
         let mut d = tpm_driver(dir.path(), tpm.clone());
         d.registration = Some(reg.clone());
         let mut link = tpm_script(answer("FINISH", ok(&[])));
-        d.drive(&mut link, &mut tokio::sync::mpsc::channel(1).1)
-            .await;
+        d.drive(
+            &mut link,
+            &mut tokio::sync::mpsc::channel(1).1,
+            &mut Default::default(),
+        )
+        .await;
         let guid: crate::ids::Guid = GUID.parse().unwrap();
         let board = d.store.board(&guid).unwrap().unwrap();
         let now_held = tpm.read_nv(NvArea::Settings).unwrap();

@@ -1,0 +1,263 @@
+//! Noisy jig lines, end to end over real pseudo-terminals: a board from
+//! before the line capabilities still provisions; a damaged STORE piece
+//! is sent again alone; a chain is never kept from a transfer cut short;
+//! a board that answers every request with a damaged-line notice fails
+//! as `line_garbled` with the advice to check or replace the cable; and
+//! a slot behind a noisy cable (`station::sim::cable`) shows its figures
+//! on the slot, in `/metrics` and in the QA report, beside a clean one.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+use station::sim::cable::{CableOptions, NoisyCable};
+use station::sim::{PtySim, SimOptions};
+
+fn by_slot(boards: &[Value], n: u64) -> Vec<Value> {
+    boards
+        .iter()
+        .filter(|b| b["slot"].as_u64() == Some(n))
+        .cloned()
+        .collect()
+}
+
+/// The verbs a slot's board received, in order, repeats included.
+fn requests(sim: &PtySim) -> Vec<(u16, String)> {
+    sim.seen.lock().unwrap().requests.clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_and_new_boards_provision_and_a_damaged_piece_is_sent_again_alone() {
+    let v1 = SimOptions {
+        line_caps: false,
+        ..quick_board()
+    };
+    let nak_first_piece = SimOptions {
+        fault: Some("nak@STORE".parse().unwrap()),
+        fault_times: Some(1),
+        ..quick_board()
+    };
+    let st = TestStation::start_with(
+        vec![v1, nak_first_piece, with_fault("old_firmware")],
+        300,
+        "",
+        |_| (),
+    )
+    .await;
+    let boards = st.wait_finished(3, Duration::from_secs(60)).await;
+    for n in 1..=3 {
+        let b = &by_slot(&boards, n)[0];
+        assert_eq!(b["status"], "provisioned", "slot {n}: {b:#}");
+    }
+
+    // A board without the line capabilities got the chain in one STORE
+    // and read it back in one READCERT, as in protocol v1.
+    let old = st.sims[0].boards().pop().unwrap();
+    assert!(old.pieces.is_empty(), "{:?}", old.pieces);
+    assert!(!old.stored.is_empty());
+    let verbs: Vec<String> = requests(&st.sims[0]).into_iter().map(|(_, v)| v).collect();
+    assert_eq!(verbs.iter().filter(|v| *v == "STORE").count(), 1);
+    assert_eq!(verbs.iter().filter(|v| *v == "READCERT").count(), 1);
+    // So did the firmware from before every capability.
+    assert!(st.sims[2].boards().pop().unwrap().pieces.is_empty());
+
+    // The board that took pieces took every piece once; the first was
+    // sent twice (the notice), under the same id, and no other piece was
+    // sent again.
+    let board = st.sims[1].boards().pop().unwrap();
+    let text_len: usize = board
+        .stored
+        .iter()
+        .map(|c| 4 * c.len().div_ceil(3))
+        .sum::<usize>()
+        + board.stored.len()
+        - 1;
+    let expected: Vec<usize> = (0..text_len).step_by(256).collect();
+    assert!(expected.len() >= 4, "a chain of {text_len} bytes");
+    assert_eq!(board.pieces, expected);
+    let stores: Vec<u16> = requests(&st.sims[1])
+        .into_iter()
+        .filter(|(_, v)| v == "STORE")
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(stores.len(), expected.len() + 1);
+    assert_eq!(stores[0], stores[1], "the repeat is the same request");
+    let mut distinct = stores.clone();
+    distinct.dedup();
+    assert_eq!(distinct.len(), expected.len());
+    // The chain read back in pieces is the chain the ledger holds.
+    let guid = by_slot(&boards, 2)[0]["guid"].as_str().unwrap().to_string();
+    let cert = &st.ledger(&guid)[0];
+    assert_eq!(board.stored[0], pem_der(&cert.pem));
+    let readcerts = requests(&st.sims[1])
+        .into_iter()
+        .filter(|(_, v)| v == "READCERT")
+        .count();
+    assert_eq!(readcerts, expected.len(), "read back in pieces too");
+    // The store step's record counts the resend and the damaged frame.
+    let (_, detail) = st.get(&format!("/api/v1/boards/{guid}")).await;
+    let store = detail["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["step"] == "store")
+        .unwrap()
+        .clone();
+    assert_eq!(store["resends"], 1, "{store:#}");
+    assert_eq!(store["damaged"], 1, "{store:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chain_cut_short_is_never_kept_and_a_board_that_cannot_read_us_is_named() {
+    let st = TestStation::start_with(
+        vec![with_fault("cut_store"), with_fault("nak")],
+        300,
+        "",
+        |_| (),
+    )
+    .await;
+    let boards = st.wait_finished(2, Duration::from_secs(60)).await;
+
+    // The first piece went in, every later one came back as damaged: the
+    // board keeps nothing, and the station never read back.
+    let cut = &by_slot(&boards, 1)[0];
+    assert_eq!(cut["status"], "failed", "{cut:#}");
+    assert_eq!(cut["step"], "store");
+    assert_eq!(cut["error_code"], "line_garbled");
+    let board = st.sims[0].boards().pop().unwrap();
+    assert_eq!(board.pieces, [0], "the board took the first piece only");
+    let stores = requests(&st.sims[0])
+        .iter()
+        .filter(|(_, v)| v == "STORE")
+        .count();
+    assert_eq!(
+        stores,
+        1 + 8,
+        "the second piece was sent as often as attempts allow"
+    );
+    assert!(board.stored.is_empty(), "a partial chain was kept");
+    assert!(
+        !requests(&st.sims[0]).iter().any(|(_, v)| v == "READCERT"),
+        "no read-back after a failed store"
+    );
+
+    // Every request after HELLO answered with a notice: line_garbled at
+    // the first request, saying what the board said and what to do.
+    let deaf = &by_slot(&boards, 2)[0];
+    assert_eq!(deaf["status"], "failed", "{deaf:#}");
+    assert_eq!(deaf["step"], "identify");
+    assert_eq!(deaf["error_code"], "line_garbled");
+    let text = deaf["error"].as_str().unwrap();
+    assert!(text.contains("arrived damaged"), "{text}");
+    assert!(text.contains("check or replace the cable"), "{text}");
+    // Each IDENT was sent as often as attempts allow, no more.
+    let idents = requests(&st.sims[1])
+        .iter()
+        .filter(|(_, v)| v == "IDENT")
+        .count();
+    assert_eq!(idents, 8);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_noisy_cable_is_named_on_the_slot_in_metrics_and_in_the_report() {
+    let line = |boards| SimOptions {
+        line: Some(station::sim::LineCycle {
+            dwell: Duration::from_millis(50),
+            pause: Duration::from_millis(100),
+        }),
+        boards: Some(boards),
+        ..quick_board()
+    };
+    let sims = vec![
+        PtySim::spawn(line(6)).unwrap(),
+        PtySim::spawn(line(6)).unwrap(),
+    ];
+    // Slot 1 behind a clean cable, slot 2 behind one that flips about one
+    // byte in 2,000: both at 115200 baud.
+    let clean = NoisyCable::connect(&sims[0].device, CableOptions::default()).unwrap();
+    let noisy = NoisyCable::connect(
+        &sims[1].device,
+        CableOptions {
+            corrupt: 5e-4,
+            seed: 42,
+            ..CableOptions::default()
+        },
+    )
+    .unwrap();
+    let devices = [clean.device.clone(), noisy.device.clone()];
+    let st = TestStation::start_on(sims, &devices, 500, &|_| String::new(), "", |_| ()).await;
+    let boards = st.wait_finished(12, Duration::from_secs(120)).await;
+    assert_eq!(clean.counts().corrupted, 0);
+    assert!(noisy.counts().corrupted > 3, "{:?}", noisy.counts());
+    for n in 1..=2 {
+        let passed = by_slot(&boards, n)
+            .iter()
+            .filter(|b| b["status"] == "provisioned")
+            .count();
+        assert_eq!(passed, 6, "slot {n}: {boards:#?}");
+    }
+
+    // The slots' figures.
+    let (_, slots) = st.get("/api/v1/slots").await;
+    let line_of = |n: u64| {
+        slots
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["slot"].as_u64() == Some(n))
+            .unwrap()["line"]
+            .clone()
+    };
+    let (l1, l2) = (line_of(1), line_of(2));
+    assert_eq!(l1["damaged_frames_per_hour"], 0, "{l1:#}");
+    assert_eq!(l1["resends_per_board"], 0.0, "{l1:#}");
+    assert_eq!(l1["noisy"], false);
+    assert!(
+        l2["damaged_frames_per_hour"].as_u64().unwrap() > 0,
+        "{l2:#}"
+    );
+    assert!(l2["resends_per_board"].as_f64().unwrap() > 0.0, "{l2:#}");
+    assert_eq!(l2["noisy"], true, "{l2:#}");
+    assert!(l2["boards_last_hour"].as_u64().unwrap() >= 6, "{l2:#}");
+
+    // In /metrics.
+    let metrics = st.text("/metrics").await;
+    let value = |line: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(line))
+            .unwrap_or_else(|| panic!("no {line} in\n{metrics}"))
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(value("station_jig_resends_total{slot=\"1\"}"), 0.0);
+    assert!(value("station_jig_resends_total{slot=\"2\"}") > 0.0);
+    assert!(value("station_jig_damaged_frames_total{slot=\"2\"}") > 0.0);
+    assert_eq!(value("station_jig_noisy{slot=\"2\"}"), 1.0);
+    assert_eq!(value("station_jig_noisy{slot=\"1\"}"), 0.0);
+
+    // In the QA report, resends per board by slot.
+    let (status, report) = st.get("/api/v1/reports?format=json").await;
+    assert_eq!(status, 200, "{report:#}");
+    let lines = report["line_by_slot"].as_array().unwrap();
+    let slot = |n: u64| {
+        lines
+            .iter()
+            .find(|l| l["slot"].as_u64() == Some(n))
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(slot(1)["resends"], 0);
+    assert!(slot(2)["resends_per_board"].as_f64().unwrap() > 0.0);
+    assert_eq!(slot(2)["boards"], 6);
+    let html = st.text("/api/v1/reports?format=html").await;
+    assert!(html.contains("Jig lines"), "{html}");
+    assert!(html.contains("noisy: check or replace the cable"));
+}
