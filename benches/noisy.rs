@@ -157,6 +157,14 @@ async fn run(rate: f64, boards: usize, slots: usize, v1: bool) -> Run {
         })
         .collect();
     cycles.sort_unstable();
+    if std::env::var_os("NOISY_DEBUG").is_some() {
+        for s in steps.iter().filter(|s| s.duration_ms.unwrap_or(0) > 500) {
+            eprintln!(
+                "slow step: {} {:?} {:?} resends {:?} damaged {:?}",
+                s.step, s.duration_ms, s.outcome, s.resends, s.damaged
+            );
+        }
+    }
     Run {
         rate,
         boards: total,

@@ -145,21 +145,22 @@ async fn a_chain_cut_short_is_never_kept_and_a_board_that_cannot_read_us_is_name
         "no read-back after a failed store"
     );
 
-    // Every request after HELLO answered with a notice: line_garbled at
-    // the first request, saying what the board said and what to do.
+    // Every request answered with a notice: line_garbled at the first
+    // request, saying what the board said and what to do.
     let deaf = &by_slot(&boards, 2)[0];
     assert_eq!(deaf["status"], "failed", "{deaf:#}");
-    assert_eq!(deaf["step"], "identify");
+    assert_eq!(deaf["step"], "hello");
     assert_eq!(deaf["error_code"], "line_garbled");
     let text = deaf["error"].as_str().unwrap();
     assert!(text.contains("arrived damaged"), "{text}");
     assert!(text.contains("check or replace the cable"), "{text}");
-    // Each IDENT was sent as often as attempts allow, no more.
-    let idents = requests(&st.sims[1])
-        .iter()
-        .filter(|(_, v)| v == "IDENT")
-        .count();
-    assert_eq!(idents, 8);
+    // HELLO was sent as often as attempts allow, no more, and nothing
+    // after it.
+    let seen = requests(&st.sims[1]);
+    let hellos: Vec<&(u16, String)> = seen.iter().filter(|(_, v)| v == "HELLO").collect();
+    assert_eq!(hellos.len(), 8);
+    assert!(hellos.iter().all(|(id, _)| *id == hellos[0].0));
+    assert!(!seen.iter().any(|(_, v)| v == "IDENT"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

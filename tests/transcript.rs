@@ -1,14 +1,18 @@
 //! A recorded jig session (`fixtures/jig-session-v1.txt`) replayed through
-//! the frame decoder, the message parsers and the station's checks: the
-//! wire format and the documentation's example cannot drift from the code.
+//! the frame decoder, the message parsers and the station's checks, and
+//! one with the line capabilities (`fixtures/jig-session-v1-pieces.txt`:
+//! a damaged-line notice, the chain in pieces both ways); and every
+//! example frame of `docs/jig-protocol.md` decoded: the wire format and
+//! the documentation cannot drift from the code.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use station::ca::{check_csr, verify_key_proof};
 use station::jig::frame::{Decoded, Decoder, Frame, Kind};
 use station::jig::protocol::{
-    CAP_SETTINGS, JigEvent, JigStatus, Request, parse_caps, parse_chain, parse_csr, parse_identity,
-    parse_settings, parse_signature,
+    CAP_SETTINGS, JigEvent, JigStatus, NOTICE, Request, decode_chain, notice, parse_caps,
+    parse_chain, parse_csr, parse_identity, parse_piece, parse_settings, parse_signature,
+    store_pieces,
 };
 use x509_parser::prelude::{FromDer, X509Certificate};
 
@@ -154,4 +158,161 @@ fn the_recorded_session_passes_the_stations_checks() {
         parse_settings(answer(&fs, find("READSETTINGS").id)).unwrap(),
         sent
     );
+}
+
+/// The session with the line capabilities: notices and pieces.
+fn pieces_session() -> Vec<Frame> {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/jig-session-v1-pieces.txt");
+    let bytes = std::fs::read(path).unwrap();
+    let mut d = Decoder::new();
+    let mut out = Vec::new();
+    for chunk in bytes.chunks(5) {
+        d.feed(chunk, &mut out);
+    }
+    assert_eq!(d.pending(), 0);
+    frames(&out)
+}
+
+#[test]
+fn the_pieces_session_reassembles_the_chain_both_ways() {
+    let fs = pieces_session();
+    // HELLO offers both, the board takes both.
+    let hello = &fs[0];
+    assert_eq!(Request::from_frame(hello).unwrap().verb(), "HELLO");
+    assert_eq!(parse_caps(hello), ["notice", "pieces"]);
+    let caps = parse_caps(&fs[1]);
+    assert!(caps.contains(&"notice".to_string()) && caps.contains(&"pieces".to_string()));
+    // The station's HELLO is exactly that frame, with its id.
+    let ours = Request::Hello {
+        station: "station-01".into(),
+    }
+    .to_frame(hello.id);
+    assert_eq!(&ours, hello);
+
+    // A notice, then the same frame again, byte for byte.
+    let nak = fs.iter().position(|f| f.verb == NOTICE).unwrap();
+    assert_eq!(fs[nak], notice("crc"));
+    assert_eq!(fs[nak].id, 0);
+    assert_eq!(fs[nak - 1].encode(), fs[nak + 1].encode());
+
+    // The STORE pieces, once each (the repeat aside), in order, make the
+    // chain of the whole-chain session.
+    let (_, v1) = session();
+    let whole = frames(&v1);
+    let Request::Store { chain } = Request::from_frame(
+        whole
+            .iter()
+            .find(|f| f.kind == Kind::Request && f.verb == "STORE")
+            .unwrap(),
+    )
+    .unwrap() else {
+        panic!()
+    };
+    let mut text = String::new();
+    let mut last_id = None;
+    for f in fs
+        .iter()
+        .filter(|f| f.kind == Kind::Request && f.verb == "STORE")
+    {
+        if last_id == Some(f.id) {
+            continue;
+        }
+        last_id = Some(f.id);
+        let Request::StorePiece { offset, size, data } = Request::from_frame(f).unwrap() else {
+            panic!("{f}")
+        };
+        assert_eq!(offset, text.len());
+        assert!(data.len() <= 256);
+        text.push_str(&data);
+        assert!(text.len() <= size);
+    }
+    assert_eq!(decode_chain(&text).unwrap(), chain);
+    // Read back in pieces: the same text.
+    let mut back = String::new();
+    for f in fs
+        .iter()
+        .filter(|f| f.kind == Kind::Request && f.verb == "READCERT")
+    {
+        let Request::ReadCertPiece { offset, max } = Request::from_frame(f).unwrap() else {
+            panic!("{f}")
+        };
+        assert_eq!(offset, back.len());
+        let (size, data) = parse_piece(answer(&fs, f.id)).unwrap();
+        assert_eq!(size, text.len());
+        assert_eq!(data.len(), max.min(size - offset));
+        back.push_str(&data);
+    }
+    assert_eq!(back, text);
+    // Only the last piece is slow, and it is the one the board sent BUSY for.
+    let pieces = store_pieces(&chain, 256);
+    assert!(pieces[..pieces.len() - 1].iter().all(|p| !p.is_slow()));
+    assert!(pieces.last().unwrap().is_slow());
+    let last = fs
+        .iter()
+        .rfind(|f| f.kind == Kind::Request && f.verb == "STORE")
+        .unwrap();
+    assert!(
+        fs.iter()
+            .any(|f| f.kind == Kind::Response && f.id == last.id && f.verb == "BUSY")
+    );
+    // And the pieces the station makes are the frames of the session.
+    let sent: Vec<Vec<u8>> = pieces
+        .iter()
+        .zip(0x2Cu16..)
+        .map(|(p, id)| p.to_frame(id).encode())
+        .collect();
+    let mut recorded: Vec<Vec<u8>> = fs
+        .iter()
+        .filter(|f| f.kind == Kind::Request && f.verb == "STORE")
+        .map(Frame::encode)
+        .collect();
+    recorded.dedup();
+    assert_eq!(sent, recorded);
+}
+
+/// Every frame in the protocol document's examples has a true CRC,
+/// except the ones the text says arrived damaged; shortened frames (with
+/// `…`) are checked in the fixtures instead.
+#[test]
+fn the_documents_example_frames_carry_true_crcs() {
+    let doc = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/jig-protocol.md"),
+    )
+    .unwrap();
+    let damaged_on_purpose = ["<002C OK*CFE3"];
+    let mut checked = 0;
+    let mut in_code = false;
+    for line in doc.lines() {
+        let t = line.trim();
+        if t.starts_with("```") {
+            in_code = !in_code;
+            continue;
+        }
+        let framelike = t.len() > 6
+            && [">", "<", "!"].iter().any(|k| t.starts_with(k))
+            && t[1..5].bytes().all(|b| b.is_ascii_hexdigit())
+            && t.contains('*');
+        if !in_code || !framelike || t.contains('…') {
+            continue;
+        }
+        let mut d = Decoder::new();
+        let mut out = Vec::new();
+        d.feed(format!("{t}\r\n").as_bytes(), &mut out);
+        match out.pop() {
+            Some(Decoded::Frame(f)) => {
+                assert!(
+                    !damaged_on_purpose.contains(&t),
+                    "{t} is meant to be damaged"
+                );
+                assert_eq!(String::from_utf8(f.encode()).unwrap(), format!("{t}\r\n"));
+            }
+            other => assert!(
+                damaged_on_purpose.contains(&t),
+                "docs/jig-protocol.md: {t}: {other:?}"
+            ),
+        }
+        checked += 1;
+    }
+    assert!(checked > 40, "only {checked} frames found");
 }

@@ -13,7 +13,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
 use super::frame::{Decoded, Decoder, Frame, Kind};
-use super::protocol::{JigEvent, NOTICE, Request};
+use super::protocol::{JigEvent, LINE_GAP, NOTICE, Request};
 
 /// How long to wait for answers, and how often to try.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -165,6 +165,8 @@ pub struct FramedLink<T> {
     /// notices).
     prompt: bool,
     counters: LineCounters,
+    /// When the last byte arrived.
+    last_byte: Instant,
 }
 
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> FramedLink<T> {
@@ -181,6 +183,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> FramedLink<T> {
             next_id: first_id,
             prompt: false,
             counters: LineCounters::default(),
+            last_byte: Instant::now(),
         }
     }
 
@@ -191,14 +194,23 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> FramedLink<T> {
         }
     }
 
-    /// The next decoded item, or `None` once `deadline` passes.
-    async fn read_until(&mut self, deadline: Instant) -> Result<Option<Decoded>, LinkError> {
+    /// The next decoded item, or `None` once `deadline` passes; with
+    /// `gap`, also once a line has been left unfinished that long.
+    async fn read_until(
+        &mut self,
+        deadline: Instant,
+        gap: Option<Duration>,
+    ) -> Result<Option<Decoded>, LinkError> {
         let mut buf = [0u8; 1024];
         loop {
             if let Some(d) = self.decoded.pop_front() {
                 return Ok(Some(d));
             }
-            match tokio::time::timeout_at(deadline, self.io.read(&mut buf)).await {
+            let until = match gap {
+                Some(gap) if self.decoder.pending() > 0 => deadline.min(self.last_byte + gap),
+                _ => deadline,
+            };
+            match tokio::time::timeout_at(until, self.io.read(&mut buf)).await {
                 Err(_) => return Ok(None),
                 Ok(Ok(0)) => {
                     return Err(LinkError::Io {
@@ -207,6 +219,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> FramedLink<T> {
                     });
                 }
                 Ok(Ok(n)) => {
+                    self.last_byte = Instant::now();
                     let mut out = Vec::new();
                     self.decoder.feed(&buf[..n], &mut out);
                     self.decoded.extend(out);
@@ -263,9 +276,21 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> JigLink for FramedLink<T> {
                 .map_err(|e| self.io_error(e))?;
             self.io.flush().await.map_err(|e| self.io_error(e))?;
             let mut deadline = Instant::now() + wait;
+            // A board that takes notices writes each frame whole: a line
+            // it leaves unfinished for LINE_GAP lost its end on the way.
+            let gap = self.prompt.then_some(LINE_GAP);
             loop {
-                let item = match self.read_until(deadline).await? {
+                let item = match self.read_until(deadline, gap).await? {
                     Some(item) => item,
+                    None if Instant::now() < deadline && self.decoder.pending() > 0 => {
+                        self.counters.damaged += 1;
+                        problem = Some(format!(
+                            "a frame cut short after {} bytes (its line end lost)",
+                            self.decoder.pending()
+                        ));
+                        silences = 0;
+                        break;
+                    }
                     None => {
                         if self.decoder.pending() > 0 {
                             self.counters.damaged += 1;
@@ -365,7 +390,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> JigLink for FramedLink<T> {
             if let Some(e) = self.events.pop_front() {
                 return Ok(Some(e));
             }
-            match self.read_until(deadline).await? {
+            match self.read_until(deadline, None).await? {
                 None => return Ok(None),
                 Some(Decoded::Frame(f)) if f.kind == Kind::Event => self.take_event(&f),
                 Some(Decoded::Frame(f)) => {
@@ -644,6 +669,30 @@ mod tests {
         link.board_takes_notices(true);
         let e = link.call(&keygen).await.unwrap_err();
         assert!(matches!(e, LinkError::NoAnswer { wait_ms: 100, .. }), "{e}");
+    }
+
+    #[tokio::test]
+    async fn an_answer_that_lost_its_line_end_is_sent_again_after_the_gap() {
+        let timing = LinkTiming {
+            timeout: Duration::from_secs(30),
+            slow_timeout: Duration::from_secs(30),
+            ..quick()
+        };
+        // The first answer arrives without its LF, then nothing.
+        let mut link = board_with(timing, |n, f| {
+            let mut b = ok(f);
+            if n == 1 {
+                b.pop();
+            }
+            b
+        });
+        // A board from before notices gets the whole wait: not here.
+        link.board_takes_notices(true);
+        let started = std::time::Instant::now();
+        link.call(&Request::Ident).await.unwrap();
+        assert!(started.elapsed() < Duration::from_secs(10));
+        let c = link.counters();
+        assert_eq!((c.damaged, c.resends), (1, 1));
     }
 
     #[tokio::test]

@@ -50,6 +50,11 @@ pub const CAP_PIECES: &str = "pieces";
 /// own capabilities. The board's answer says which it takes.
 pub const STATION_CAPS: &str = "notice,pieces";
 
+/// Once notices are agreed, a line left unfinished this long (no byte
+/// arrives) has lost its end on the way, and either side takes it for a
+/// damaged line: the board sends a notice, the station resends.
+pub const LINE_GAP: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// The verb of a damaged-line notice.
 pub const NOTICE: &str = "NAK";
 

@@ -24,7 +24,7 @@ pub use fault::Fault;
 use crate::ids::Guid;
 use crate::jig::frame::{Decoded, Decoder, Frame, Kind, MAX_FRAME};
 use crate::jig::protocol::{
-    CAP_NOTICE, CAP_PIECES, JigEvent, JigStatus, Request, TestState, notice, parse_caps,
+    CAP_NOTICE, CAP_PIECES, JigEvent, JigStatus, LINE_GAP, Request, TestState, notice, parse_caps,
 };
 use board::Board;
 
@@ -118,10 +118,19 @@ pub async fn run<T: AsyncRead + AsyncWrite + Unpin>(
     let (mut rd, mut wr) = tokio::io::split(io);
     let mut decoder = Decoder::new();
     let mut buf = [0u8; 1024];
+    let mut last_byte = Instant::now();
     loop {
         let timer = sim.next_timer();
         let mut out: Vec<u8> = Vec::new();
+        // Once notices are agreed, a line left unfinished for LINE_GAP
+        // lost its end on the way: it is a damaged line.
+        let cut = sim.notices && !sim.silent && decoder.pending() > 0;
         tokio::select! {
+            _ = tokio::time::sleep_until(last_byte + LINE_GAP), if cut => {
+                decoder.reset();
+                wr.write_all(&notice("cut").encode()).await?;
+                wr.flush().await?;
+            }
             r = rd.read(&mut buf) => {
                 let n = match r {
                     Ok(0) => return Ok(()),
@@ -134,6 +143,7 @@ pub async fn run<T: AsyncRead + AsyncWrite + Unpin>(
                     }
                     Err(e) => return Err(e),
                 };
+                last_byte = Instant::now();
                 let mut items = Vec::new();
                 decoder.feed(&buf[..n], &mut items);
                 for item in items {
@@ -194,7 +204,7 @@ struct Sim {
 impl Sim {
     fn new(opts: SimOptions, seen: SharedObservations) -> Sim {
         let first = Instant::now() + opts.first_insert_after;
-        Sim {
+        let mut sim = Sim {
             fault_left: opts.fault_times,
             next_guid: opts.guid.clone(),
             opts,
@@ -209,7 +219,16 @@ impl Sim {
             silent: false,
             notices: false,
             pieces: false,
-        }
+        };
+        sim.notices = sim.sends_notices();
+        sim
+    }
+
+    /// Whether the board sends notices before any HELLO: a board that
+    /// takes them may (a station that did not offer them reads a notice as
+    /// an answer to no request of its own, and ignores it).
+    fn sends_notices(&self) -> bool {
+        self.opts.line_caps && self.opts.fault != Some(Fault::OldFirmware)
     }
 
     /// True if the configured fault strikes now (it is of the kind asked
@@ -253,8 +272,8 @@ impl Sim {
                 self.test = TestState::Running;
                 self.done = None;
                 self.replay = None;
-                self.notices = false;
                 self.pieces = false;
+                self.notices = self.sends_notices();
                 self.event(JigEvent::Inserted, out);
                 self.timer = Some((Instant::now() + self.opts.test_time, Timer::TestDone));
             }
