@@ -2,7 +2,8 @@
 //! to DPS in order, in bulk when there is a backlog, then the queued device
 //! actions (`actions.rs`), all within the operation budget (`pacer.rs`:
 //! the station's own or one shared with the plant), and decides per error
-//! whether to wait, park or stop.
+//! whether to wait (`waiting.rs`), park or stop; an enrollment DPS already
+//! holds is compared with ours (`reconcile.rs`).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -18,6 +19,8 @@ use crate::store::{Job, Store, blocking, ts};
 mod actions;
 mod group;
 pub mod pacer;
+mod reconcile;
+mod waiting;
 
 pub use group::GroupEnrollment;
 pub use pacer::{Pacer, SharedBudget};
@@ -158,121 +161,6 @@ impl Uploader {
                 self.send(&pacer, &jobs).await
             };
             failures = self.after(&pacer, next, failures).await;
-        }
-    }
-
-    /// Waits as a batch's outcome says; the failures in a row after it.
-    async fn after(&self, pacer: &Pacer, next: Next, failures: u32) -> u32 {
-        match next {
-            Next::Continue => 0,
-            Next::Wait(None) if self.unreachable() => {
-                // DPS (or the way to it) is down: probe it cheaply until
-                // it answers, then drain at once.
-                self.probe_until_back(pacer, failures.saturating_add(1))
-                    .await
-            }
-            Next::Wait(retry_after) => {
-                let failures = failures.saturating_add(1);
-                let wait = retry_after.unwrap_or_else(|| backoff(failures, self.max_backoff));
-                tracing::debug!(wait_ms = wait.as_millis() as u64, "DPS upload waits");
-                self.set(|s| s.next_try = Some(ts(OffsetDateTime::now_utc() + wait)));
-                pacer.hold(wait);
-                failures
-            }
-            Next::Pause(reason) => {
-                tracing::error!("DPS uploads stopped until a supervisor retries: {reason}");
-                self.set(|s| s.paused = Some(reason));
-                self.wait_for_retry().await;
-                self.set(|s| s.paused = None);
-                0
-            }
-        }
-    }
-
-    /// The last call did not reach DPS (network, proxy or TLS).
-    fn unreachable(&self) -> bool {
-        self.status
-            .lock()
-            .map(|s| matches!(s.connectivity, "offline" | "tls_error"))
-            .unwrap_or(false)
-    }
-
-    /// While DPS cannot be reached: one cheap call (a read of an
-    /// enrollment that does not exist) after the backoff, but at most
-    /// [`Uploader::probe`] apart, and at once when a supervisor retries.
-    /// Returns when DPS answers (the failures in a row: none), or when it
-    /// answers with a refusal the outbox handles itself (throttling,
-    /// credentials: one failure, so the batch is tried and judged).
-    async fn probe_until_back(&self, pacer: &Pacer, mut failures: u32) -> u32 {
-        loop {
-            let wait = backoff(failures, self.max_backoff).min(jittered(self.probe));
-            self.set(|s| s.next_try = Some(ts(OffsetDateTime::now_utc() + wait)));
-            if self.sleep_or_retry(wait).await {
-                tracing::info!("a supervisor asked to retry: probing DPS now");
-            }
-            pacer.slot().await;
-            self.set(|s| s.next_try = None);
-            match self.client.get(PROBE_ID).await {
-                Ok(_) => {
-                    self.count("ok");
-                    tracing::info!("DPS answers again: sending the outbox");
-                    return 0;
-                }
-                Err(e) => {
-                    let msg = e.to_string();
-                    let _ = self.verdict(&e);
-                    self.set(|s| s.last_error = Some(msg.clone()));
-                    if !self.unreachable() {
-                        return 1;
-                    }
-                    tracing::debug!("DPS still cannot be reached: {msg}");
-                    failures = failures.saturating_add(1);
-                }
-            }
-        }
-    }
-
-    /// Sleeps `wait`, or less if a supervisor retries meanwhile (the API,
-    /// the supervisor page or `station outbox retry` in another process:
-    /// the store counts retries, looked at every [`RETRY_POLL`]). True if
-    /// cut short by a retry. A board completing does not cut it short:
-    /// while DPS is down, the line's pace sets no pace for probes.
-    async fn sleep_or_retry(&self, wait: Duration) -> bool {
-        let store = self.store.clone();
-        let start = blocking(move || store.retry_count()).await.unwrap_or(0);
-        let until = tokio::time::Instant::now() + wait;
-        loop {
-            let left = until.saturating_duration_since(tokio::time::Instant::now());
-            if left.is_zero() {
-                return false;
-            }
-            tokio::time::sleep(left.min(RETRY_POLL)).await;
-            let store = self.store.clone();
-            if blocking(move || store.retry_count()).await.unwrap_or(start) != start {
-                return true;
-            }
-        }
-    }
-
-    /// Waits for new work, a retry, or `max`.
-    async fn idle(&self, max: Duration) {
-        tokio::select! {
-            _ = self.wake.notified() => {}
-            _ = tokio::time::sleep(max) => {}
-        }
-    }
-
-    /// Waits until a supervisor retries parked jobs (here or from another
-    /// process: the store counts retries).
-    async fn wait_for_retry(&self) {
-        let store = self.store.clone();
-        let start = blocking(move || store.retry_count()).await.unwrap_or(0);
-        loop {
-            self.idle(Duration::from_secs(2)).await;
-            let store = self.store.clone();
-            if blocking(move || store.retry_count()).await.unwrap_or(start) != start {
-                return;
-            }
         }
     }
 
@@ -444,65 +332,6 @@ impl Uploader {
         }
     }
 
-    /// DPS may have an enrollment for this GUID already: read it. Ours (same
-    /// certificate) counts as enrolled, whatever its status now. None, or an
-    /// older certificate (a board re-provisioned since), is written with
-    /// ours. A newer certificate than ours means this job is outdated (the
-    /// device was provisioned again elsewhere): it is parked, not written.
-    async fn reconcile(&self, pacer: &Pacer, job: &Job, body: &Value) -> Next {
-        pacer.slot().await;
-        // The id sent: the GUID, or a TPM's registration id.
-        let id = body["registrationId"].as_str().unwrap_or(&job.guid);
-        let existing = match self.client.get(id).await {
-            Ok(e) => e,
-            Err(e) => return self.failed(std::slice::from_ref(job), e).await,
-        };
-        self.count("ok");
-        // A GET does not give symmetric keys: read them to compare.
-        let held = match existing.as_ref() {
-            Some(_) if body["attestation"]["type"] == "symmetricKey" => {
-                pacer.slot().await;
-                match self.client.attestation_mechanism(id).await {
-                    Ok(theirs) => Some(compare_keys(&theirs, body)),
-                    Err(e) => return self.failed(std::slice::from_ref(job), e).await,
-                }
-            }
-            Some(e) => Some(compare_certificates(e, body)),
-            None => None,
-        };
-        match held {
-            Some(Held::Same) => {
-                let etag = existing
-                    .as_ref()
-                    .and_then(|e| e["etag"].as_str())
-                    .map(str::to_string);
-                self.mark_done(&[(job.id, etag)]).await;
-                Next::Continue
-            }
-            Some(Held::Newer) | Some(Held::Unknown) => {
-                let why = if body["attestation"]["type"] == "symmetricKey" {
-                    "DPS holds other symmetric keys for this device than the station derives for it: the device was enrolled elsewhere, or with another master key; check the device's history before retrying"
-                } else {
-                    "DPS holds another certificate or endorsement key for this device, newer than this job's or of unknown age: the job is outdated or the device was enrolled elsewhere; check the device's history before retrying"
-                };
-                self.park(&[job.id], why).await;
-                Next::Continue
-            }
-            None | Some(Held::Older) => {
-                pacer.slot().await;
-                let result = self.client.put(body).await;
-                match result {
-                    Ok(etag) => {
-                        self.count("ok");
-                        self.mark_done(&[(job.id, etag)]).await;
-                        Next::Continue
-                    }
-                    Err(e) => self.failed(std::slice::from_ref(job), e).await,
-                }
-            }
-        }
-    }
-
     /// Counts a failed call and says what it means: wait and try again
     /// (DPS unreachable, throttling, failing), or park the work, pausing
     /// all uploads when the credentials are refused.
@@ -610,156 +439,5 @@ impl Uploader {
         if let Err(e) = blocking(move || store.park(&ids, &reason, now)).await {
             tracing::error!("cannot record the parked upload: {e}");
         }
-    }
-}
-
-/// Exponential backoff from 1 s, doubling, capped, with ±20 % jitter.
-fn backoff(failures: u32, cap: Duration) -> Duration {
-    let base = Duration::from_secs(1).saturating_mul(1u32 << failures.saturating_sub(1).min(20));
-    jittered(base.min(cap)).min(cap)
-}
-
-/// `d` ±20 %, so that stations that lost DPS together do not call it
-/// together.
-fn jittered(d: Duration) -> Duration {
-    let r = crate::random::bytes::<2>();
-    d.mul_f64(0.8 + 0.4 * f64::from(u16::from_be_bytes(r)) / f64::from(u16::MAX))
-}
-
-/// The enrollment a probe reads: none such exists, and DPS answers 404.
-const PROBE_ID: &str = "station-probe-not-an-enrollment";
-
-/// How often a waiting uploader looks for a retry asked from another
-/// process.
-const RETRY_POLL: Duration = Duration::from_millis(500);
-
-/// How the certificate DPS holds compares with ours.
-#[derive(Debug, PartialEq, Eq)]
-enum Held {
-    Same,
-    /// Issued before ours: ours replaces it.
-    Older,
-    /// Issued after ours.
-    Newer,
-    /// Another certificate whose age DPS did not say.
-    Unknown,
-}
-
-/// A symmetric-key enrollment is ours when DPS holds our derived primary
-/// key (the attestation as `/attestationmechanism` gives it).
-fn compare_keys(theirs: &Value, ours: &Value) -> Held {
-    let key = |v: &Value| v["symmetricKey"]["primaryKey"].as_str().map(str::to_string);
-    match (
-        key(theirs),
-        ours["attestation"]["symmetricKey"]["primaryKey"].as_str(),
-    ) {
-        (Some(a), Some(b)) if a == b => Held::Same,
-        _ => Held::Unknown,
-    }
-}
-
-fn compare_certificates(existing: &Value, ours: &Value) -> Held {
-    // TPM attestation: the same endorsement key is the same device; DPS
-    // says nothing of an endorsement key's age.
-    if ours["attestation"]["type"] == "tpm" {
-        let ek = |v: &Value| {
-            v["attestation"]["tpm"]["endorsementKey"]
-                .as_str()
-                .map(str::to_string)
-        };
-        return match (ek(existing), ek(ours)) {
-            (Some(a), Some(b)) if a == b => Held::Same,
-            _ => Held::Unknown,
-        };
-    }
-    let primary = |v: &Value| v["attestation"]["x509"]["clientCertificates"]["primary"].clone();
-    let our_pem = primary(ours)["certificate"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    let Some(our_der) = crate::ca::pem_to_der(&our_pem) else {
-        return Held::Unknown;
-    };
-    let theirs = primary(existing);
-    let their_der = theirs["certificate"]
-        .as_str()
-        .and_then(crate::ca::pem_to_der);
-    let same = match (theirs["info"]["sha256Thumbprint"].as_str(), &their_der) {
-        (Some(sha), _) => sha.eq_ignore_ascii_case(&crate::ca::fingerprint(&our_der)),
-        (None, Some(d)) => *d == our_der,
-        (None, None) => false,
-    };
-    if same {
-        return Held::Same;
-    }
-    let ours_from = not_before(&our_der);
-    let theirs_from = theirs["info"]["notBeforeUtc"]
-        .as_str()
-        .and_then(|t| OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok())
-        .map(|t| t.unix_timestamp())
-        .or_else(|| their_der.as_deref().and_then(not_before));
-    match (ours_from, theirs_from) {
-        (Some(o), Some(t)) if t < o => Held::Older,
-        (Some(_), Some(_)) => Held::Newer,
-        _ => Held::Unknown,
-    }
-}
-
-fn not_before(der: &[u8]) -> Option<i64> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-    Some(cert.validity().not_before.timestamp())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        let cap = Duration::from_secs(60);
-        let b1 = backoff(1, cap);
-        assert!(
-            b1 >= Duration::from_millis(800) && b1 <= Duration::from_millis(1200),
-            "{b1:?}"
-        );
-        let b4 = backoff(4, cap);
-        assert!(
-            b4 >= Duration::from_millis(6400) && b4 <= Duration::from_millis(9600),
-            "{b4:?}"
-        );
-        assert!(backoff(30, cap) <= cap);
-    }
-
-    fn enrollment(pem: &str) -> Value {
-        serde_json::json!({"attestation": {"x509": {"clientCertificates": {"primary": {"certificate": pem}}}}})
-    }
-
-    fn cert(days_ago: i64) -> String {
-        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-        let mut p = rcgen::CertificateParams::default();
-        p.not_before = OffsetDateTime::now_utc() - time::Duration::days(days_ago);
-        p.self_signed(&key).unwrap().pem()
-    }
-
-    #[test]
-    fn certificates_are_compared_by_identity_then_age() {
-        let (old, new) = (cert(10), cert(1));
-        assert_eq!(
-            compare_certificates(&enrollment(&new), &enrollment(&new)),
-            Held::Same
-        );
-        assert_eq!(
-            compare_certificates(&enrollment(&old), &enrollment(&new)),
-            Held::Older
-        );
-        assert_eq!(
-            compare_certificates(&enrollment(&new), &enrollment(&old)),
-            Held::Newer
-        );
-        let info_only = serde_json::json!({"attestation": {"x509": {"clientCertificates": {"primary": {"info": {"sha256Thumbprint": "AB"}}}}}});
-        assert_eq!(
-            compare_certificates(&info_only, &enrollment(&new)),
-            Held::Unknown
-        );
     }
 }
