@@ -104,9 +104,9 @@ impl LineNoise {
         self.resends_total += resends;
     }
 
-    /// The figures as of `now`, with `current` damaged frames and resends
-    /// of a visit still going counted in.
-    pub fn health(&mut self, now: Instant, current: (u64, u64)) -> LineHealth {
+    /// The figures as of `now`, with the resends of a board's visit still
+    /// going (`Some`) counted in as one more board.
+    pub fn health(&mut self, now: Instant, current: Option<u64>) -> LineHealth {
         let old = |t: &Instant| now.saturating_duration_since(*t) > WINDOW;
         while self.damaged.front().is_some_and(|(t, _)| old(t)) {
             self.damaged.pop_front();
@@ -114,15 +114,16 @@ impl LineNoise {
         while self.boards.front().is_some_and(|(t, _)| old(t)) {
             self.boards.pop_front();
         }
-        let damaged_last_hour = self.damaged.iter().map(|(_, n)| n).sum::<u64>() + current.0;
-        let resends_last_hour = self.boards.iter().map(|(_, n)| n).sum::<u64>() + current.1;
-        let boards_last_hour = self.boards.len() as u64 + u64::from(current.1 > 0);
+        let damaged_last_hour = self.damaged.iter().map(|(_, n)| n).sum::<u64>();
+        let resends_last_hour =
+            self.boards.iter().map(|(_, n)| n).sum::<u64>() + current.unwrap_or(0);
+        let boards_last_hour = self.boards.len() as u64 + u64::from(current.is_some());
         let mut h = LineHealth {
             damaged_last_hour,
             boards_last_hour,
             resends_last_hour,
-            damaged_total: self.damaged_total + current.0,
-            resends_total: self.resends_total + current.1,
+            damaged_total: self.damaged_total,
+            resends_total: self.resends_total + current.unwrap_or(0),
             noisy: false,
         };
         h.noisy = is_noisy(h.resends_per_board(), Some(damaged_last_hour));
@@ -141,7 +142,7 @@ mod tests {
         for i in 0..20 {
             n.board(0, t0 + Duration::from_secs(i));
         }
-        let h = n.health(t0 + Duration::from_secs(30), (0, 0));
+        let h = n.health(t0 + Duration::from_secs(30), None);
         assert!(!h.noisy);
         assert_eq!(h.advice(), None);
         assert_eq!(h.boards_last_hour, 20);
@@ -149,7 +150,7 @@ mod tests {
         for i in 0..10 {
             n.board(1, t0 + Duration::from_secs(40 + i));
         }
-        let h = n.health(t0 + Duration::from_secs(60), (0, 0));
+        let h = n.health(t0 + Duration::from_secs(60), None);
         assert_eq!(h.resends_last_hour, 10);
         assert!(h.noisy, "{h:?}");
         assert!(h.advice().unwrap().contains("check or replace the cable"));
@@ -160,12 +161,15 @@ mod tests {
         let t0 = Instant::now();
         let mut n = LineNoise::default();
         n.damaged(6, t0);
-        assert!(n.health(t0, (0, 0)).noisy);
-        let later = n.health(t0 + WINDOW + Duration::from_secs(1), (0, 0));
+        assert!(n.health(t0, None).noisy);
+        let later = n.health(t0 + WINDOW + Duration::from_secs(1), None);
         assert_eq!(later.damaged_last_hour, 0);
         assert_eq!(later.damaged_total, 6);
         assert!(!later.noisy);
-        // A visit still going counts.
-        assert!(n.health(t0 + WINDOW * 2, (5, 0)).noisy);
+        // A visit still going counts as a board.
+        let going = n.health(t0 + WINDOW * 2, Some(1));
+        assert_eq!((going.boards_last_hour, going.resends_last_hour), (1, 1));
+        assert!(going.noisy);
+        assert!(!n.health(t0 + WINDOW * 2, Some(0)).noisy);
     }
 }

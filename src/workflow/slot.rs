@@ -231,8 +231,8 @@ impl SlotDriver {
         visit.seen_damaged = c.damaged_frames();
         let current = visit
             .board_base
-            .map_or(0, |b| c.resends.saturating_sub(b.resends));
-        let health = visit.noise.health(now, (0, current));
+            .map(|b| c.resends.saturating_sub(b.resends));
+        let health = visit.noise.health(now, current);
         self.view.update(self.settings.slot, |v| v.line = health);
         health
     }
