@@ -4,7 +4,8 @@
 //! a board that answers every request with a damaged-line notice fails
 //! as `line_garbled` with the advice to check or replace the cable; and
 //! a slot behind a noisy cable (`station::sim::cable`) shows its figures
-//! on the slot, in `/metrics` and in the QA report, beside a clean one.
+//! on the slot (the API and a mark on its tile), in `/metrics` and in the
+//! QA report, beside a clean one.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -224,6 +225,24 @@ async fn a_noisy_cable_is_named_on_the_slot_in_metrics_and_in_the_report() {
     assert!(l2["resends_per_board"].as_f64().unwrap() > 0.0, "{l2:#}");
     assert_eq!(l2["noisy"], true, "{l2:#}");
     assert!(l2["boards_last_hour"].as_u64().unwrap() >= 6, "{l2:#}");
+
+    // On the line view, the noisy slot's tile carries the mark.
+    let session = session_of(&st, "ana", station::store::Role::Operator, "0042").await;
+    let page = st.page_as(&session, "/").await;
+    let tile = |n: u32| {
+        let start = page
+            .find(&format!("id=\"slot-{n}\""))
+            .unwrap_or_else(|| panic!("no tile {n} in\n{page}"));
+        let end = page[start..].find("</section>").unwrap() + start;
+        page[start..end].to_string()
+    };
+    assert!(!tile(1).contains("class=\"noisy\""), "{}", tile(1));
+    assert!(tile(2).contains("class=\"noisy\""), "{}", tile(2));
+    assert!(
+        tile(2).contains("Check or replace the cable"),
+        "{}",
+        tile(2)
+    );
 
     // In /metrics.
     let metrics = st.text("/metrics").await;

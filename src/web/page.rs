@@ -57,6 +57,8 @@ pub struct Tile {
     recent: Vec<bool>,
     /// Most of its latest results failed: the tile says so.
     keeps_failing: bool,
+    /// The slot's jig line is noisy: what its figures say.
+    noisy_line: Option<String>,
 }
 
 impl Tile {
@@ -123,6 +125,13 @@ impl Tile {
             failed: tally.map_or(0, |t| t.failed),
             keeps_failing: recent_failed >= 3 && recent_failed * 2 >= recent.len(),
             recent,
+            noisy_line: v.line.noisy.then(|| {
+                format!(
+                    "Noisy jig line: {} damaged frames in the last hour, {:.1} resends per board. Check or replace the cable.",
+                    v.line.damaged_last_hour,
+                    v.line.resends_per_board()
+                )
+            }),
         }
     }
 }
