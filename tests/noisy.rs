@@ -281,3 +281,69 @@ async fn a_noisy_cable_is_named_on_the_slot_in_metrics_and_in_the_report() {
     assert!(html.contains("Jig lines"), "{html}");
     assert!(html.contains("noisy: check or replace the cable"));
 }
+
+/// The cable itself: bytes take their time on the line (10 bits a byte),
+/// and are flipped, lost and held up at the rates asked, from the seed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cable_paces_and_damages_bytes_as_asked() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_serial::SerialPort;
+
+    let send = |opts: CableOptions| async move {
+        let (mut board, far) = tokio_serial::SerialStream::pair().unwrap();
+        let cable = NoisyCable::connect(&far.name().unwrap(), opts).unwrap();
+        let mut station = tokio_serial::new(&cable.device, 19_200)
+            .open_native_async()
+            .unwrap();
+        // 4,800 bytes at 19200 baud: 2.5 s on the line.
+        let data: Vec<u8> = (0..4800u32).map(|i| b'A' + (i % 26) as u8).collect();
+        let started = std::time::Instant::now();
+        board.write_all(&data).await.unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        while got.len() < data.len() - cable.counts().dropped as usize {
+            let n = tokio::time::timeout(Duration::from_secs(20), station.read(&mut buf))
+                .await
+                .expect("the cable stopped carrying bytes")
+                .unwrap();
+            got.extend_from_slice(&buf[..n]);
+        }
+        let took = started.elapsed();
+        drop(far);
+        (data, got, took, cable.counts())
+    };
+    use tokio_serial::SerialPortBuilderExt;
+
+    // Clean: every byte, in order, no sooner than the line allows.
+    let opts = CableOptions {
+        baud: 19_200,
+        ..CableOptions::default()
+    };
+    let (data, got, took, counts) = send(opts).await;
+    assert_eq!(got, data);
+    assert_eq!(counts.bytes, 4800);
+    assert!(
+        took >= Duration::from_millis(2450),
+        "{took:?} for 2.5 s of line"
+    );
+
+    // Noisy: flips and losses at about the rates asked, stalls counted.
+    let noisy = CableOptions {
+        baud: 19_200,
+        corrupt: 0.01,
+        drop: 0.01,
+        stall: 0.002,
+        stall_time: Duration::from_millis(20),
+        seed: 7,
+    };
+    let (data, got, _, counts) = send(noisy).await;
+    assert!((20..=80).contains(&counts.corrupted), "{counts:?}");
+    assert!((20..=80).contains(&counts.dropped), "{counts:?}");
+    assert!(counts.stalled >= 1, "{counts:?}");
+    assert_eq!(got.len(), data.len() - counts.dropped as usize);
+    let flipped = got.iter().filter(|b| !b.is_ascii_uppercase()).count() as u64;
+    assert!(
+        flipped > 0 && flipped <= counts.corrupted,
+        "{flipped} {counts:?}"
+    );
+}
