@@ -114,6 +114,13 @@ mod tests {
         );
         assert!(svg.contains(">Widget</text>"), "{svg}");
         assert!(svg.contains(r#"data-content="0f8fad5b-d9cb-469f-a165-70867728950e""#));
+        // Without a work order: no lot, and the date on its own.
+        let none = reference(8).svg(&LabelFacts {
+            lot: String::new(),
+            ..sample()
+        });
+        assert!(!none.contains("Lot"), "{none}");
+        assert!(none.contains(">2026-11-22</text>"), "{none}");
     }
 
     #[test]

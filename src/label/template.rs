@@ -29,13 +29,14 @@ pub struct LabelFacts {
 }
 
 /// The text fields a template may name, besides the configured extra ones.
-pub const TEXT_FIELDS: [&str; 10] = [
+pub const TEXT_FIELDS: [&str; 11] = [
     "guid",
     "product",
     "hw_revision",
     "fw_version",
     "mac",
     "lot",
+    "lot_date",
     "date",
     "serial",
     "station",
@@ -43,8 +44,17 @@ pub const TEXT_FIELDS: [&str; 10] = [
 ];
 
 impl LabelFacts {
-    fn get(&self, name: &str) -> Option<&str> {
-        Some(match name {
+    fn get(&self, name: &str) -> Option<std::borrow::Cow<'_, str>> {
+        if name == "lot_date" {
+            // "Lot WO-1  2026-11-22", or the date alone without a work
+            // order: never a date where the lot belongs.
+            return Some(if self.lot.is_empty() {
+                self.date.as_str().into()
+            } else {
+                format!("Lot {}  {}", self.lot, self.date).into()
+            });
+        }
+        Some(std::borrow::Cow::Borrowed(match name {
             "guid" => &self.guid,
             "product" => &self.product,
             "hw_revision" => &self.hw_revision,
@@ -56,7 +66,7 @@ impl LabelFacts {
             "station" => &self.station,
             "slot" => &self.slot,
             _ => return None,
-        })
+        }))
     }
 }
 
@@ -243,7 +253,7 @@ impl LabelTemplate {
         for piece in &self.pieces {
             match piece {
                 Piece::Literal(s) => out.push_str(s),
-                Piece::Text(name) => escape_into(&mut out, facts.get(name).unwrap_or("")),
+                Piece::Text(name) => escape_into(&mut out, &facts.get(name).unwrap_or_default()),
                 Piece::Extra(name) => escape_into(
                     &mut out,
                     self.extra.get(name).map(String::as_str).unwrap_or(""),

@@ -446,7 +446,23 @@ impl Store {
         Ok(DeviceRecord {
             guid: g.to_string(),
             boards: with_steps,
-            certificates: self.certificates(guid)?,
+            certificates: {
+                // A certificate on the revocation list reads as revoked,
+                // whatever the ledger's own state says.
+                let revoked: std::collections::HashSet<String> = self.with(|c| {
+                    let mut st = c.prepare(
+                        "SELECT r.serial FROM revocations r JOIN certificates c ON c.serial = r.serial WHERE c.guid = ?1",
+                    )?;
+                    st.query_map([g], |r| r.get(0))?.collect()
+                })?;
+                let mut certs = self.certificates(guid)?;
+                for c in &mut certs {
+                    if revoked.contains(&c.serial) {
+                        c.state = "revoked".into();
+                    }
+                }
+                certs
+            },
             uploads,
             labels: self.with(|c| {
                 let mut st = c.prepare(

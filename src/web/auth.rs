@@ -198,6 +198,17 @@ async fn caller(parts: &Parts, state: &AppState, activity: bool) -> Result<Calle
     Err(ApiError::Unauthorized)
 }
 
+/// Where a page sends someone without a session: to sign in, saying
+/// their session ended when they still held one (the station was not used
+/// for `[ui] session_idle_minutes`, or they were signed out).
+pub fn to_login(headers: &axum::http::HeaderMap) -> axum::response::Redirect {
+    if cookie(headers, SESSION_COOKIE).is_some() {
+        axum::response::Redirect::to("/login?why=idle")
+    } else {
+        axum::response::Redirect::to("/login")
+    }
+}
+
 /// Failed sign-ins per key (the badge or user name tried, and the client
 /// address): after `FREE` failures within `WINDOW`, each further attempt
 /// waits, doubling from 30 s up to 15 min. A success clears the key.

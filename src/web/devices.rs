@@ -138,6 +138,11 @@ struct DevicePage {
     hubs: Vec<String>,
     may_activate: bool,
     may_supervise: bool,
+    /// The line view is theirs (operators and above).
+    may_line: bool,
+    /// The device was provisioned: there is something to activate,
+    /// disable, revoke or retire.
+    provisioned: bool,
     error: Option<String>,
     done: Option<String>,
     /// The DPS enrollment as last seen, pretty-printed.
@@ -203,10 +208,11 @@ pub struct PageQuery {
 pub async fn lookup(
     State(s): State<AppState>,
     caller: Result<Caller, ApiError>,
+    headers: axum::http::HeaderMap,
     axum::extract::Query(q): axum::extract::Query<PageQuery>,
 ) -> Result<Response, ApiError> {
     let Ok(caller) = caller else {
-        return Ok(Redirect::to("/login").into_response());
+        return Ok(super::auth::to_login(&headers).into_response());
     };
     if let Some(g) = q.guid.as_deref().filter(|g| !g.trim().is_empty()) {
         return match g.trim().parse::<Guid>() {
@@ -261,11 +267,12 @@ pub async fn lookup(
 pub async fn page(
     State(s): State<AppState>,
     caller: Result<Caller, ApiError>,
+    headers: axum::http::HeaderMap,
     Path(guid): Path<String>,
     axum::extract::Query(q): axum::extract::Query<PageQuery>,
 ) -> Result<Response, ApiError> {
     let Ok(caller) = caller else {
-        return Ok(Redirect::to("/login").into_response());
+        return Ok(super::auth::to_login(&headers).into_response());
     };
     let extra = Extra {
         saved: q.saved,
@@ -355,6 +362,9 @@ fn draw(
         field(|l| &l.room),
         field(|l| &l.text),
     ];
+    let provisioned = record
+        .as_ref()
+        .is_some_and(|r| r.boards.iter().any(|(b, _)| b.status == "provisioned"));
     let page = DevicePage {
         user: caller.name.clone(),
         csrf: caller.csrf.clone().unwrap_or_default(),
@@ -363,6 +373,8 @@ fn draw(
         hubs,
         may_activate: caller.role.may_activate(),
         may_supervise: caller.role >= Role::Supervisor,
+        may_line: caller.role >= Role::Operator,
+        provisioned,
         error,
         done,
         dps_json,

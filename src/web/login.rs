@@ -22,9 +22,26 @@ struct LoginPage {
     plain_http: bool,
     /// Organisational sign-in is set up (`[ui.oidc]`).
     oidc: bool,
+    /// Why the person was sent here: their session ended.
+    notice: Option<String>,
+}
+
+/// `/login?why=…`: why the person is asked to sign in again.
+#[derive(Deserialize, Default)]
+pub struct Why {
+    why: Option<String>,
 }
 
 fn page(s: &AppState, status: StatusCode, error: Option<String>) -> Response {
+    page_with(s, status, error, None)
+}
+
+fn page_with(
+    s: &AppState,
+    status: StatusCode,
+    error: Option<String>,
+    notice: Option<String>,
+) -> Response {
     use base64::Engine;
     let csrf =
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(crate::random::bytes::<32>());
@@ -34,6 +51,7 @@ fn page(s: &AppState, status: StatusCode, error: Option<String>) -> Response {
         error,
         plain_http: s.plain_http_exposed,
         oidc: s.oidc.is_some(),
+        notice,
     }
     .render();
     match body {
@@ -57,8 +75,21 @@ fn page(s: &AppState, status: StatusCode, error: Option<String>) -> Response {
     }
 }
 
-pub async fn show(State(s): State<AppState>) -> Response {
-    page(&s, StatusCode::OK, None)
+pub async fn show(
+    State(s): State<AppState>,
+    axum::extract::Query(w): axum::extract::Query<Why>,
+) -> Response {
+    let minutes = s.session_idle.whole_minutes();
+    let notice = match w.why.as_deref() {
+        Some("idle") => Some(format!(
+            "You were signed out because the station was not used for {minutes} minutes. Sign in again to go on."
+        )),
+        Some("ended") => Some(format!(
+            "Your session ended: you were signed out, or the station was not used for {minutes} minutes. Sign in again to go on."
+        )),
+        _ => None,
+    };
+    page_with(&s, StatusCode::OK, None, notice)
 }
 
 #[derive(Deserialize)]
@@ -215,6 +246,7 @@ mod tests {
             ),
             plain_http: false,
             oidc: false,
+            notice: None,
         }
         .render()
         .unwrap();
@@ -230,6 +262,7 @@ mod tests {
                 error: None,
                 plain_http,
                 oidc: false,
+                notice: None,
             }
             .render()
             .unwrap()

@@ -6,6 +6,7 @@ mod admin;
 mod api;
 pub mod auth;
 mod devices;
+mod errors;
 pub mod headers;
 mod labels;
 mod login;
@@ -136,6 +137,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/config", get(admin::config))
         .route("/static/station.css", get(page::stylesheet))
         .route("/static/line.js", get(page::script))
+        .route("/static/login.js", get(page::login_script))
         .route("/events", get(page::events))
         .route(
             "/slots/{slot}/action",
@@ -179,6 +181,7 @@ pub fn router(state: AppState) -> Router {
         .route("/static/device.js", get(page::device_script))
         .route("/static/report.css", get(page::report_stylesheet))
         .fallback(api::not_found)
+        .layer(axum::middleware::from_fn(errors::html_errors))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             headers::protect,

@@ -59,6 +59,19 @@ pub struct Tile {
     keeps_failing: bool,
     /// The slot's jig line is noisy: what its figures say.
     noisy_line: Option<String>,
+    /// The last board's result, while the slot waits for the next one.
+    last: Option<LastLine>,
+    /// A board is being worked on and nobody is signed in at the slot.
+    ask_operator: bool,
+}
+
+/// The last board's result on a waiting tile.
+struct LastLine {
+    class: &'static str,
+    mark: &'static str,
+    word: &'static str,
+    error: Option<String>,
+    guid: Option<String>,
 }
 
 impl Tile {
@@ -125,6 +138,25 @@ impl Tile {
             failed: tally.map_or(0, |t| t.failed),
             keeps_failing: recent_failed >= 3 && recent_failed * 2 >= recent.len(),
             recent,
+            last: v
+                .last
+                .as_ref()
+                .filter(|_| v.state == "empty")
+                .map(|l| {
+                    let (class, mark, word) = if l.result == "failed" {
+                        ("fail", "✖", "FAIL")
+                    } else {
+                        ("pass", "✔", "PASS")
+                    };
+                    LastLine {
+                        class,
+                        mark,
+                        word,
+                        error: l.error.as_deref().map(sentence),
+                        guid: l.guid.clone(),
+                    }
+                }),
+            ask_operator: v.operator.is_none() && matches!(v.state, "testing" | "provisioning"),
             noisy_line: v.line.noisy.then(|| {
                 format!(
                     "Noisy jig line: {} damaged frames in the last hour, {:.1} resends per board. Check or replace the cable.",
@@ -166,6 +198,9 @@ pub struct Slots {
     pub strip: Vec<StripItem>,
     pub shift: ShiftFigures,
     pub cols: usize,
+    /// The recent boards, for the line view's drawer (the page copies
+    /// them there as they come).
+    pub boards: Vec<BoardRow>,
 }
 
 #[derive(Template)]
@@ -193,11 +228,12 @@ async fn slots_html(s: &AppState, csrf: &str) -> Result<String, ApiError> {
     let now = time::OffsetDateTime::now_utc();
     let shift = crate::report::range::shift_so_far(&s.reports.shifts, s.reports.utc_offset, now);
     let from = shift.from;
-    let (pending, outbox, tally) = query(&s.store, move |st| {
+    let (pending, outbox, tally, boards) = query(&s.store, move |st| {
         Ok((
             st.pending_label_count()?,
             st.outbox_counts()?,
             st.line_tally(from, now)?,
+            st.boards(RECENT)?,
         ))
     })
     .await?;
@@ -227,8 +263,12 @@ async fn slots_html(s: &AppState, csrf: &str) -> Result<String, ApiError> {
         csrf: csrf.to_string(),
         strip,
         shift: ShiftFigures::of(&tally, shift.title, from, now),
+        boards,
     })
 }
+
+/// Board records in the line view's recent boards.
+const RECENT: u32 = 50;
 
 pub async fn stylesheet() -> impl IntoResponse {
     (
@@ -244,6 +284,18 @@ pub async fn script() -> impl IntoResponse {
             "text/javascript; charset=utf-8",
         )],
         include_str!("../../static/line.js"),
+    )
+}
+
+/// The sign-in page's script: a badge scanner's Enter moves to the PIN,
+/// and the PIN pad types into it.
+pub async fn login_script() -> impl IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/javascript; charset=utf-8",
+        )],
+        include_str!("../../static/login.js"),
     )
 }
 
@@ -270,16 +322,17 @@ pub async fn report_stylesheet() -> impl IntoResponse {
 pub async fn index(
     State(s): State<AppState>,
     caller: Result<Caller, ApiError>,
+    headers: axum::http::HeaderMap,
 ) -> Result<Response, ApiError> {
     let Ok(caller) = caller else {
-        return Ok(Redirect::to("/login").into_response());
+        return Ok(super::auth::to_login(&headers).into_response());
     };
     // The machine builder's staff work on devices, not on the line.
     if caller.role == Role::Activator {
         return Ok(Redirect::to("/devices").into_response());
     }
     caller.require(Role::Operator)?;
-    let boards = query(&s.store, |st| st.boards(50)).await?;
+    let boards = query(&s.store, |st| st.boards(RECENT)).await?;
     let csrf = caller.csrf.clone().unwrap_or_default();
     let page = Line {
         user: caller.name.clone(),
@@ -300,12 +353,14 @@ pub async fn index(
     Ok(Html(render(&page)?).into_response())
 }
 
-/// The slot tiles, the shift's figures and the status strip, drawn, each
-/// time a slot changes or, looked at every 2 s, what they show changed
-/// (the uploader's, the plant's and the shift's figures come from no
-/// slot). The stream is the browser's doing, not the person's: it does not
-/// keep a session alive, and it ends when the session does (the page then
-/// goes to sign-in).
+/// The slot tiles, the shift's figures, the status strip and the recent
+/// boards, drawn, each time a slot changes or, looked at every second,
+/// what they show changed (the uploader's, the plant's and the shift's
+/// figures come from no slot); a beat when nothing did, so that the page
+/// knows within seconds when the station is gone. A line view left open is
+/// watched: its stream renews the session every 30 s, so a watching line
+/// view is never signed out for idleness; the stream ends when the session
+/// does (sign-out, a disabled user), and the page goes to sign-in.
 pub async fn events(
     State(s): State<AppState>,
     headers: axum::http::HeaderMap,
@@ -325,41 +380,84 @@ pub async fn events(
     }
     let csrf = found.csrf;
     let changes = s.slots.subscribe();
-    let state = (changes, s, csrf, session, None::<String>);
-    let stream =
-        futures_util::stream::unfold(state, |(mut changes, s, csrf, session, last)| async move {
-            loop {
-                if last.is_some() {
-                    let wait = std::time::Duration::from_secs(2);
-                    if let Ok(Err(_)) = tokio::time::timeout(wait, changes.changed()).await {
-                        return None; // the station is stopping
-                    }
-                    let (idle, c) = (s.session_idle, session.clone());
-                    let now = time::OffsetDateTime::now_utc();
-                    if !matches!(
-                        query(&s.store, move |st| st.session_peek(&c, idle, now)).await,
-                        Ok(Some(_))
-                    ) {
-                        return None;
-                    }
-                }
-                let html = slots_html(&s, &csrf).await.unwrap_or_default();
-                if last.as_deref() != Some(html.as_str()) {
-                    let event = Event::default().data(&html);
-                    return Some((
-                        Ok::<Event, Infallible>(event),
-                        (changes, s, csrf, session, Some(html)),
-                    ));
-                }
+    let live = Live {
+        changes,
+        s,
+        csrf,
+        session,
+        last: None,
+        touched: std::time::Instant::now(),
+    };
+    let stream = futures_util::stream::unfold(live, |mut l| async move {
+        if l.last.is_some() {
+            if let Ok(Err(_)) = tokio::time::timeout(BEAT, l.changes.changed()).await {
+                return None; // the station is stopping
             }
-        });
+            // A line view left open is watched: it keeps its session, but
+            // only while the session is still there.
+            let touch = l.touched.elapsed() >= TOUCH_EVERY;
+            let (idle, c) = (l.s.session_idle, l.session.clone());
+            let now = time::OffsetDateTime::now_utc();
+            let found = query(&l.s.store, move |st| {
+                if touch {
+                    st.session(&c, idle, now)
+                } else {
+                    st.session_peek(&c, idle, now)
+                }
+            })
+            .await;
+            if !matches!(found, Ok(Some(_))) {
+                return None;
+            }
+            if touch {
+                l.touched = std::time::Instant::now();
+            }
+        }
+        let html = slots_html(&l.s, &l.csrf).await.unwrap_or_default();
+        let event = if l.last.as_deref() == Some(html.as_str()) {
+            // Nothing new: a beat, so the page knows the station is there.
+            Event::default().event("beat").data("")
+        } else {
+            let e = Event::default().data(&html);
+            l.last = Some(html);
+            e
+        };
+        Some((Ok::<Event, Infallible>(event), l))
+    });
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+/// How often the line view hears from the station at least: it shows
+/// "connection lost" when it has heard nothing for 2.5 s.
+const BEAT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// How often a watching line view's stream renews its session.
+const TOUCH_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// One line view's live stream.
+struct Live {
+    changes: tokio::sync::watch::Receiver<u64>,
+    s: AppState,
+    csrf: String,
+    session: String,
+    last: Option<String>,
+    touched: std::time::Instant,
 }
 
 #[derive(Deserialize)]
 pub struct ActionForm {
     csrf: String,
     action: String,
+    /// `yes` once the person confirmed an abort.
+    confirm: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "confirm.html")]
+struct Confirm {
+    station: String,
+    slot: u16,
+    csrf: String,
 }
 
 /// Sign in at a slot, retry (or start), abort.
@@ -391,6 +489,15 @@ pub async fn slot_action(
             .await?;
             let name = caller.name.clone();
             s.slots.update(SlotId(slot), |v| v.operator = Some(name));
+        }
+        "abort" if f.confirm.as_deref() != Some("yes") => {
+            // Asked again, on a page of its own, before a board is stopped.
+            let page = Confirm {
+                station: s.station_id.to_string(),
+                slot,
+                csrf: f.csrf.clone(),
+            };
+            return Ok(Html(render(&page)?).into_response());
         }
         "retry" | "abort" => {
             let cmd = if f.action == "retry" {
@@ -473,6 +580,7 @@ pub(super) mod tests {
             label_scan: None,
             since: "2026-11-22T10:00:00.000Z".into(),
             line: Default::default(),
+            last: None,
         }
     }
 
@@ -574,6 +682,7 @@ pub(super) mod tests {
             strip: strip_items(),
             shift: figures(),
             cols: columns(9),
+            boards: Vec::new(),
         }
         .render()
         .unwrap();
@@ -588,6 +697,7 @@ pub(super) mod tests {
             strip: vec![strip::printer("ready", None, 0)],
             shift: figures(),
             cols: columns(2),
+            boards: Vec::new(),
         }
         .render()
         .unwrap();

@@ -4,7 +4,7 @@
 
 use axum::extract::{Query, State};
 use axum::http::header;
-use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::response::{Html, IntoResponse, Response};
 use serde::Deserialize;
 
 use super::auth::Caller;
@@ -100,10 +100,11 @@ async fn answer(
 pub async fn page(
     State(s): State<AppState>,
     caller: Result<Caller, ApiError>,
+    headers: axum::http::HeaderMap,
     Query(p): Query<ReportParams>,
 ) -> Result<Response, ApiError> {
     let Ok(caller) = caller else {
-        return Ok(Redirect::to("/login").into_response());
+        return Ok(super::auth::to_login(&headers).into_response());
     };
     if caller.require(Role::Supervisor).is_err() {
         return Ok(super::supervisor::refused(&caller, Role::Supervisor));

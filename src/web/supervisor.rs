@@ -80,9 +80,10 @@ pub(super) fn not_allowed(message: &str, back: &str, back_text: &str) -> Respons
 pub async fn page(
     State(s): State<AppState>,
     caller: Result<Caller, ApiError>,
+    headers: axum::http::HeaderMap,
 ) -> Result<Response, ApiError> {
     let Ok(caller) = caller else {
-        return Ok(Redirect::to("/login").into_response());
+        return Ok(super::auth::to_login(&headers).into_response());
     };
     if caller.require(Role::Supervisor).is_err() {
         return Ok(refused(&caller, Role::Supervisor));

@@ -13,4 +13,4 @@ mod view;
 pub use slot::{
     KeySource, LinkOpener, Registration, SlotCommand, SlotDriver, SlotSettings, TpmOpener,
 };
-pub use view::{LabelScan, SlotBoard, SlotView};
+pub use view::{LabelScan, LastResult, SlotBoard, SlotView};

@@ -33,6 +33,19 @@ pub struct SlotView {
     /// How the slot's jig line is faring: damaged frames in the last
     /// hour, resends per board, and whether that is noisy.
     pub line: crate::core::noise::LineHealth,
+    /// The last board's result, kept after it is pulled until the next
+    /// board arrives, so a worker who looks away still sees it.
+    pub last: Option<LastResult>,
+}
+
+/// A finished board's result, as the slot keeps showing it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct LastResult {
+    /// `provisioned` or `failed`.
+    pub result: &'static str,
+    pub guid: Option<String>,
+    pub error_code: Option<String>,
+    pub error: Option<String>,
 }
 
 /// What the operator scanned from the printed label.
@@ -126,6 +139,7 @@ impl SlotBoard {
                     label_scan: None,
                     since: crate::store::ts(time::OffsetDateTime::now_utc()),
                     line: Default::default(),
+                    last: None,
                 },
             );
         }
@@ -140,6 +154,28 @@ pub fn show_state(v: &mut SlotView, s: &SlotState, guid: Option<&str>) {
     }
     v.guid = guid.map(str::to_string);
     v.step = None;
+    match s {
+        // The result stays on the slot until the next board arrives.
+        SlotState::Empty => {}
+        SlotState::Testing | SlotState::Busy { .. } => v.last = None,
+        SlotState::Done(Outcome::Provisioned { .. } | Outcome::Untold { .. }) => {
+            v.last = Some(LastResult {
+                result: "provisioned",
+                guid: v.guid.clone(),
+                error_code: None,
+                error: None,
+            });
+        }
+        SlotState::Done(Outcome::Failed(f)) => {
+            v.last = Some(LastResult {
+                result: "failed",
+                guid: v.guid.clone(),
+                error_code: Some(f.code.clone()),
+                error: Some(f.message.clone()),
+            });
+        }
+        SlotState::Done(Outcome::Unknown) => {}
+    }
     match s {
         SlotState::Empty => {
             v.state = "empty";
