@@ -146,9 +146,10 @@ fn concrete(path: &str, guid: &str) -> String {
         .replace("{action}", "disable")
 }
 
-const STATIC: [&str; 4] = [
+const STATIC: [&str; 5] = [
     "/static/station.css",
     "/static/line.js",
+    "/static/login.js",
     "/static/device.js",
     "/static/report.css",
 ];
@@ -169,7 +170,7 @@ fn check_headers(what: &str, r: &reqwest::Response, https: bool) {
     );
     assert_eq!(h["x-frame-options"], "DENY", "{what}");
     assert_eq!(h["x-content-type-options"], "nosniff", "{what}");
-    assert_eq!(h["referrer-policy"], "no-referrer", "{what}");
+    assert_eq!(h["referrer-policy"], "same-origin", "{what}");
     let path = what.split(' ').nth(1).unwrap();
     let cache = h["cache-control"].to_str().unwrap();
     if STATIC.contains(&path) || path == "/crl" {

@@ -1,7 +1,8 @@
 //! The browser protections every response carries: a Content-Security-
 //! Policy that allows only the station's own scripts and stylesheets (no
-//! inline script, no inline style), no framing, no content sniffing, no
-//! referrer, no caching of anything but the static files and the CRL, and
+//! inline script, no inline style), no framing, no content sniffing, a
+//! referrer only within the station (so an error page can link back to
+//! the page a person came from; never to another site), no caching of anything but the static files and the CRL, and
 //! HSTS when the station serves HTTPS.
 
 use axum::extract::{Request, State};
@@ -49,7 +50,7 @@ pub async fn protect(State(s): State<AppState>, req: Request, next: Next) -> Res
     );
     h.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        HeaderValue::from_static("same-origin"),
     );
     h.insert(
         "cross-origin-opener-policy",
