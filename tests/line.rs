@@ -146,9 +146,14 @@ async fn retry_provisions_a_failed_board_and_abort_stops_one() {
 
     // Slot 2 is making its key: Abort stops it before the next step.
     assert_eq!(
-        post(&st, &session, "/slots/2/action", &[("action", "abort")])
-            .await
-            .status(),
+        post(
+            &st,
+            &session,
+            "/slots/2/action",
+            &[("action", "abort"), ("confirm", "yes")]
+        )
+        .await
+        .status(),
         303
     );
     let all = st.wait_finished(3, Duration::from_secs(20)).await;

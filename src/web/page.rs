@@ -490,8 +490,9 @@ pub async fn slot_action(
             let name = caller.name.clone();
             s.slots.update(SlotId(slot), |v| v.operator = Some(name));
         }
-        "abort" if f.confirm.as_deref() != Some("yes") => {
-            // Asked again, on a page of its own, before a board is stopped.
+        "abort" if caller.csrf.is_some() && f.confirm.as_deref() != Some("yes") => {
+            // A person is asked again, on a page of its own, before a
+            // board is stopped (a program with a token is not).
             let page = Confirm {
                 station: s.station_id.to_string(),
                 slot,
