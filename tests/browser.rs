@@ -183,7 +183,16 @@ async fn an_operator_watches_the_line_in_a_browser() {
 
     // A supervisor's retirement asks first (static/device.js, not an
     // inline handler); dismissed, nothing is retired.
-    let guid = st.boards().await[0]["guid"].as_str().unwrap().to_string();
+    // (A provisioned device: one never provisioned offers no actions.)
+    let guid = st
+        .boards()
+        .await
+        .into_iter()
+        .find(|b| b["status"] == "provisioned")
+        .expect("a provisioned board")["guid"]
+        .as_str()
+        .unwrap()
+        .to_string();
     c.delete_all_cookies().await.unwrap();
     sign_in(&c, &st.base, "0077", "2468").await;
     c.goto(&format!("{}/devices/{guid}", st.base))
