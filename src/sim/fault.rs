@@ -39,9 +39,9 @@ pub enum Fault {
     WrongSettings,
     /// The board answers HMAC with a proof made with another key.
     WrongHmac,
-    /// Once notices are agreed, the board takes every request to `verb`
-    /// (every request, without `@VERB`) for a damaged line and answers
-    /// it with a notice.
+    /// The board takes every request to `verb` (every request but the
+    /// jig's STATUS, without `@VERB`) for a damaged line and answers it
+    /// with a notice.
     Nak { verb: Option<String> },
     /// The line fails in the middle of a chain sent in pieces: the board
     /// takes the first piece, and answers every later one with a notice.
