@@ -117,6 +117,12 @@ impl Store {
             .map_err(err)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(err)?;
+        // Every transaction takes the write lock as it begins. Another
+        // process (`station device enable` beside `station serve`) may
+        // write between a deferred transaction's read and its write; SQLite
+        // then fails the write with "database is locked" at once, without
+        // waiting out the busy timeout. Begun IMMEDIATE, it waits instead.
+        conn.set_transaction_behavior(rusqlite::TransactionBehavior::Immediate);
         let version: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .map_err(err)?;

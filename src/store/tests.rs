@@ -864,3 +864,22 @@ fn the_role_migration_keeps_people_tokens_and_sessions() {
         "tokens table readable"
     );
 }
+
+#[test]
+fn a_transaction_holds_the_write_lock_from_its_start() {
+    // Another process that wrote between this transaction's read and its
+    // write would make the write fail at once with "database is locked".
+    // Begun IMMEDIATE, no one else can start writing meanwhile: they wait.
+    let (dir, s) = store();
+    let other = Connection::open(dir.path().join("station.db")).unwrap();
+    other.busy_timeout(std::time::Duration::ZERO).unwrap();
+    s.with(|c| {
+        let tx = c.transaction()?;
+        let _: i64 = tx.query_row("SELECT COUNT(*) FROM boards", [], |r| r.get(0))?;
+        let e = other.execute_batch("BEGIN IMMEDIATE").unwrap_err();
+        assert!(e.to_string().contains("locked"), "{e}");
+        tx.commit()
+    })
+    .unwrap();
+    other.execute_batch("BEGIN IMMEDIATE; COMMIT").unwrap();
+}
