@@ -477,16 +477,14 @@ impl Sim {
         Ok(match req {
             Request::Ident => board.identify(ok),
             Request::KeyGen { .. } => {
-                busy(f.id, wr).await?;
-                tokio::time::sleep(self.opts.keygen_time).await;
+                work(f.id, self.opts.keygen_time, BUSY_AGAIN, wr).await?;
                 match board.keygen(fault.as_ref()) {
                     Ok(csr) => ok.arg("csr", crate::jig::protocol::b64(&csr)),
                     Err(e) => err("keygen_failed", &e),
                 }
             }
             Request::KeyLoad { key } => {
-                busy(f.id, wr).await?;
-                tokio::time::sleep(self.opts.keygen_time / 4).await;
+                work(f.id, self.opts.keygen_time / 4, BUSY_AGAIN, wr).await?;
                 match board.load_key(&key.0) {
                     Ok(public) => ok.arg("pub", crate::jig::protocol::b64(&public)),
                     Err(e) => err("bad_key", &e),
@@ -591,6 +589,32 @@ impl Sim {
     }
 }
 
+/// How often long work says BUSY again: well inside the station's
+/// `slow_timeout_ms` (15 s by default).
+const BUSY_AGAIN: Duration = Duration::from_secs(5);
+
+/// Long work, as jig-protocol.md 5.3 asks of a board: BUSY as it starts,
+/// and again every `again` while it lasts.
+async fn work<W: AsyncWrite + Unpin>(
+    id: u16,
+    time: Duration,
+    again: Duration,
+    wr: &mut W,
+) -> std::io::Result<()> {
+    let end = Instant::now() + time;
+    loop {
+        busy(id, wr).await?;
+        let left = end.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(());
+        }
+        tokio::time::sleep(left.min(again)).await;
+        if Instant::now() >= end {
+            return Ok(());
+        }
+    }
+}
+
 async fn busy<W: AsyncWrite + Unpin>(id: u16, wr: &mut W) -> std::io::Result<()> {
     wr.write_all(&Frame::new(Kind::Response, id, "BUSY").encode())
         .await?;
@@ -637,5 +661,29 @@ impl PtySim {
 impl Drop for PtySim {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn long_work_says_busy_again_while_it_lasts() {
+        let mut out = Vec::new();
+        work(
+            7,
+            Duration::from_secs(1),
+            Duration::from_millis(100),
+            &mut out,
+        )
+        .await
+        .unwrap();
+        let busy = Frame::new(Kind::Response, 7, "BUSY").encode();
+        assert_eq!(out.len() % busy.len(), 0);
+        assert!(out.chunks(busy.len()).all(|f| f == busy.as_slice()));
+        let n = out.len() / busy.len();
+        // Once at the start, then every 100 ms (however late the timer).
+        assert!((2..=11).contains(&n), "{n} BUSY in 1 s of work");
     }
 }
