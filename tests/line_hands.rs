@@ -15,7 +15,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::browser::{browser, shot, until, viewport};
+use common::browser::{browser, line_view_opens, shot, until, viewport};
 use common::*;
 use fantoccini::{Client, Locator};
 use station::sim::{LineCycle, SimOptions};
@@ -77,15 +77,7 @@ async fn scanner_sign_in(c: &Client, base: &str, badge: &str, pin: &str) {
         .send_keys(&format!("{pin}\u{E007}"))
         .await
         .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(90);
-    while c.find(Locator::Id("slots")).await.is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the line view did not open: {}",
-            c.source().await.unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    line_view_opens(c).await;
 }
 
 async fn js(c: &Client, script: &str) -> serde_json::Value {
@@ -205,6 +197,35 @@ async fn taps_land_focus_stays_results_stay_and_a_lost_station_is_said() {
     // Every tile's Sign in button, tapped 20 times while boards pass:
     // the same button each time (a replaced one would be stale), and the
     // station records every tap.
+    // Meanwhile, where each Sign in button stands after every update, and
+    // what the station answered each tap.
+    js(
+        &c,
+        "window.__moved = {}; window.__why = []; window.__answers = [];
+         const at = {};
+         const look = () => document.querySelectorAll('#slots .tile').forEach((t) => {
+           const r = t.querySelector('button[value=claim]').getBoundingClientRect();
+           const was = at[t.id];
+           if (!was) { at[t.id] = r; return; }
+           const d = Math.max(Math.abs(r.top - was.top), Math.abs(r.left - was.left));
+           if (d > (window.__moved[t.id] || 0)) {
+             // What moved it: the tile itself (the rows above the grid), or
+             // the button within the tile.
+             const tile = t.getBoundingClientRect();
+             window.__why.push({ tile: t.id, px: d, state: t.className, tileTop: tile.top, tileHeight: tile.height, buttonTop: r.top });
+           }
+           window.__moved[t.id] = Math.max(window.__moved[t.id] || 0, d);
+         });
+         look();
+         new MutationObserver(() => requestAnimationFrame(look)).observe(document.getElementById('slots'), {subtree: true, childList: true, characterData: true, attributes: true});
+         const f = window.fetch;
+         window.fetch = async (...a) => {
+           try { const r = await f(...a); window.__answers.push(r.status); return r; }
+           catch (e) { window.__answers.push(String(e)); throw e; }
+         };
+         return true;",
+    )
+    .await;
     let taps_before = st.store().audit_rows().unwrap().len();
     for slot in 1..=5 {
         let button = c
@@ -237,7 +258,20 @@ async fn taps_land_focus_stays_results_stay_and_a_lost_station_is_said() {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    assert_eq!(per_slot, [20; 5], "taps registered per slot");
+    let answers = js(&c, "return window.__answers;").await;
+    let moved = js(&c, "return window.__moved;").await;
+    assert_eq!(
+        per_slot, [20; 5],
+        "taps registered per slot; the station answered {answers}; the buttons moved by up to {moved} px"
+    );
+    // A button that moves under a finger loses taps: none moves.
+    for (tile, px) in moved.as_object().unwrap() {
+        assert!(
+            px.as_f64().unwrap() < 1.0,
+            "{tile}'s Sign in button moved by {px} px while boards passed: {}",
+            js(&c, "return window.__why;").await
+        );
+    }
     // No tap reloaded the page: the counter set up above is still there.
     assert!(js(&c, "return typeof window.__updates;").await == "number");
     let passed = st

@@ -11,6 +11,8 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Response};
 
+use super::page::sentence;
+
 #[derive(Template)]
 #[template(path = "error.html")]
 struct ErrorPage {
@@ -114,13 +116,5 @@ fn same_station_path(host: Option<&HeaderValue>) -> impl Fn(&str) -> Option<Stri
             .or_else(|| referer.strip_prefix("https://"))?;
         let (h, path) = rest.split_at(rest.find('/')?);
         (h == host && path.starts_with('/') && !path.starts_with("//")).then(|| path.to_string())
-    }
-}
-
-fn sentence(s: &str) -> String {
-    let mut c = s.chars();
-    match c.next() {
-        Some(f) => f.to_uppercase().chain(c).collect(),
-        None => String::new(),
     }
 }

@@ -169,7 +169,7 @@ impl Tile {
 }
 
 /// The message as a sentence: capital first letter.
-fn sentence(s: &str) -> String {
+pub(super) fn sentence(s: &str) -> String {
     let mut c = s.chars();
     match c.next() {
         Some(f) => f.to_uppercase().chain(c).collect(),
@@ -278,36 +278,29 @@ pub async fn stylesheet() -> impl IntoResponse {
 }
 
 pub async fn script() -> impl IntoResponse {
+    javascript(include_str!("../../static/line.js"))
+}
+
+/// A script of the station's own, as served.
+fn javascript(body: &'static str) -> impl IntoResponse {
     (
         [(
             axum::http::header::CONTENT_TYPE,
             "text/javascript; charset=utf-8",
         )],
-        include_str!("../../static/line.js"),
+        body,
     )
 }
 
 /// The sign-in page's script: a badge scanner's Enter moves to the PIN,
 /// and the PIN pad types into it.
 pub async fn login_script() -> impl IntoResponse {
-    (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "text/javascript; charset=utf-8",
-        )],
-        include_str!("../../static/login.js"),
-    )
+    javascript(include_str!("../../static/login.js"))
 }
 
 /// The device page's script: asks before a revoke or retirement.
 pub async fn device_script() -> impl IntoResponse {
-    (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "text/javascript; charset=utf-8",
-        )],
-        include_str!("../../static/device.js"),
-    )
+    javascript(include_str!("../../static/device.js"))
 }
 
 /// The QA report page's stylesheet.

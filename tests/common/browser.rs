@@ -206,6 +206,12 @@ pub async fn sign_in(c: &Client, base: &str, badge: &str, pin: &str) {
         .send_keys(&format!("{pin}\u{E007}"))
         .await
         .unwrap();
+    line_view_opens(c).await;
+}
+
+/// Waits up to 90 s for the line view after signing in, saying what the
+/// page shows if it does not open.
+pub async fn line_view_opens(c: &Client) {
     let deadline = std::time::Instant::now() + Duration::from_secs(90);
     while c.find(Locator::Id("slots")).await.is_err() {
         assert!(
