@@ -531,6 +531,36 @@ async fn every_dead_end_has_a_way_back() {
     );
     assert!(!page.contains("Revoke for good"), "{page}");
 
+    // The supervisor page has sign-out and the way back, and the strip's
+    // items lead to its sections, not to raw data.
+    let sup = st.page_as(&session, "/supervisor").await;
+    assert!(sup.contains(r#"action="/logout""#), "{sup}");
+    assert!(way_back(&sup), "{sup}");
+    let line = st.page_as(&session, "/").await;
+    let strip = &line[line.find(r#"id="strip""#).unwrap()..];
+    let strip = &strip[..strip.find("</ul>").unwrap()];
+    let hrefs: Vec<&str> = strip
+        .split(r#"href=""#)
+        .skip(1)
+        .map(|h| &h[..h.find('"').unwrap()])
+        .collect();
+    assert!(hrefs.len() >= 2, "the printer and the CA at least: {strip}");
+    for h in hrefs {
+        assert!(
+            !h.starts_with("/api/"),
+            "a strip item leads to raw data: {h}"
+        );
+        // A jig's item points at its tile, on the line view itself.
+        let (page, section) = match h.strip_prefix("/supervisor#") {
+            Some(section) => (&sup, section),
+            None => (&line, h.strip_prefix('#').unwrap_or_else(|| panic!("{h}"))),
+        };
+        assert!(
+            page.contains(&format!(r#"id="{section}""#)),
+            "the strip links to {h}, which is not there"
+        );
+    }
+
     // A session that ended for idleness: the sign-in page says so.
     let r = bare_client()
         .get(format!("{}/", st.base))

@@ -187,7 +187,7 @@ async fn sixteen_slots_fit_a_small_panel_and_the_numbers_move() {
     .await;
     let dps = c
         .execute(
-            "return document.querySelector(\"#strip a[href='/supervisor']\").className;",
+            "return document.querySelector(\"#strip a[href='/supervisor#dps']\").className;",
             vec![],
         )
         .await

@@ -652,7 +652,7 @@ pub(super) mod tests {
             StripItem {
                 ok: false,
                 text: "Plant database not reached since 2026-12-04T06:00:00.000Z: the line goes on and records are sent when it is back (42 changes waiting).".into(),
-                href: "/api/v1/plant".into(),
+                href: "/supervisor#plant".into(),
             },
         ]
     }

@@ -23,7 +23,7 @@ pub struct StripItem {
 }
 
 impl StripItem {
-    fn new(ok: bool, text: String, href: &str) -> StripItem {
+    pub(super) fn new(ok: bool, text: String, href: &str) -> StripItem {
         StripItem {
             ok,
             text,
@@ -46,14 +46,14 @@ pub fn printer(state: &str, message: Option<&str>, pending: i64) -> StripItem {
         StripItem::new(
             false,
             format!("Printer problem: {} · {waiting}", message.unwrap_or("")),
-            "/api/v1/printer",
+            "/supervisor#labels",
         )
     } else {
         // Labels waiting on a printer that is not in trouble print soon.
         StripItem::new(
             true,
             format!("Printer {state} · {waiting}"),
-            "/api/v1/printer",
+            "/supervisor#labels",
         )
     }
 }
@@ -108,7 +108,7 @@ pub fn dps(o: &OutboxStatus, counts: &OutboxCounts, now: OffsetDateTime) -> Opti
     Some(StripItem::new(
         ok,
         format!("{head} · {queue}{next}"),
-        "/supervisor",
+        "/supervisor#dps",
     ))
 }
 
@@ -136,16 +136,16 @@ pub fn ca(not_after: Option<OffsetDateTime>, now: OffsetDateTime) -> Option<Stri
         StripItem::new(
             false,
             format!("Factory CA expired on {date}: no board can be provisioned; install a new CA"),
-            "/api/v1/ca",
+            "/supervisor#ca",
         )
     } else if days < CA_WARN_DAYS {
         StripItem::new(
             false,
             format!("Factory CA expires on {date}, in {days} days: ask for its renewal now"),
-            "/api/v1/ca",
+            "/supervisor#ca",
         )
     } else {
-        StripItem::new(true, format!("CA valid until {date}"), "/api/v1/ca")
+        StripItem::new(true, format!("CA valid until {date}"), "/supervisor#ca")
     })
 }
 
@@ -192,7 +192,7 @@ pub fn plant(p: &crate::plant::PlantStatus) -> StripItem {
             p.last_error.as_deref().unwrap_or("")
         )
     };
-    StripItem::new(ok, text, "/api/v1/plant")
+    StripItem::new(ok, text, "/supervisor#plant")
 }
 
 /// The shift's figures as the line view shows them.
@@ -266,7 +266,7 @@ mod tests {
             "{}",
             off.text
         );
-        assert_eq!(off.href, "/supervisor");
+        assert_eq!(off.href, "/supervisor#dps");
         // A state this view has never heard of is still said.
         let tls = dps(
             &outbox("tls_error", Some("certificate expired")),

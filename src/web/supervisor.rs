@@ -38,6 +38,8 @@ struct Supervisor {
     labels_printed: i64,
     /// With `[plant]`: the forwarder's line, and the conflicts.
     plant: Option<PlantSection>,
+    /// The factory CA: until when it issues, as the strip says it.
+    ca: super::strip::StripItem,
 }
 
 struct PlantSection {
@@ -134,6 +136,15 @@ pub async fn page(
         printer_problem,
         labels_pending: labels.pending,
         labels_printed: labels.printed,
+        ca: super::strip::ca(s.ca_not_after, time::OffsetDateTime::now_utc()).unwrap_or_else(
+            || {
+                super::strip::StripItem::new(
+                    true,
+                    "The CA certificate gives no end date".into(),
+                    "/supervisor#ca",
+                )
+            },
+        ),
         plant: match super::plant::snapshot(&s) {
             None => None,
             Some(p) => {
