@@ -5,7 +5,8 @@
 //! patched in place, never replaced); keyboard focus survives 10 s of
 //! updates; a FAIL's reason is still on its tile 10 s after the board is
 //! pulled; the slot asks for an operator; Abort stands apart and asks
-//! again; killing the station shows "connection lost" within 3 s; and
+//! again; stopping the station, or killing its process outright, shows
+//! "connection lost" within 3 s; and
 //! every dead end (a 404, the reprint race, a bad report form, the device
 //! page) is an HTML page with a way back.
 
@@ -341,6 +342,99 @@ async fn taps_land_focus_stays_results_stay_and_a_lost_station_is_said() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     shot(&c, "line-hands-lost").await;
+    c.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_station_process_shows_the_banner_within_3_s() {
+    let _one = ONE.lock().await;
+    // A real `station serve`, killed outright: no goodbye on the stream.
+    let dir = tempfile::tempdir().unwrap();
+    let reference = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("station.toml");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let base = format!("http://127.0.0.1:{port}");
+    let (out, log) = (dir.path().join("serve.out"), dir.path().join("serve.log"));
+    let mut child = Child(
+        std::process::Command::new(station_bin())
+            .args([
+                "serve",
+                "--demo",
+                "2",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+            ])
+            .arg("--config")
+            .arg(&reference)
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let mut password = None;
+    for _ in 0..600 {
+        password = read(&out).lines().find_map(|l| {
+            l.strip_prefix("demo sign-in: user name demo, password ")
+                .map(str::to_string)
+        });
+        if password.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let password = password.unwrap_or_else(|| panic!("no demo sign-in; log:\n{}", read(&log)));
+
+    let profile = tempfile::tempdir().unwrap();
+    let (_driver, c) = browser(profile.path(), (1280, 800)).await;
+    c.goto(&format!("{base}/login")).await.unwrap();
+    let field = |name: &'static str| {
+        let c = &c;
+        async move {
+            c.wait()
+                .for_element(Locator::Css(&format!("input[name={name}]")))
+                .await
+                .unwrap()
+        }
+    };
+    field("name").await.send_keys("demo").await.unwrap();
+    field("password")
+        .await
+        .send_keys(&format!("{password}\u{E007}"))
+        .await
+        .unwrap();
+    line_view_opens(&c).await;
+    let banner_hidden =
+        || async { js(&c, "return document.getElementById('conn-lost').hidden;").await == true };
+    // Heard from the station: no banner.
+    until(&c, 10, "the line view hears the station", || {
+        banner_hidden()
+    })
+    .await;
+
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
+    let killed = std::time::Instant::now();
+    while banner_hidden().await {
+        assert!(
+            killed.elapsed() < Duration::from_secs(3),
+            "no 'connection lost' banner 3 s after the station was killed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let text = c
+        .find(Locator::Id("conn-lost"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("Connection to the station lost"), "{text}");
+    shot(&c, "line-hands-killed").await;
     c.close().await.unwrap();
 }
 
