@@ -1,8 +1,8 @@
 //! The line view fits the line, in headless Chromium (see
 //! `common/browser.rs`): 16 simulated slots on a 1024x600 panel and 64 on
 //! a 1920x1080 screen, every tile's whole box inside the viewport with no
-//! scrolling, every tap target at least 44x44 CSS px, the header one
-//! line; the shift's figures move as boards pass and fail, a slot that
+//! scrolling, every tile's buttons inside it and Abort 24 px from the
+//! rest, every tap target at least 44x44 CSS px, the header one line; the shift's figures move as boards pass and fail, a slot that
 //! keeps failing says so, and the status strip says within 5 s that DPS
 //! (a closed port on loopback) is offline, and why. axe-core finds no
 //! serious or critical violation on the line view, sign-in, supervisor,
@@ -87,6 +87,42 @@ async fn tiles_fit(c: &Client, n: usize) {
     assert_eq!(r[0], n, "tiles drawn");
     assert_eq!(r[1], serde_json::json!([]), "tiles outside the viewport");
     assert_eq!(r[2], true, "the page does not scroll: {}", r[3]);
+    buttons_in_reach(c).await;
+}
+
+/// Every button a tile shows is wholly inside the tile (not cut off by a
+/// small tile), and Abort stands 24 px or more from every other button.
+/// Returns how many Abort buttons were measured.
+async fn buttons_in_reach(c: &Client) -> u64 {
+    let r = c
+        .execute(
+            r#"const bad = []; let aborts = 0;
+            for (const t of document.querySelectorAll('#slots .tile')) {
+              const b = t.getBoundingClientRect();
+              const shown = [...t.querySelectorAll('button')].filter((e) => e.getClientRects().length > 0 && getComputedStyle(e).visibility !== 'hidden');
+              for (const e of shown) {
+                const r = e.getBoundingClientRect();
+                if (r.top < b.top - 0.5 || r.bottom > b.bottom + 0.5 || r.left < b.left - 0.5 || r.right > b.right + 0.5)
+                  bad.push(`${t.id}: "${e.textContent.trim()}" is cut off`);
+              }
+              const a = t.querySelector('.abort');
+              if (!a) continue;
+              aborts++;
+              const ar = a.getBoundingClientRect();
+              for (const e of shown) {
+                if (e === a) continue;
+                const r = e.getBoundingClientRect();
+                const d = Math.hypot(Math.max(0, r.left - ar.right, ar.left - r.right), Math.max(0, r.top - ar.bottom, ar.top - r.bottom));
+                if (d < 24) bad.push(`${t.id}: Abort is ${Math.round(d)} px from "${e.textContent.trim()}"`);
+              }
+            }
+            return [bad, aborts];"#,
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(r[0], serde_json::json!([]), "tile buttons out of reach");
+    r[1].as_u64().unwrap()
 }
 
 /// Everything one can tap that is shown measures at least 44x44 CSS px.
@@ -151,9 +187,17 @@ async fn number(c: &Client, id: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sixteen_slots_fit_a_small_panel_and_the_numbers_move() {
     let _one = ONE.lock().await;
-    // Slot 2 fails every board.
-    let (st, _driver, c) = watch(line_of(16, &[1]), (1024, 600)).await;
+    // Slot 2 fails every board; slot 16's take 30 s to make a key, so it
+    // shows Abort meanwhile.
+    let mut line = line_of(16, &[1]);
+    line[15].keygen_time = Duration::from_secs(30);
+    let (st, _driver, c) = watch(line, (1024, 600)).await;
+    until(&c, 30, "slot 16 is provisioning", || async {
+        c.find(Locator::Css("#slot-16 .abort")).await.is_ok()
+    })
+    .await;
     tiles_fit(&c, 16).await;
+    assert!(buttons_in_reach(&c).await >= 1, "an Abort was measured");
     header_one_line(&c).await;
     // Notes each tile that flashes (static/line.js adds `flash` once, when
     // a tile turns to FAIL or needs attention).
