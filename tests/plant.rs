@@ -160,14 +160,17 @@ async fn drain(config: &Path, log: &Path) {
     }
 }
 
-/// Every board record of a station, with its step count and certificates,
-/// as one line each: from the station's own database.
+/// Every board record of a station, with its step count, its steps' jig
+/// line figures and certificates, as one line each: from the station's
+/// own database.
 fn station_records(config: &Path) -> BTreeMap<i64, String> {
     let c = rusqlite::Connection::open(db_path(config)).unwrap();
     let mut st = c
         .prepare(
             "SELECT b.id, COALESCE(b.guid, ''), b.status, b.step, b.started_at, COALESCE(b.finished_at, ''),
                     (SELECT COUNT(*) FROM steps s WHERE s.board_id = b.id),
+                    COALESCE((SELECT group_concat(resends || '/' || damaged, ',') FROM
+                        (SELECT resends, damaged FROM steps s WHERE s.board_id = b.id ORDER BY s.id)), ''),
                     COALESCE((SELECT group_concat(serial || '/' || state, ',') FROM
                         (SELECT serial, state FROM certificates c WHERE c.board_id = b.id ORDER BY serial)), '')
              FROM boards b ORDER BY b.id",
@@ -177,14 +180,15 @@ fn station_records(config: &Path) -> BTreeMap<i64, String> {
         Ok((
             r.get::<_, i64>(0)?,
             format!(
-                "{}|{}|{}|{}|{}|{}|{}",
+                "{}|{}|{}|{}|{}|{}|{}|{}",
                 r.get::<_, String>(1)?,
                 r.get::<_, String>(2)?,
                 r.get::<_, String>(3)?,
                 r.get::<_, String>(4)?,
                 r.get::<_, String>(5)?,
                 r.get::<_, i64>(6)?,
-                r.get::<_, String>(7)?
+                r.get::<_, String>(7)?,
+                r.get::<_, String>(8)?
             ),
         ))
     })
@@ -204,6 +208,8 @@ fn plant_records(pg: &Pg, station: &str) -> BTreeMap<i64, String> {
                     || to_char(b.started_at AT TIME ZONE 'UTC', {TS}) || '|'
                     || COALESCE(to_char(b.finished_at AT TIME ZONE 'UTC', {TS}), '') || '|'
                     || (SELECT COUNT(*) FROM steps s WHERE s.station_id = b.station_id AND s.board_id = b.board_id) || '|'
+                    || COALESCE((SELECT string_agg(COALESCE(resends::text, '?') || '/' || COALESCE(damaged::text, '?'), ',' ORDER BY step_id)
+                                 FROM steps s WHERE s.station_id = b.station_id AND s.board_id = b.board_id), '') || '|'
                     || COALESCE((SELECT string_agg(serial || '/' || state, ',' ORDER BY serial) FROM certificates c
                                  WHERE c.station_id = b.station_id AND c.board_id = b.board_id), '')
              FROM boards b WHERE b.station_id = '{station}' ORDER BY b.board_id"
@@ -346,6 +352,29 @@ async fn three_stations_feed_one_plant_exactly_once() {
     for (k, key) in ["attempted", "passed", "failed"].iter().enumerate() {
         assert_eq!(plant[key].as_u64().unwrap(), sum[k], "{key}");
     }
+    // Its jig lines are the stations' own, each slot under its station.
+    let mut lines: Vec<serde_json::Value> = Vec::new();
+    for c in &configs {
+        let r: serde_json::Value = serde_json::from_str(&run_ok(&[
+            "report",
+            "--from",
+            from,
+            "--to",
+            to,
+            "--format",
+            "json",
+            "--config",
+            c.to_str().unwrap(),
+        ]))
+        .unwrap();
+        lines.extend(r["line_by_slot"].as_array().unwrap().iter().cloned());
+    }
+    let key = |l: &serde_json::Value| (l["station"].to_string(), l["slot"].as_u64());
+    lines.sort_by_key(key);
+    let mut plant_lines = plant["line_by_slot"].as_array().unwrap().clone();
+    plant_lines.sort_by_key(key);
+    assert!(lines.len() >= configs.len(), "{lines:#?}");
+    assert_eq!(plant_lines, lines, "the plant's jig lines");
     assert!(sum[1] >= 36);
     // One line's stations only.
     let line1: serde_json::Value = serde_json::from_str(&run_ok(&[

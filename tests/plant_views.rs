@@ -980,8 +980,11 @@ async fn the_command_line_migrates_reports_and_verifies() {
 
     let out = station(&["plant", "migrate", "--config", &conf]);
     assert!(out.status.success(), "{}", stderr(&out));
+    let all: Vec<String> = (1..=station::plant::schema::known())
+        .map(|v| v.to_string())
+        .collect();
     assert!(
-        stdout(&out).contains("applied plant schema version 1"),
+        stdout(&out).contains(&format!("applied plant schema versions {}", all.join(", "))),
         "{}",
         stdout(&out)
     );
@@ -1131,4 +1134,55 @@ async fn the_command_line_migrates_reports_and_verifies() {
     let err = stderr(&out);
     assert!(err.contains("postgres://plant@127.0.0.1:1/plant"), "{err}");
     assert!(!err.contains("s3cret"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plant_schema_from_before_the_line_figures_is_brought_up_to_date_with_its_steps() {
+    let pg = tokio::task::spawn_blocking(|| {
+        let pg = Pg::start();
+        pg.create_db("plant");
+        pg
+    })
+    .await
+    .unwrap();
+    let mut c = connect(&pg.url("plant")).await;
+    // The plant as the first schema left it, with a step in it.
+    c.batch_execute(
+        "CREATE TABLE plant_schema (version integer PRIMARY KEY,
+                                    applied_at timestamptz NOT NULL DEFAULT now())",
+    )
+    .await
+    .unwrap();
+    c.batch_execute(station::plant::schema::MIGRATIONS[0])
+        .await
+        .unwrap();
+    c.execute("INSERT INTO plant_schema (version) VALUES (1)", &[])
+        .await
+        .unwrap();
+    insert_station(&c, "st-old", "line-1").await;
+    c.execute(
+        "INSERT INTO steps (station_id, step_id, board_id, step, started_at, board_started)
+         VALUES ('st-old', 1, 1, 'identify', now(), now())",
+        &[],
+    )
+    .await
+    .unwrap();
+
+    let applied = station::plant::schema::migrate(&mut c).await.unwrap();
+    assert_eq!(applied, [2], "only what was missing");
+    assert_eq!(
+        station::plant::schema::version(&c).await.unwrap(),
+        station::plant::schema::known()
+    );
+    // The step sent before the figures is kept, its figures not known.
+    let row = c
+        .query_one(
+            "SELECT step, resends, damaged FROM steps WHERE station_id = 'st-old'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "identify");
+    assert_eq!(row.get::<_, Option<i64>>(1), None);
+    assert_eq!(row.get::<_, Option<i64>>(2), None);
 }

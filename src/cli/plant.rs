@@ -83,7 +83,8 @@ pub async fn plant_migrate(config: &ConfigArgs) -> anyhow::Result<()> {
     } else {
         let list: Vec<String> = applied.iter().map(i64::to_string).collect();
         println!(
-            "applied plant schema version {} to {}: now at version {version}",
+            "applied plant schema version{} {} to {}: now at version {version}",
+            if list.len() == 1 { "" } else { "s" },
             list.join(", "),
             plant.shown_url()
         );

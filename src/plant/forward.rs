@@ -421,15 +421,16 @@ async fn upsert(
         };
         tx.execute(
             "INSERT INTO steps (station_id, step_id, board_id, board_started, step, started_at, ended_at,
-                                duration_ms, outcome, error_code, error)
+                                duration_ms, outcome, error_code, error, resends, damaged)
              SELECT $1, u.id, u.board, u.board_started::timestamptz, u.step, u.started::timestamptz,
-                    u.ended::timestamptz, u.ms, u.outcome, u.ec, u.err
+                    u.ended::timestamptz, u.ms, u.outcome, u.ec, u.err, u.resends, u.damaged
              FROM unnest($2::int8[], $3::int8[], $4::text[], $5::text[], $6::text[], $7::int8[],
-                         $8::text[], $9::text[], $10::text[], $11::text[])
-                  AS u(id, board, step, started, ended, ms, outcome, ec, err, board_started)
+                         $8::text[], $9::text[], $10::text[], $11::text[], $12::int8[], $13::int8[])
+                  AS u(id, board, step, started, ended, ms, outcome, ec, err, board_started, resends, damaged)
              ON CONFLICT (station_id, step_id, board_started) DO UPDATE SET
                  ended_at = EXCLUDED.ended_at, duration_ms = EXCLUDED.duration_ms,
-                 outcome = EXCLUDED.outcome, error_code = EXCLUDED.error_code, error = EXCLUDED.error",
+                 outcome = EXCLUDED.outcome, error_code = EXCLUDED.error_code, error = EXCLUDED.error,
+                 resends = EXCLUDED.resends, damaged = EXCLUDED.damaged",
             &[
                 &station,
                 &v.iter().map(|r| r.id).collect::<Vec<i64>>(),
@@ -442,6 +443,8 @@ async fn upsert(
                 &col(|r| r.error_code.clone()),
                 &col(|r| r.error.clone()),
                 &col(|r| Some(r.board_started_at.clone())),
+                &v.iter().map(|r| r.resends).collect::<Vec<i64>>(),
+                &v.iter().map(|r| r.damaged).collect::<Vec<i64>>(),
             ],
         )
         .await?;

@@ -227,6 +227,11 @@ BEGIN
 END
 $fn$;
 "#,
+    // 2: each step's jig line figures (NULL: sent by a station from
+    // before them, so not known).
+    r#"
+ALTER TABLE steps ADD COLUMN resends bigint, ADD COLUMN damaged bigint;
+"#,
 ];
 
 /// What the database's schema is, against what this station knows.

@@ -202,7 +202,8 @@ pub async fn each_unit_page(
     // steps are partitioned by their board's start, so the page's first and
     // last start ($5, $6) leave only its months to search.
     let steps_sql = format!(
-        "SELECT p.plant_id, s.step, {}, {}, s.duration_ms, s.outcome, s.error_code
+        "SELECT p.plant_id, s.step, {}, {}, s.duration_ms, s.outcome, s.error_code, s.resends,
+                s.damaged
          FROM unnest($1::text[], $2::int8[], $3::int8[], $4::text[])
               AS p(station_id, board_id, plant_id, started)
          JOIN steps s ON s.station_id = p.station_id AND s.board_id = p.board_id
@@ -306,9 +307,9 @@ fn step(r: &Row) -> StepRecord {
         duration_ms: r.get(4),
         outcome: r.get(5),
         error_code: r.get(6),
-        // The plant database does not keep the jig line's figures.
-        resends: None,
-        damaged: None,
+        // NULL for steps sent by a station from before the figures.
+        resends: r.get(7),
+        damaged: r.get(8),
     }
 }
 

@@ -97,8 +97,8 @@ pub struct StepRecord {
     /// `ok`, `failed`, `interrupted`; `None` while running.
     pub outcome: Option<String>,
     pub error_code: Option<String>,
-    /// Requests sent again to the jig in this step (`None`: not known
-    /// here, as in the plant database).
+    /// Requests sent again to the jig in this step (`None`: not known, as
+    /// for a step a station sent the plant before plant schema 2).
     pub resends: Option<i64>,
     /// Damaged frames on the jig line (either way) in this step.
     pub damaged: Option<i64>,
@@ -107,6 +107,8 @@ pub struct StepRecord {
 /// How one slot's jig line fared over a report's board records.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct SlotLine {
+    /// The slot's station: a plant report holds many stations' slots.
+    pub station: String,
     pub slot: u16,
     /// Board records with at least one step.
     pub boards: u64,
@@ -404,27 +406,32 @@ impl Report {
     }
 }
 
-/// Resends and damaged frames per board, by slot, over the board records
-/// that have steps.
+/// Resends and damaged frames per board, by station and slot, over the
+/// board records whose steps have the figures.
 fn line_by_slot(units: &[Unit], steps: &[StepRecord]) -> Vec<SlotLine> {
-    let slot_of: HashMap<i64, u16> = units.iter().map(|u| (u.board_id, u.slot)).collect();
-    // slot -> (boards seen, resends, damaged)
-    let mut by: BTreeMap<u16, (std::collections::HashSet<i64>, u64, u64)> = BTreeMap::new();
+    let slot_of: HashMap<i64, (&str, u16)> = units
+        .iter()
+        .map(|u| (u.board_id, (u.station.as_str(), u.slot)))
+        .collect();
+    // (station, slot) -> (boards seen, resends, damaged)
+    type Seen = (std::collections::HashSet<i64>, u64, u64);
+    let mut by: BTreeMap<(&str, u16), Seen> = BTreeMap::new();
     for s in steps {
-        let (Some(slot), Some(resends), Some(damaged)) =
+        let (Some(jig), Some(resends), Some(damaged)) =
             (slot_of.get(&s.board_id), s.resends, s.damaged)
         else {
             continue;
         };
-        let e = by.entry(*slot).or_default();
+        let e = by.entry(*jig).or_default();
         e.0.insert(s.board_id);
         e.1 += resends.max(0) as u64;
         e.2 += damaged.max(0) as u64;
     }
     by.into_iter()
-        .map(|(slot, (boards, resends, damaged))| {
+        .map(|((station, slot), (boards, resends, damaged))| {
             let n = boards.len() as u64;
             SlotLine {
+                station: station.to_string(),
                 slot,
                 boards: n,
                 resends,

@@ -59,6 +59,7 @@ struct Page<'a> {
 
 /// A slot's jig line in the report.
 struct LineRow {
+    station: String,
     slot: u16,
     boards: u64,
     resends: String,
@@ -152,6 +153,7 @@ pub fn html(report: &Report, styles: Styles) -> Result<String, String> {
             .line_by_slot
             .iter()
             .map(|l| LineRow {
+                station: l.station.clone(),
                 slot: l.slot,
                 boards: l.boards,
                 resends: format!("{:.2}", l.resends_per_board),

@@ -46,6 +46,10 @@ pub struct FeedStep {
     pub outcome: Option<String>,
     pub error_code: Option<String>,
     pub error: Option<String>,
+    /// Requests sent again to the jig in the step.
+    pub resends: i64,
+    /// Damaged frames on the jig line in the step.
+    pub damaged: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -480,7 +484,7 @@ fn read_rows(
         "step" => {
             let mut st = tx.prepare(&format!(
                 "SELECT s.id, s.board_id, s.step, s.started_at, s.ended_at, s.duration_ms, s.outcome,
-                        s.error_code, s.error, b.started_at
+                        s.error_code, s.error, b.started_at, s.resends, s.damaged
                  FROM steps s JOIN boards b ON b.id = s.board_id WHERE s.id IN ({m}) ORDER BY s.id"
             ))?;
             let rows = st.query_map(p, |r| {
@@ -495,6 +499,8 @@ fn read_rows(
                     error_code: r.get(7)?,
                     error: r.get(8)?,
                     board_started_at: r.get(9)?,
+                    resends: r.get(10)?,
+                    damaged: r.get(11)?,
                 })
             })?;
             for r in rows {
