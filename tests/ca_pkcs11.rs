@@ -277,11 +277,7 @@ fn board_csr(guid: &str) -> (rcgen::KeyPair, Vec<u8>) {
 /// Runs `station serve --demo 1` with `cfg` until one board is provisioned;
 /// returns its certificate (PEM).
 async fn provision_one(cfg: &Path, dir: &Path) -> String {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     let (out, log) = (dir.join("serve.out"), dir.join("serve.log"));
     let _child = Child(
@@ -294,17 +290,10 @@ async fn provision_one(cfg: &Path, dir: &Path) -> String {
             .spawn()
             .unwrap(),
     );
-    let mut token = None;
-    for _ in 0..300 {
-        token = read(&out)
-            .lines()
-            .find_map(|l| l.strip_prefix("demo API token: ").map(str::to_string));
-        if token.is_some() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    let token = token.unwrap_or_else(|| panic!("the station did not start; log:\n{}", read(&log)));
+    let token = output_line(&out, &log, "the station did not start", |l| {
+        l.strip_prefix("demo API token: ").map(str::to_string)
+    })
+    .await;
     let client = client_with_token(&token);
     for _ in 0..300 {
         if let Ok(r) = client

@@ -13,14 +13,6 @@ fn station(args: &[&str]) -> std::process::Output {
     Command::new(station_bin()).args(args).output().unwrap()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_provisions_boards_with_the_reference_config() {
     let dir = tempfile::tempdir().unwrap();
@@ -41,17 +33,10 @@ async fn the_demo_provisions_boards_with_the_reference_config() {
             .unwrap(),
     );
     // The demo prints a sign-in and an API token of its own.
-    let mut token = None;
-    for _ in 0..300 {
-        token = read(&out)
-            .lines()
-            .find_map(|l| l.strip_prefix("demo API token: ").map(str::to_string));
-        if token.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let token = token.unwrap_or_else(|| panic!("no demo token; log:\n{}", read(&log)));
+    let token = output_line(&out, &log, "no demo token", |l| {
+        l.strip_prefix("demo API token: ").map(str::to_string)
+    })
+    .await;
     assert!(read(&out).contains("demo sign-in: user name demo, password "));
     let client = client_with_token(&token);
     let mut provisioned = 0;

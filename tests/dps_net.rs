@@ -360,11 +360,7 @@ async fn station_check_reaches_dps_and_says_which_step_failed() {
     assert!(text.contains("skipped  DPS key: not tried"), "{text}");
 
     // Nothing listening: unreachable, a warning.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let lines = format!(
         "endpoint = \"https://127.0.0.1:{port}\"\nca_file = \"{}\"",
         fake.ca_file().display()

@@ -16,7 +16,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::browser::{browser, line_view_opens, shot, until, viewport};
+use common::browser::{browser, line_view_opens, shot, sign_in_password, until, viewport};
 use common::*;
 use fantoccini::{Client, Locator};
 use station::sim::{LineCycle, SimOptions};
@@ -328,19 +328,10 @@ async fn taps_land_focus_stays_results_stay_and_a_lost_station_is_said() {
     );
     shot(&c, "line-hands-1280").await;
 
-    // Killing the station: the banner within 3 s.
-    let banner_hidden =
-        || async { js(&c, "return document.getElementById('conn-lost').hidden;").await == true };
-    assert!(banner_hidden().await, "the banner shows while connected");
+    // Stopping the station: the banner within 3 s.
+    assert!(banner_hidden(&c).await, "the banner shows while connected");
     st.app.stop();
-    let stopped = std::time::Instant::now();
-    while banner_hidden().await {
-        assert!(
-            stopped.elapsed() < Duration::from_secs(3),
-            "no 'connection lost' banner 3 s after the station stopped"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    banner_within_3_s(&c, "the station stopped").await;
     shot(&c, "line-hands-lost").await;
     c.close().await.unwrap();
 }
@@ -351,23 +342,11 @@ async fn killing_the_station_process_shows_the_banner_within_3_s() {
     // A real `station serve`, killed outright: no goodbye on the stream.
     let dir = tempfile::tempdir().unwrap();
     let reference = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("station.toml");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let base = format!("http://127.0.0.1:{port}");
+    let listen = format!("127.0.0.1:{}", free_port());
     let (out, log) = (dir.path().join("serve.out"), dir.path().join("serve.log"));
     let mut child = Child(
         std::process::Command::new(station_bin())
-            .args([
-                "serve",
-                "--demo",
-                "2",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-            ])
-            .arg("--config")
+            .args(["serve", "--demo", "2", "--listen", &listen, "--config"])
             .arg(&reference)
             .arg("--data-dir")
             .arg(dir.path().join("data"))
@@ -376,56 +355,24 @@ async fn killing_the_station_process_shows_the_banner_within_3_s() {
             .spawn()
             .unwrap(),
     );
-    let mut password = None;
-    for _ in 0..600 {
-        password = read(&out).lines().find_map(|l| {
-            l.strip_prefix("demo sign-in: user name demo, password ")
-                .map(str::to_string)
-        });
-        if password.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let password = password.unwrap_or_else(|| panic!("no demo sign-in; log:\n{}", read(&log)));
+    let password = output_line(&out, &log, "no demo sign-in", |l| {
+        l.strip_prefix("demo sign-in: user name demo, password ")
+            .map(str::to_string)
+    })
+    .await;
 
     let profile = tempfile::tempdir().unwrap();
     let (_driver, c) = browser(profile.path(), (1280, 800)).await;
-    c.goto(&format!("{base}/login")).await.unwrap();
-    let field = |name: &'static str| {
-        let c = &c;
-        async move {
-            c.wait()
-                .for_element(Locator::Css(&format!("input[name={name}]")))
-                .await
-                .unwrap()
-        }
-    };
-    field("name").await.send_keys("demo").await.unwrap();
-    field("password")
-        .await
-        .send_keys(&format!("{password}\u{E007}"))
-        .await
-        .unwrap();
-    line_view_opens(&c).await;
-    let banner_hidden =
-        || async { js(&c, "return document.getElementById('conn-lost').hidden;").await == true };
+    sign_in_password(&c, &format!("http://{listen}"), "demo", &password).await;
     // Heard from the station: no banner.
     until(&c, 10, "the line view hears the station", || {
-        banner_hidden()
+        banner_hidden(&c)
     })
     .await;
 
     child.0.kill().unwrap();
     child.0.wait().unwrap();
-    let killed = std::time::Instant::now();
-    while banner_hidden().await {
-        assert!(
-            killed.elapsed() < Duration::from_secs(3),
-            "no 'connection lost' banner 3 s after the station was killed"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    banner_within_3_s(&c, "the station was killed").await;
     let text = c
         .find(Locator::Id("conn-lost"))
         .await
@@ -436,6 +383,23 @@ async fn killing_the_station_process_shows_the_banner_within_3_s() {
     assert!(text.contains("Connection to the station lost"), "{text}");
     shot(&c, "line-hands-killed").await;
     c.close().await.unwrap();
+}
+
+/// Whether the "connection lost" banner is hidden.
+async fn banner_hidden(c: &Client) -> bool {
+    js(c, "return document.getElementById('conn-lost').hidden;").await == true
+}
+
+/// The "connection lost" banner shows within 3 s of `what` happening.
+async fn banner_within_3_s(c: &Client, what: &str) {
+    let since = std::time::Instant::now();
+    while banner_hidden(c).await {
+        assert!(
+            since.elapsed() < Duration::from_secs(3),
+            "no 'connection lost' banner 3 s after {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// A session cookie and the page's CSRF token for a new operator.

@@ -27,11 +27,7 @@ static ONE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// A `[dps]` section for a DPS that is not there: a loopback port that
 /// was free a moment ago.
 fn dps_nowhere() -> String {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     format!(
         "\n[dps]\nconnection_string = \"HostName=line-view-test.azure-devices-provisioning.net;SharedAccessKeyName=provisioningserviceowner;SharedAccessKey=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\"\nendpoint = \"http://127.0.0.1:{port}\"\nops_per_minute = 600\nrequest_timeout_ms = 1000\nmax_backoff_ms = 1000\n"
     )
@@ -70,7 +66,8 @@ async fn watch(
 }
 
 /// Every tile's box is inside the viewport, and the page does not scroll.
-async fn tiles_fit(c: &Client, n: usize) {
+/// Returns how many Abort buttons `buttons_in_reach` measured.
+async fn tiles_fit(c: &Client, n: usize) -> u64 {
     let r = c
         .execute(
             r#"const w = window.innerWidth, h = window.innerHeight;
@@ -87,7 +84,7 @@ async fn tiles_fit(c: &Client, n: usize) {
     assert_eq!(r[0], n, "tiles drawn");
     assert_eq!(r[1], serde_json::json!([]), "tiles outside the viewport");
     assert_eq!(r[2], true, "the page does not scroll: {}", r[3]);
-    buttons_in_reach(c).await;
+    buttons_in_reach(c).await
 }
 
 /// Every button a tile shows is wholly inside the tile (not cut off by a
@@ -196,8 +193,7 @@ async fn sixteen_slots_fit_a_small_panel_and_the_numbers_move() {
         c.find(Locator::Css("#slot-16 .abort")).await.is_ok()
     })
     .await;
-    tiles_fit(&c, 16).await;
-    assert!(buttons_in_reach(&c).await >= 1, "an Abort was measured");
+    assert!(tiles_fit(&c, 16).await >= 1, "an Abort was measured");
     header_one_line(&c).await;
     // Notes each tile that flashes (static/line.js adds `flash` once, when
     // a tile turns to FAIL or needs attention).

@@ -129,17 +129,10 @@ supervisor = ["line-supervisors"]
             .spawn()
             .unwrap(),
     );
-    let mut started = None;
-    for _ in 0..300 {
-        started = read(&out)
-            .lines()
-            .find_map(|l| l.split(" listening on ").nth(1).map(str::to_string));
-        if started.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let started = started.unwrap_or_else(|| panic!("the station did not start: {}", read(&log)));
+    let started = output_line(&out, &log, "the station did not start", |l| {
+        l.split(" listening on ").nth(1).map(str::to_string)
+    })
+    .await;
     assert_eq!(started, base);
 
     // A badge and PIN, a password, each through the sign-in form.

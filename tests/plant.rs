@@ -319,6 +319,7 @@ async fn three_stations_feed_one_plant_exactly_once() {
     let from = "2000-01-01";
     let to = "2100-01-01";
     let mut sum = [0u64; 3];
+    let mut lines: Vec<serde_json::Value> = Vec::new();
     for c in &configs {
         let r: serde_json::Value = serde_json::from_str(&run_ok(&[
             "report",
@@ -335,6 +336,7 @@ async fn three_stations_feed_one_plant_exactly_once() {
         for (k, key) in ["attempted", "passed", "failed"].iter().enumerate() {
             sum[k] += r[key].as_u64().unwrap();
         }
+        lines.extend(r["line_by_slot"].as_array().unwrap().iter().cloned());
     }
     let plant: serde_json::Value = serde_json::from_str(&run_ok(&[
         "plant",
@@ -353,22 +355,6 @@ async fn three_stations_feed_one_plant_exactly_once() {
         assert_eq!(plant[key].as_u64().unwrap(), sum[k], "{key}");
     }
     // Its jig lines are the stations' own, each slot under its station.
-    let mut lines: Vec<serde_json::Value> = Vec::new();
-    for c in &configs {
-        let r: serde_json::Value = serde_json::from_str(&run_ok(&[
-            "report",
-            "--from",
-            from,
-            "--to",
-            to,
-            "--format",
-            "json",
-            "--config",
-            c.to_str().unwrap(),
-        ]))
-        .unwrap();
-        lines.extend(r["line_by_slot"].as_array().unwrap().iter().cloned());
-    }
     let key = |l: &serde_json::Value| (l["station"].to_string(), l["slot"].as_u64());
     lines.sort_by_key(key);
     let mut plant_lines = plant["line_by_slot"].as_array().unwrap().clone();

@@ -243,11 +243,7 @@ fn a_vanished_tpm_is_unreachable_and_is_reconnected() {
 
 #[test]
 fn nothing_listening_is_unreachable() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::free_port();
     let tcti = format!("swtpm:host=127.0.0.1,port={port}");
     let e = EsapiTpm::open(&slot(&tcti)).unwrap_err();
     assert!(matches!(e, TpmError::Unreachable { .. }), "{e:?}");

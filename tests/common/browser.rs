@@ -51,11 +51,7 @@ pub async fn browser(profile: &std::path::Path, (width, height): (u32, u32)) -> 
         std::path::Path::new(CHROMIUM).exists() && std::path::Path::new(CHROMEDRIVER).exists(),
         "this test needs Debian's chromium and chromium-driver: `apt-get install chromium chromium-driver` (scripts/test.sh does it)"
     );
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = super::free_port();
     // Chromium inherits chromedriver's HOME: the profile's, whose NSS
     // database the test filled.
     let driver = Child(
@@ -190,20 +186,29 @@ where
 /// Signs in with a badge and PIN as a scanner and a person type them (the
 /// badge, Tab, the PIN, Enter) and waits for the line view.
 pub async fn sign_in(c: &Client, base: &str, badge: &str, pin: &str) {
+    type_in(c, base, ("badge", badge), ("pin", pin)).await;
+}
+
+/// Signs in with a user name and password (the name, then the password
+/// and Enter) and waits for the line view.
+pub async fn sign_in_password(c: &Client, base: &str, name: &str, password: &str) {
+    type_in(c, base, ("name", name), ("password", password)).await;
+}
+
+/// Opens the sign-in page, types `first` and `second` into their fields,
+/// Enter after the second, and waits for the line view. Into the fields
+/// themselves: on a loaded machine the page's focus may not be settled
+/// when the keys arrive (tests/browser.rs checks the autofocus itself).
+async fn type_in(c: &Client, base: &str, first: (&str, &str), second: (&str, &str)) {
     c.goto(&format!("{base}/login")).await.unwrap();
-    // Into the fields themselves: on a loaded machine the page's focus
-    // may not be settled when the keys arrive (tests/browser.rs checks the
-    // autofocus itself).
-    let field = |name: &'static str| async move {
-        c.wait()
-            .for_element(Locator::Css(&format!("input[name={name}]")))
-            .await
-            .unwrap()
+    let field = |name: &str| {
+        let css = format!("input[name={name}]");
+        async move { c.wait().for_element(Locator::Css(&css)).await.unwrap() }
     };
-    field("badge").await.send_keys(badge).await.unwrap();
-    field("pin")
+    field(first.0).await.send_keys(first.1).await.unwrap();
+    field(second.0)
         .await
-        .send_keys(&format!("{pin}\u{E007}"))
+        .send_keys(&format!("{}\u{E007}", second.1))
         .await
         .unwrap();
     line_view_opens(c).await;

@@ -408,6 +408,33 @@ pub fn station_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_station"))
 }
 
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits up to 30 s for a line of a child's standard output (written to
+/// `out`) that `find` takes something from, and returns it; panics with
+/// `what` and the child's log (`log`) if none comes.
+pub async fn output_line(
+    out: &Path,
+    log: &Path,
+    what: &str,
+    find: impl Fn(&str) -> Option<String>,
+) -> String {
+    for _ in 0..300 {
+        if let Some(found) = read(out).lines().find_map(&find) {
+            return found;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("{what}; log:\n{}", read(log))
+}
+
 /// A child process killed when dropped.
 pub struct Child(pub std::process::Child);
 
